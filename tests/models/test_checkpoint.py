@@ -1,0 +1,147 @@
+"""load_yolov5: ultralytics-layout pickles read without their code, hostile pickles refused."""
+
+import os
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from yolo_slim.models import CheckpointFormatError, UnsafeCheckpointError, YOLOv5, load_model_yaml, load_yolov5
+from yolo_slim.models import blocks
+from yolo_slim.models.detect import Detect
+
+# ultralytics class name for each of our block classes.
+_ULTRALYTICS_NAMES = {blocks.Conv: "Conv", blocks.Focus: "Focus", blocks.Bottleneck: "Bottleneck",
+                      blocks.C3: "C3", blocks.SPP: "SPP", blocks.SPPF: "SPPF", blocks.Concat: "Concat",
+                      Detect: "Detect"}
+
+
+class _FakeUltralytics:
+    """Puts ``<package>.yolo`` / ``<package>.common`` modules with ultralytics' class names in sys.modules.
+
+    The classes subclass ours, so pickling a model re-classed with them writes exactly the global
+    names an ultralytics checkpoint holds (``models.common.C3`` ...). They are removed again before
+    loading, so the loader cannot lean on them.
+    """
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        self.modules = {package: types.ModuleType(package), f"{package}.yolo": types.ModuleType(f"{package}.yolo"),
+                        f"{package}.common": types.ModuleType(f"{package}.common")}
+        self.classes = {}
+        for ours, name in _ULTRALYTICS_NAMES.items():
+            home = f"{package}.yolo" if name == "Detect" else f"{package}.common"
+            fake = type(name, (ours,), {"__module__": home})
+            setattr(self.modules[home], name, fake)
+            self.classes[ours] = fake
+        self.detection_model = type("DetectionModel", (nn.Module,), {"__module__": f"{package}.yolo"})
+        self.modules[f"{package}.yolo"].DetectionModel = self.detection_model
+        # The package itself, so that pickle can import "models.yolo" when checking the class.
+        if "." in package:
+            parent = package.split(".")[0]
+            self.modules[parent] = types.ModuleType(parent)
+            setattr(self.modules[parent], package.split(".")[1], self.modules[package])
+        self.modules[package].yolo = self.modules[f"{package}.yolo"]
+        self.modules[package].common = self.modules[f"{package}.common"]
+
+    def pickled_model(self, model: YOLOv5, yaml_dict: dict, names: dict, v5_anchor_grid: bool) -> nn.Module:
+        """An object laid out as ultralytics' DetectionModel, holding ``model``'s (re-classed) layers."""
+        layers = model.model
+        for module in layers.modules():
+            if type(module) in self.classes:
+                module.__class__ = self.classes[type(module)]
+            elif isinstance(module, blocks.Upsample):
+                module.__class__ = nn.Upsample  # ultralytics uses torch's own class
+        if v5_anchor_grid:  # v5.0's Detect kept this persistent buffer
+            detect = layers[-1]
+            detect.register_buffer("anchor_grid", (detect.anchors * detect.stride.view(-1, 1, 1)).view(3, 1, -1, 1, 1, 2))
+        wrapper = self.detection_model()
+        wrapper.model = nn.Sequential(*layers)
+        wrapper.yaml, wrapper.names, wrapper.stride = yaml_dict, names, model.stride.clone()
+        return wrapper
+
+    def __enter__(self):
+        sys.modules.update(self.modules)
+        return self
+
+    def __exit__(self, *exc):
+        for name in self.modules:
+            sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("package,config,key", [
+    ("models", "yolov5n-v5", "model"),        # v5.0 release file: Focus, SPP, anchor_grid buffer
+    ("models", "yolov5n", "model"),           # v6/v7 release file
+    ("yolov5.models", "yolov5n", "ema"),      # saved from the PyPI package, training checkpoint
+])
+def test_round_trip_of_an_ultralytics_layout_checkpoint(tmp_path, package, config, key):
+    torch.manual_seed(0)
+    original = YOLOv5(config, nc=3).eval()
+    image = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        expected = YOLOv5.from_spec(original.spec).eval()
+    expected.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                              for k, v in original.state_dict().items()})
+    yaml_dict = load_model_yaml(config) | {"nc": 3, "ch": 3}
+    names = {0: "cat", 1: "dog", 2: "cow"}
+    path = tmp_path / "weights.pt"
+    with _FakeUltralytics(package) as fake:
+        pickled = fake.pickled_model(original, yaml_dict, names, v5_anchor_grid=config.endswith("-v5")).half()
+        other = None if key == "model" else pickled
+        torch.save({"model": pickled if key == "model" else None, "ema": other, "epoch": -1,
+                    "optimizer": None, "updates": None, "date": "2022-11-22"}, path)
+    assert package not in sys.modules
+    loaded = load_yolov5(path)
+    assert loaded.names == ["cat", "dog", "cow"] and loaded.nc == 3
+    assert loaded.stride.tolist() == [8.0, 16.0, 32.0]
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert not loaded.training
+    assert torch.equal(loaded.detect.anchors, original.detect.anchors)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image), expected(image))
+
+
+def test_plain_state_dict_needs_and_uses_a_yaml(tmp_path):
+    model = YOLOv5("yolov5n", nc=5).eval()
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    with pytest.raises(CheckpointFormatError, match=r"plain state dict: pass cfg="):
+        load_yolov5(tmp_path / "state.pt")
+    loaded = load_yolov5(tmp_path / "state.pt", cfg="yolov5n.yaml")
+    assert loaded.nc == 5  # read off the Detect output convs
+    image = torch.rand(1, 3, 64, 64)
+    assert torch.equal(loaded(image), model(image))
+
+
+class _RunsCommand:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"model": _RunsCommand(f"touch {marker}"), "epoch": -1}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeCheckpointError, match=r"refers to (posix|os|nt)\.system, which yolo_slim does not load"):
+        load_yolov5(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_unknown_class_in_a_yolov5_package_is_refused(tmp_path):
+    with _FakeUltralytics("models") as fake:
+        impostor = type("Evil", (nn.Module,), {"__module__": "models.yolo"})
+        fake.modules["models.yolo"].Evil = impostor
+        torch.save({"model": impostor()}, tmp_path / "odd.pt")
+    with pytest.raises(UnsafeCheckpointError, match=r"models\.yolo\.Evil"):
+        load_yolov5(tmp_path / "odd.pt")
+
+
+def test_checkpoint_without_a_model(tmp_path):
+    torch.save({"epoch": 3, "note": "nothing here"}, tmp_path / "empty.pt")
+    with pytest.raises(CheckpointFormatError, match="holds no YOLOv5 model"):
+        load_yolov5(tmp_path / "empty.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_yolov5(tmp_path / "missing.pt")

@@ -1,0 +1,40 @@
+"""Turn Hydra config nodes into typed arguments, failing early with messages that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from yolo_slim.models import YOLOv5, load_yolov5, shipped_configs
+
+LARGEST_STRIDE = 32
+
+
+def require_imgsz(value: Any, setting: str) -> int:
+    """A positive int multiple of 32 (the largest stride of every shipped layout)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % LARGEST_STRIDE:
+        raise ValueError(f"{setting} must be a positive multiple of {LARGEST_STRIDE}, found {value!r}")
+    return value
+
+
+def build_model(model_config: DictConfig, nc: int | None = None,
+                names: list[str] | None = None) -> YOLOv5:
+    """A YOLOv5 from ``model.cfg`` (a shipped name or a yaml path), or from ``model.weights``.
+
+    Raises:
+        ValueError: ``model.cfg`` names no shipped config or file, or ``model.weights`` is missing.
+    """
+    cfg = model_config.get("cfg")
+    weights = model_config.get("weights")
+    nc = nc if nc is not None else model_config.get("nc")
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise ValueError(f"model.weights={weights!r} does not exist; give the path of an ultralytics .pt")
+        return load_yolov5(weights)
+    if cfg is None or (str(cfg) not in shipped_configs() and not Path(str(cfg)).is_file()
+                       and Path(str(cfg)).stem not in shipped_configs()):
+        raise ValueError(f"model.cfg={cfg!r} is neither a model yaml file nor a shipped config; "
+                         f"shipped: {', '.join(shipped_configs())}")
+    return YOLOv5(str(cfg), nc=nc, names=names)

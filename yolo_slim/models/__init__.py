@@ -1,0 +1,25 @@
+"""The YOLOv5 graph: yaml parsing into a spec, blocks, the network, checkpoints, size and cost.
+
+Knows nothing of pruning, Lightning or Hydra.
+"""
+
+from yolo_slim.models.checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_yolov5
+from yolo_slim.models.info import count_gflops, count_parameters, model_info
+from yolo_slim.models.spec import LayerSpec, ModelSpec
+from yolo_slim.models.yaml_config import load_model_yaml, parse_model_yaml, shipped_configs
+from yolo_slim.models.yolo import YOLOv5
+
+__all__ = [
+    "CheckpointFormatError",
+    "LayerSpec",
+    "ModelSpec",
+    "UnsafeCheckpointError",
+    "YOLOv5",
+    "count_gflops",
+    "count_parameters",
+    "load_model_yaml",
+    "load_yolov5",
+    "model_info",
+    "parse_model_yaml",
+    "shipped_configs",
+]

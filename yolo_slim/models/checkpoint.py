@@ -1,0 +1,214 @@
+"""Load official ultralytics YOLOv5 ``.pt`` files without their code and without running theirs.
+
+A release checkpoint (v5.0 .. v7.0) is a pickle of the whole model: ``{"model": DetectionModel,
+"ema": ..., ...}``, its classes under ``models.yolo`` / ``models.common`` (``yolov5.models.*``
+when saved from the PyPI package), usually in fp16. ``torch.load(weights_only=False)`` would
+import those classes and let the file call any function it names. Instead, :class:`_SafeUnpickler`
+resolves an allow-list: tensor rebuilding, plain containers, and module classes, every one of the
+latter replaced by an inert stand-in that only records its attributes. The weights are then read
+off that tree of stand-ins and loaded into a :class:`~yolo_slim.models.yolo.YOLOv5` built from the
+checkpoint's own yaml. Anything outside the allow-list stops the load with
+:class:`UnsafeCheckpointError` before it is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import types
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yolo_slim.models.yolo import YOLOv5
+
+log = logging.getLogger(__name__)
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+    """The file names something outside the allow-list; nothing it names was called."""
+
+
+class CheckpointFormatError(ValueError):
+    """The file was read safely but does not hold a YOLOv5 that can be rebuilt."""
+
+
+# Packages whose module classes become inert stand-ins. The YOLOv5 class names are listed so that
+# a file from some other project that happens to use the same package name is refused, not guessed at.
+_YOLOV5_MODULES = ("models.yolo", "models.common", "models.experimental",
+                   "yolov5.models.yolo", "yolov5.models.common", "yolov5.models.experimental")
+_YOLOV5_CLASSES = frozenset({"Model", "DetectionModel", "BaseModel", "Detect", "Conv", "Focus", "Bottleneck",
+                             "C3", "SPP", "SPPF", "Concat", "BottleneckCSP", "CrossConv", "C3x", "DWConv"})
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
+    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
+    ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "object"): object,
+}
+
+
+class _InertModule:
+    """Stand-in for a pickled module class: keeps the pickled attributes, has no behaviour."""
+
+    qualified_name = "?"
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple):  # (dict, slots) form
+            state = {**(state[0] or {}), **(state[1] or {})}
+        self.__dict__.update(state)
+
+
+_STAND_INS: dict[str, type[_InertModule]] = {}
+
+
+def _stand_in(module: str, name: str) -> type[_InertModule]:
+    qualified = f"{module}.{name}"
+    if qualified not in _STAND_INS:
+        _STAND_INS[qualified] = type(name, (_InertModule,), {"qualified_name": qualified})
+    return _STAND_INS[qualified]
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        # Protocol-2 pickles spell builtins the Python 2 way.
+        module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
+        if (module, name) in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[(module, name)]
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module.startswith("torch.nn.modules."):
+            return _stand_in(module, name)
+        if module in _YOLOV5_MODULES and name in _YOLOV5_CLASSES:
+            return _stand_in(module, name)
+        raise UnsafeCheckpointError(
+            f"checkpoint refers to {module}.{name}, which yolo_slim does not load: only tensors, plain "
+            f"containers and YOLOv5/torch.nn module classes are allowed (the file may be corrupt, from "
+            f"another project, or malicious)")
+
+
+# torch.load takes a module-like object with `Unpickler` and `load`.
+_safe_pickle = types.SimpleNamespace(
+    Unpickler=_SafeUnpickler,
+    load=lambda file, **kwargs: _SafeUnpickler(file, **kwargs).load(),
+    __name__="yolo_slim_safe_pickle",
+)
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """Unpickle ``path`` through the allow-list (on CPU); module objects come back as stand-ins.
+
+    Raises:
+        UnsafeCheckpointError: the file names a class or function outside the allow-list.
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    # weights_only=False is what lets a custom unpickler run at all; the allow-list above is the guard.
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_safe_pickle)
+
+
+def load_yolov5(path: str | Path, cfg: str | Path | Mapping[str, Any] | None = None) -> YOLOv5:
+    """Load an ultralytics YOLOv5 checkpoint as a float32 :class:`YOLOv5` in eval mode.
+
+    Args:
+        path: A release or training ``.pt`` (the whole model pickled under ``"ema"`` or ``"model"``),
+            or a file holding a plain state dict (then ``cfg`` is required).
+        cfg: Model yaml for a plain state dict; ignored for whole-model checkpoints, which carry
+            their own yaml.
+
+    Returns:
+        The network with the checkpoint's weights, nc, anchors, stride and class names.
+
+    Raises:
+        UnsafeCheckpointError: the file names something outside the allow-list.
+        CheckpointFormatError: the file holds neither a YOLOv5 model nor a state dict.
+    """
+    content = read_checkpoint(path)
+    stored = content
+    if isinstance(content, Mapping) and not _is_state_dict(content):
+        stored = content.get("ema") or content.get("model")
+    if isinstance(stored, _InertModule):
+        model = _from_pickled_model(stored, path)
+    elif isinstance(stored, Mapping) and _is_state_dict(stored):
+        if cfg is None:
+            raise CheckpointFormatError(f"{path} holds a plain state dict: pass cfg= (the model yaml it was "
+                                        f"trained with), e.g. load_yolov5(path, cfg='yolov5s.yaml')")
+        state = dict(stored)
+        nc = _nc_from_state(state)
+        model = YOLOv5(cfg, nc=nc)
+        _load_weights(model, state, path)
+    else:
+        keys = sorted(content) if isinstance(content, Mapping) else type(content).__name__
+        raise CheckpointFormatError(f"{path} holds no YOLOv5 model: expected an ultralytics checkpoint "
+                                    f"(keys 'model'/'ema') or a state dict, found {keys}")
+    return model.float().eval()
+
+
+def _from_pickled_model(stored: _InertModule, path: str | Path) -> YOLOv5:
+    attributes = stored.__dict__
+    yaml_dict = attributes.get("yaml")
+    if not isinstance(yaml_dict, Mapping):
+        raise CheckpointFormatError(f"{path}: the pickled {stored.qualified_name} carries no model yaml")
+    names = attributes.get("names")
+    if isinstance(names, Mapping):
+        names = [names[k] for k in sorted(names)]
+    model = YOLOv5(dict(yaml_dict), in_channels=int(yaml_dict.get("ch", 3)), names=names)
+    _load_weights(model, _state_of(stored), path)
+    stride = attributes.get("stride")
+    if isinstance(stride, torch.Tensor) and not torch.equal(stride.float().cpu(), model.stride):
+        raise CheckpointFormatError(f"{path}: checkpoint strides {stride.tolist()} differ from the rebuilt "
+                                    f"model's {model.stride.tolist()}")
+    log.info("loaded %s: %s, nc=%d", path, stored.qualified_name, model.nc)
+    return model
+
+
+def _state_of(module: _InertModule, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The state dict of a pickled module tree, read from its ``_parameters``/``_buffers``/``_modules``."""
+    attributes = module.__dict__
+    skipped = attributes.get("_non_persistent_buffers_set", set())
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in (attributes.get("_parameters") or {}).items():
+        if tensor is not None:
+            state[prefix + name] = tensor.detach()
+    for name, tensor in (attributes.get("_buffers") or {}).items():
+        if tensor is not None and name not in skipped:
+            state[prefix + name] = tensor
+    for name, child in (attributes.get("_modules") or {}).items():
+        if isinstance(child, _InertModule):
+            state.update(_state_of(child, f"{prefix}{name}."))
+    return state
+
+
+def _load_weights(model: YOLOv5, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    # v5.0's Detect kept a persistent `anchor_grid` buffer; later releases derive it from `anchors`.
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
+             if not k.endswith(".anchor_grid")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointFormatError(f"{path}: weights do not fit the model built from its yaml: {error}") from error
+
+
+def _is_state_dict(content: Mapping[str, Any]) -> bool:
+    return bool(content) and all(isinstance(v, torch.Tensor) for v in content.values())
+
+
+def _nc_from_state(state: Mapping[str, torch.Tensor]) -> int | None:
+    """Number of classes implied by the Detect output convs of a plain state dict."""
+    anchors = [k for k in state if k.endswith(".anchors")]
+    if len(anchors) != 1:
+        return None
+    prefix = anchors[0].removesuffix("anchors")
+    na = state[anchors[0]].shape[1]
+    return state[prefix + "m.0.weight"].shape[0] // na - 5

@@ -1,0 +1,201 @@
+"""The YOLOv5 architecture as plain data.
+
+A :class:`ModelSpec` is what the network *is*: for every layer, which earlier layers feed it
+and the exact keyword arguments of its block (every channel count spelled out). It is built
+from an ultralytics model yaml by :mod:`yolo_slim.models.yaml_config`, rewritten by the
+slimming code when channels are removed, stored in checkpoints as a JSON-able dict, and turned
+back into modules by :class:`yolo_slim.models.yolo.YOLOv5`. Nothing here imports torch.
+
+Worked example (yolov5n, layer 2)::
+
+    LayerSpec(sources=(1,), module="C3",
+              params={"in_channels": 32, "cv1_channels": 16, "cv2_channels": 16,
+                      "bottlenecks": [[16, 16]], "out_channels": 32,
+                      "shortcut": True, "groups": 1})
+
+Layer indices are absolute; :data:`INPUT` (-1) stands for the input image.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+INPUT = -1
+"""Source index of the input image."""
+
+SPEC_FORMAT = 1
+"""Version of the dict layout written by :meth:`ModelSpec.to_dict`."""
+
+# Modules whose output channel count is their ``out_channels`` parameter.
+_CONV_LIKE = frozenset({"Conv", "Focus", "Bottleneck", "C3", "SPP", "SPPF"})
+# Modules that pass their single input through with unchanged channels.
+_PASS_THROUGH = frozenset({"Upsample"})
+MODULES = tuple(sorted(_CONV_LIKE | _PASS_THROUGH | {"Concat", "Detect"}))
+"""Module names a spec may hold (the canonical names; yaml aliases map onto these)."""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One row of the network.
+
+    Attributes:
+        sources: Absolute indices of the layers whose outputs feed this one (``INPUT`` for the image).
+        module: Canonical module name, one of :data:`MODULES`.
+        params: Keyword arguments of the block's constructor: ints, floats, bools, lists.
+    """
+
+    sources: tuple[int, ...]
+    module: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": list(self.sources), "module": self.module, "params": copy.deepcopy(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerSpec:
+        return cls(sources=tuple(int(s) for s in data["from"]), module=str(data["module"]),
+                   params=copy.deepcopy(dict(data["params"])))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A whole YOLOv5: its layers, the number of classes and the anchors.
+
+    Attributes:
+        layers: Rows in execution order; the last one is the Detect head.
+        nc: Number of classes.
+        anchors: Per detection level, the anchor (w, h) pairs in input pixels, flattened
+            (``[[10, 13, 16, 30, 33, 23], ...]`` as in the yaml).
+        in_channels: Channels of the input image.
+    """
+
+    layers: tuple[LayerSpec, ...]
+    nc: int
+    anchors: tuple[tuple[float, ...], ...]
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ derived facts
+    def output_channels(self) -> list[int]:
+        """Output channel count of every layer (the Detect row reports its summed outputs)."""
+        channels: list[int] = []
+        for index, layer in enumerate(self.layers):
+            inputs = [self.in_channels if s == INPUT else channels[s] for s in layer.sources]
+            channels.append(_layer_output_channels(layer, inputs, index))
+        return channels
+
+    def input_channels(self, index: int) -> list[int]:
+        """Channel counts arriving at layer ``index``, one per source."""
+        channels = self.output_channels()
+        return [self.in_channels if s == INPUT else channels[s] for s in self.layers[index].sources]
+
+    def downsampling(self) -> list[float]:
+        """Stride of every layer's output relative to the input image (8 means 1/8 resolution)."""
+        strides: list[float] = []
+        for index, layer in enumerate(self.layers):
+            inputs = [1.0 if s == INPUT else strides[s] for s in layer.sources]
+            if layer.module == "Detect":  # one level per input, each at its own resolution
+                strides.append(min(inputs))
+                continue
+            if len(set(inputs)) > 1:
+                raise ValueError(f"layer {index} ({layer.module}) joins inputs of different resolutions: "
+                                 f"sources {list(layer.sources)} have strides {inputs}")
+            strides.append(inputs[0] * _layer_stride(layer))
+        return strides
+
+    @property
+    def detect_index(self) -> int:
+        return len(self.layers) - 1
+
+    @property
+    def detect_strides(self) -> list[int]:
+        """Stride of each detection level (8, 16, 32 for the standard heads)."""
+        strides = self.downsampling()
+        return [int(strides[s]) for s in self.layers[-1].sources]
+
+    # ------------------------------------------------------------------ checks and (de)serialisation
+    def validate(self) -> None:
+        """Check that the layers fit together.
+
+        Raises:
+            ValueError: a source that is not an earlier layer, an unknown module, an ``in_channels``
+                that disagrees with what its sources produce, or a last layer that is not Detect.
+        """
+        if not self.layers:
+            raise ValueError("a model spec needs at least one layer (the Detect head)")
+        for index, layer in enumerate(self.layers):
+            if layer.module not in MODULES:
+                raise ValueError(f"layer {index}: unknown module {layer.module!r}; allowed: {', '.join(MODULES)}")
+            if not layer.sources:
+                raise ValueError(f"layer {index} ({layer.module}) has no sources")
+            for source in layer.sources:
+                if source != INPUT and not 0 <= source < index:
+                    raise ValueError(f"layer {index} ({layer.module}): source {source} is not an earlier layer "
+                                     f"(allowed: 0..{index - 1}, or {INPUT} for the image)")
+            if (layer.module == "Detect") != (index == len(self.layers) - 1):
+                raise ValueError(f"layer {index}: Detect must be the last layer and only the last layer")
+        channels: list[int] = []
+        for index, layer in enumerate(self.layers):
+            inputs = [self.in_channels if s == INPUT else channels[s] for s in layer.sources]
+            expected = layer.params.get("in_channels")
+            if expected is not None and layer.module != "Detect" and expected != sum(inputs):
+                raise ValueError(f"layer {index} ({layer.module}) expects {expected} input channels "
+                                 f"but its sources {list(layer.sources)} produce {sum(inputs)}")
+            if layer.module == "Detect" and list(layer.params["in_channels"]) != inputs:
+                raise ValueError(f"layer {index} (Detect) expects input channels {layer.params['in_channels']} "
+                                 f"but its sources {list(layer.sources)} produce {inputs}")
+            channels.append(_layer_output_channels(layer, inputs, index))
+        detect = self.layers[-1].params
+        if detect["nc"] != self.nc or [list(a) for a in self.anchors] != [list(a) for a in detect["anchors"]]:
+            raise ValueError("the Detect layer's nc/anchors disagree with the spec's nc/anchors")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description (ints, floats, bools, strings, lists, dicts only)."""
+        return {"format": SPEC_FORMAT, "nc": self.nc, "in_channels": self.in_channels,
+                "anchors": [list(a) for a in self.anchors],
+                "layers": [layer.to_dict() for layer in self.layers]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: a missing key or an unknown format version.
+        """
+        missing = [key for key in ("format", "nc", "anchors", "layers") if key not in data]
+        if missing:
+            raise ValueError(f"model spec dict lacks {missing}; expected keys format, nc, anchors, layers "
+                             f"(in_channels optional), as written by ModelSpec.to_dict()")
+        if data["format"] != SPEC_FORMAT:
+            raise ValueError(f"model spec format {data['format']!r} is not supported (this version reads {SPEC_FORMAT})")
+        return cls(layers=tuple(LayerSpec.from_dict(layer) for layer in data["layers"]), nc=int(data["nc"]),
+                   anchors=tuple(tuple(a) for a in data["anchors"]), in_channels=int(data.get("in_channels", 3)))
+
+
+def _layer_output_channels(layer: LayerSpec, inputs: list[int], index: int) -> int:
+    if layer.module in _CONV_LIKE:
+        return int(layer.params["out_channels"])
+    if layer.module in _PASS_THROUGH:
+        if len(inputs) != 1:
+            raise ValueError(f"layer {index} ({layer.module}) takes one input, got sources {list(layer.sources)}")
+        return inputs[0]
+    if layer.module == "Concat":
+        return sum(inputs)
+    # Detect: one output map per level, na * (nc + 5) channels each.
+    params = layer.params
+    return len(params["anchors"]) * (len(params["anchors"][0]) // 2) * (params["nc"] + 5)
+
+
+def _layer_stride(layer: LayerSpec) -> float:
+    params = layer.params
+    if layer.module == "Conv":
+        return float(params.get("stride", 1))
+    if layer.module == "Focus":
+        return 2.0 * float(params.get("stride", 1))  # space-to-depth halves H and W before its conv
+    if layer.module == "Upsample":
+        return 1.0 / float(params["scale_factor"])
+    return 1.0

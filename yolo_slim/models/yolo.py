@@ -1,0 +1,125 @@
+"""The YOLOv5 network, built from a :class:`~yolo_slim.models.spec.ModelSpec`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from yolo_slim.models import blocks
+from yolo_slim.models.detect import Detect
+from yolo_slim.models.spec import INPUT, LayerSpec, ModelSpec
+from yolo_slim.models.yaml_config import load_model_yaml, parse_model_yaml
+
+_BLOCKS: dict[str, type[nn.Module]] = {
+    "Conv": blocks.Conv,
+    "Focus": blocks.Focus,
+    "Bottleneck": blocks.Bottleneck,
+    "C3": blocks.C3,
+    "SPP": blocks.SPP,
+    "SPPF": blocks.SPPF,
+    "Upsample": blocks.Upsample,
+    "Concat": blocks.Concat,
+}
+
+
+class YOLOv5(nn.Module):
+    """YOLOv5 whose state dict is interchangeable with ultralytics' ``DetectionModel``.
+
+    The layers live in ``self.model`` (keys ``model.0.conv.weight`` ... ``model.24.anchors``), the
+    wiring in ``self.spec``. Eval mode returns decoded predictions (B, N, 5 + nc): ``cx, cy, w, h``
+    in input pixels, objectness, class probabilities. Training mode returns the raw maps
+    (B, na, ny, nx, 5 + nc) per detection level, which the loss consumes.
+
+    Args:
+        cfg: A shipped config name (``"yolov5s"``, ``"yolov5s.yaml"``, ``"yolov5s-v5"``), a path to
+            an ultralytics model yaml, a yaml dict, or a :class:`ModelSpec`.
+        nc: Number of classes, overriding the yaml's.
+        names: Class names (default ``"0"``, ``"1"``, ...).
+        in_channels: Image channels.
+
+    Example:
+        >>> model = YOLOv5("yolov5n", nc=3).eval()
+        >>> model(torch.zeros(1, 3, 64, 96)).shape
+        torch.Size([1, 378, 8])
+    """
+
+    def __init__(self, cfg: str | Path | Mapping[str, Any] | ModelSpec = "yolov5s.yaml", nc: int | None = None,
+                 names: Sequence[str] | None = None, in_channels: int = 3) -> None:
+        super().__init__()
+        if isinstance(cfg, ModelSpec):
+            if nc is not None and nc != cfg.nc:
+                raise ValueError(f"nc={nc} disagrees with the spec's nc={cfg.nc}; change the spec instead")
+            spec = cfg
+        else:
+            spec = parse_model_yaml(load_model_yaml(cfg), nc=nc, in_channels=in_channels)
+        strides = spec.downsampling()  # also checks that every Concat joins maps of one resolution
+        self._spec = spec
+        self._largest_stride = int(max(strides))
+        self.model = nn.ModuleList(_build_layer(layer, strides) for layer in spec.layers)
+        # Which outputs must be kept during forward: those read by a later layer other than the next.
+        self._sources = [layer.sources for layer in spec.layers]
+        self._kept = {s for i, layer in enumerate(spec.layers) for s in layer.sources if s not in (INPUT, i - 1)}
+        self.names = [str(i) for i in range(spec.nc)] if names is None else [str(n) for n in names]
+        if len(self.names) != spec.nc:
+            raise ValueError(f"names has {len(self.names)} entries but the model has nc={spec.nc} classes")
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec | Mapping[str, Any], names: Sequence[str] | None = None) -> YOLOv5:
+        """Build a network from a spec or its dict form (as stored in checkpoints)."""
+        return cls(spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(dict(spec)), names=names)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The architecture as plain data, with the anchors this network currently holds."""
+        detect = self.detect
+        anchors_px = (detect.anchors * detect.stride.view(-1, 1, 1)).reshape(detect.nl, -1).tolist()
+        anchors = tuple(tuple(_tidy(v) for v in level) for level in anchors_px)
+        if anchors == tuple(tuple(level) for level in self._spec.anchors):
+            return self._spec
+        layers = list(self._spec.layers)
+        layers[-1] = dataclasses.replace(layers[-1], params={**layers[-1].params, "anchors": [list(a) for a in anchors]})
+        return dataclasses.replace(self._spec, layers=tuple(layers), anchors=anchors)
+
+    @property
+    def detect(self) -> Detect:
+        head = self.model[-1]
+        assert isinstance(head, Detect)
+        return head
+
+    @property
+    def nc(self) -> int:
+        return self.detect.nc
+
+    @property
+    def stride(self) -> torch.Tensor:
+        """Stride of each detection level, e.g. tensor([8., 16., 32.])."""
+        return self.detect.stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """(B, C, H, W) with H and W multiples of the largest stride."""
+        largest = self._largest_stride
+        if x.shape[-1] % largest or x.shape[-2] % largest:
+            raise ValueError(f"input height and width must be multiples of {largest}, got {tuple(x.shape[-2:])}")
+        image = x
+        outputs: dict[int, torch.Tensor] = {}
+        for index, (layer, sources) in enumerate(zip(self.model, self._sources)):
+            inputs = [image if s == INPUT else (x if s == index - 1 else outputs[s]) for s in sources]
+            x = layer(inputs if len(sources) > 1 or isinstance(layer, Detect) else inputs[0])
+            if index in self._kept:
+                outputs[index] = x
+        return x
+
+
+def _build_layer(layer: LayerSpec, strides: list[float]) -> nn.Module:
+    if layer.module == "Detect":
+        return Detect(**layer.params, strides=[strides[s] for s in layer.sources])
+    return _BLOCKS[layer.module](**layer.params)
+
+
+def _tidy(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
