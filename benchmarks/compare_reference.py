@@ -73,6 +73,30 @@ def compare(name: str, sizes: list[tuple[int, int]], check_checkpoint: bool) -> 
     print(line, flush=True)
 
 
+def compare_loss(nc: int = 5, imgsz: int = 256, num_targets: int = 40) -> None:
+    """Our YOLOv5Loss against ultralytics' ComputeLoss on the same raw maps and random targets."""
+    from yolov5.models.yolo import DetectionModel
+    from yolov5.utils.loss import ComputeLoss
+
+    from yolo_slim.models.loss import LossConfig, YOLOv5Loss
+
+    torch.manual_seed(0)
+    theirs = DetectionModel(str(resources.files("yolo_slim.models") / "configs" / "yolov5n.yaml"), nc=nc).train()
+    config = LossConfig().scaled(3, nc, imgsz)
+    theirs.hyp = {"box": config.box, "obj": config.obj, "cls": config.cls, "anchor_t": config.anchor_t,
+                  "cls_pw": 1.0, "obj_pw": 1.0, "fl_gamma": 0.0, "label_smoothing": 0.0}
+    maps = theirs(torch.rand(4, 3, imgsz, imgsz))
+    targets = torch.cat([torch.randint(0, 4, (num_targets, 1)).float(), torch.randint(0, nc, (num_targets, 1)).float(),
+                         torch.rand(num_targets, 2) * 0.9 + 0.05, torch.rand(num_targets, 2) * 0.5 + 0.01], 1)
+    expected, expected_parts = ComputeLoss(theirs)(maps, targets)
+    got, got_parts = YOLOv5Loss(theirs.model[-1].anchors, nc, config)(maps, targets)
+    grads_expected = torch.autograd.grad(expected, maps, retain_graph=True)
+    grads_got = torch.autograd.grad(got, maps)
+    grad_diff = max(float((a - b).abs().max()) for a, b in zip(grads_got, grads_expected))
+    print(f"loss ours {got.item():.8f} theirs {expected.item():.8f}  parts max|diff| "
+          f"{float((got_parts - expected_parts).abs().max()):.2e}  gradient max|diff| {grad_diff:.2e}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="*", default=shipped_configs())
@@ -81,6 +105,7 @@ def main() -> None:
     sizes = [(320, 320), (256, 416), (640, 480)]
     for name in args.configs:
         compare(name, sizes, args.checkpoint)
+    compare_loss()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from yolo_slim.models import YOLOv5, load_yolov5, shipped_configs
+from yolo_slim.models import YOLOv5, load_pretrained, shipped_configs
 
 LARGEST_STRIDE = 32
 
@@ -23,6 +23,9 @@ def build_model(model_config: DictConfig, nc: int | None = None,
                 names: list[str] | None = None) -> YOLOv5:
     """A YOLOv5 from ``model.cfg`` (a shipped name or a yaml path), or from ``model.weights``.
 
+    ``model.weights`` (an ultralytics ``.pt`` or a yolo_slim ``.ckpt``) brings its own architecture;
+    with a different ``nc`` everything but the Detect output convs is kept.
+
     Raises:
         ValueError: ``model.cfg`` names no shipped config or file, or ``model.weights`` is missing.
     """
@@ -31,10 +34,24 @@ def build_model(model_config: DictConfig, nc: int | None = None,
     nc = nc if nc is not None else model_config.get("nc")
     if weights is not None:
         if not Path(weights).is_file():
-            raise ValueError(f"model.weights={weights!r} does not exist; give the path of an ultralytics .pt")
-        return load_yolov5(weights)
+            raise ValueError(f"model.weights={weights!r} does not exist; give the path of an ultralytics .pt "
+                             f"or a yolo_slim .ckpt")
+        return load_pretrained(weights, nc=nc, names=names)
     if cfg is None or (str(cfg) not in shipped_configs() and not Path(str(cfg)).is_file()
                        and Path(str(cfg)).stem not in shipped_configs()):
         raise ValueError(f"model.cfg={cfg!r} is neither a model yaml file nor a shipped config; "
                          f"shipped: {', '.join(shipped_configs())}")
     return YOLOv5(str(cfg), nc=nc, names=names)
+
+
+def require_positive_int(value: Any, setting: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{setting} must be an int >= {minimum}, found {value!r}")
+    return value
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain Python containers (what library code receives)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None

@@ -3,7 +3,7 @@
 Knows nothing of pruning, Lightning or Hydra.
 """
 
-from yolo_slim.models.checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_yolov5
+from yolo_slim.models.checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_pretrained, load_yolov5
 from yolo_slim.models.info import count_gflops, count_parameters, model_info
 from yolo_slim.models.spec import LayerSpec, ModelSpec
 from yolo_slim.models.yaml_config import load_model_yaml, parse_model_yaml, shipped_configs
@@ -18,6 +18,7 @@ __all__ = [
     "count_gflops",
     "count_parameters",
     "load_model_yaml",
+    "load_pretrained",
     "load_yolov5",
     "model_info",
     "parse_model_yaml",

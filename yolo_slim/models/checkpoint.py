@@ -28,6 +28,9 @@ from yolo_slim.models.yolo import YOLOv5
 log = logging.getLogger(__name__)
 
 
+CHECKPOINT_KEY = "yolo_slim"  # where yolo_slim's Lightning checkpoints keep the spec and class names
+
+
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
     """The file names something outside the allow-list; nothing it names was called."""
 
@@ -136,6 +139,8 @@ def load_yolov5(path: str | Path, cfg: str | Path | Mapping[str, Any] | None = N
     """
     content = read_checkpoint(path)
     stored = content
+    if isinstance(content, Mapping) and isinstance(content.get(CHECKPOINT_KEY), Mapping):
+        return _from_lightning_checkpoint(content, path).float().eval()
     if isinstance(content, Mapping) and not _is_state_dict(content):
         stored = content.get("ema") or content.get("model")
     if isinstance(stored, _InertModule):
@@ -153,6 +158,37 @@ def load_yolov5(path: str | Path, cfg: str | Path | Mapping[str, Any] | None = N
         raise CheckpointFormatError(f"{path} holds no YOLOv5 model: expected an ultralytics checkpoint "
                                     f"(keys 'model'/'ema') or a state dict, found {keys}")
     return model.float().eval()
+
+
+def load_pretrained(path: str | Path, nc: int | None = None, names: list[str] | None = None) -> YOLOv5:
+    """Weights to start training from, adapted to ``nc`` classes.
+
+    When ``nc`` differs from the checkpoint's, every weight is kept except the Detect output
+    convs, which are new (their shape depends on nc), as ultralytics does for transfer learning.
+    """
+    source = load_yolov5(path)
+    if nc is None or nc == source.nc:
+        if names is not None:
+            source.names = list(names)
+        return source.train()
+    target = YOLOv5(source.spec.with_nc(nc), names=names)
+    target_state = target.state_dict()
+    kept = {k: v for k, v in source.state_dict().items() if k in target_state and target_state[k].shape == v.shape}
+    target.load_state_dict(kept, strict=False)
+    log.info("%s: kept %d of %d tensors; new Detect output convs for nc=%d (was %d)",
+             path, len(kept), len(target_state), nc, source.nc)
+    return target
+
+
+def _from_lightning_checkpoint(content: Mapping[str, Any], path: str | Path) -> YOLOv5:
+    """A checkpoint written by yolo_slim's Lightning module: spec + state dict (EMA weights preferred)."""
+    stored = content[CHECKPOINT_KEY]
+    model = YOLOv5.from_spec(stored["spec"], names=stored.get("names"))
+    state = content.get("state_dict", {})
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "model."
+    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    _load_weights(model, weights, path)
+    return model
 
 
 def _from_pickled_model(stored: _InertModule, path: str | Path) -> YOLOv5:

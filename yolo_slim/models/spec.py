@@ -117,6 +117,12 @@ class ModelSpec:
         strides = self.downsampling()
         return [int(strides[s]) for s in self.layers[-1].sources]
 
+    def with_nc(self, nc: int) -> ModelSpec:
+        """The same network with a Detect head for ``nc`` classes."""
+        detect = self.layers[-1]
+        head = LayerSpec(sources=detect.sources, module="Detect", params={**copy.deepcopy(detect.params), "nc": nc})
+        return ModelSpec(layers=(*self.layers[:-1], head), nc=nc, anchors=self.anchors, in_channels=self.in_channels)
+
     # ------------------------------------------------------------------ checks and (de)serialisation
     def validate(self) -> None:
         """Check that the layers fit together.

@@ -1,0 +1,96 @@
+"""``python -m yolo_slim train [overrides]``: YOLOv5 training with Lightning, configured by Hydra.
+
+Every setting is turned into a typed argument and checked before the Trainer starts, so a bad
+config fails in the first second with a message that names it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from yolo_slim.cli.settings import build_model, plain, require_imgsz, require_positive_int
+from yolo_slim.cli.summary import stage_metrics, write_summary
+from yolo_slim.data import AugmentConfig, YOLODataModule
+from yolo_slim.data.synthetic import SyntheticConfig
+from yolo_slim.lit.module import YOLOv5Module
+from yolo_slim.models.loss import LossConfig
+from yolo_slim.models.postprocess import NMSConfig
+
+log = logging.getLogger(__name__)
+DEFAULT_IMGSZ = 640
+
+
+@dataclass
+class TrainingJob:
+    """Everything a training run is made of, built and checked from the config."""
+
+    trainer: L.Trainer
+    module: YOLOv5Module
+    datamodule: YOLODataModule
+    run_dir: Path
+    imgsz: int
+    model_name: str
+
+
+def build_datamodule(data_config: DictConfig) -> tuple[YOLODataModule, int]:
+    """The datamodule and the image size (``data.imgsz``, or its default for the data source)."""
+    synthetic = SyntheticConfig(**plain(data_config.synthetic))
+    imgsz = data_config.imgsz
+    if imgsz is None:
+        imgsz = synthetic.image_size if data_config.path is None else DEFAULT_IMGSZ
+    imgsz = require_imgsz(imgsz, "data.imgsz")
+    datamodule = YOLODataModule(
+        data=data_config.path, imgsz=imgsz,
+        batch_size=require_positive_int(data_config.batch_size, "data.batch_size"),
+        workers=require_positive_int(data_config.workers, "data.workers", minimum=0),
+        augment=AugmentConfig(**plain(data_config.augment)), synthetic=synthetic, cache_dir=data_config.cache_dir)
+    return datamodule, imgsz
+
+
+def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
+    """Turn the composed config into a ready-to-fit Trainer, module and datamodule."""
+    datamodule, imgsz = build_datamodule(config.data)
+    names = datamodule.names  # reads data.yaml now: a bad one fails here, before any model is built
+    model = build_model(config.model, nc=len(names), names=names)
+    optim = config.optim
+    nominal = require_positive_int(optim.nominal_batch_size, "optim.nominal_batch_size")
+    trainer_args = plain(config.trainer)
+    # YOLOv5 accumulates gradients up to a nominal batch of 64 and scales weight decay to match.
+    accumulate = trainer_args.pop("accumulate_grad_batches") or max(round(nominal / datamodule.batch_size), 1)
+    weight_decay = float(optim.weight_decay) * datamodule.batch_size * accumulate / nominal
+    module = YOLOv5Module(
+        model, names=names, imgsz=imgsz, optimizer=instantiate(optim.optimizer),
+        scheduler=instantiate(optim.scheduler), weight_decay=weight_decay,
+        loss=LossConfig(**{**plain(config.loss), "balance": tuple(config.loss.balance)}),
+        nms=NMSConfig(**plain(config.nms)), ema_decay=float(optim.ema_decay), ema_ramp=float(optim.ema_ramp),
+        data=str(datamodule.data_yaml))
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
+                                  save_last=True, auto_insert_metric_name=False)
+    trainer = L.Trainer(**trainer_args, accumulate_grad_batches=accumulate, default_root_dir=run_dir,
+                        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+                        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step")])
+    model_name = str(config.model.weights or config.model.cfg)
+    return TrainingJob(trainer=trainer, module=module, datamodule=datamodule, run_dir=run_dir, imgsz=imgsz,
+                       model_name=model_name)
+
+
+def run(config: DictConfig) -> None:
+    L.seed_everything(config.seed, workers=True)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    job = build_job(config, run_dir)
+    job.trainer.fit(job.module, datamodule=job.datamodule)
+    best = job.trainer.checkpoint_callback.best_model_path or None
+    train_stage = stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz, ckpt_path=best)
+    if job.trainer.is_global_zero:
+        path = write_summary(run_dir, model=job.model_name, imgsz=job.imgsz, data=str(job.datamodule.data_yaml),
+                             stages={"train": train_stage}, checkpoint=best)
+        log.info("summary: %s", path)

@@ -1,0 +1,44 @@
+"""Exponential moving average of the weights, with YOLOv5's ramped decay, on torch's AveragedModel."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+
+def ramped_ema_update(decay: float, ramp_updates: float) -> Callable[..., None]:
+    """Multi-tensor update for :class:`AveragedModel` whose decay ramps up as ``decay * (1 - exp(-n / ramp))``.
+
+    A fixed 0.9999 would leave the average at the random initialisation for thousands of steps;
+    the ramp lets it follow the model closely early on and smooth strongly later (YOLOv5's ModelEMA).
+    BatchNorm's integer step counters are copied, not averaged.
+    """
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        step_decay = decay * (1 - math.exp(-float(num_averaged) / ramp_updates))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1 - step_decay)  # the same kernel torch's own EMA helper uses
+        else:
+            for target, source in zip(averaged, current):
+                target.copy_(source)
+
+    return update
+
+
+def make_ema(model: nn.Module, decay: float = 0.9999, ramp_updates: float = 2000.0) -> AveragedModel:
+    """An averaged copy of ``model`` (parameters and buffers), frozen and in eval mode.
+
+    Raises:
+        ValueError: decay outside [0, 1) or a non-positive ramp.
+    """
+    if not 0 <= decay < 1:
+        raise ValueError(f"ema decay must be in [0, 1), found {decay}")
+    if ramp_updates <= 0:
+        raise ValueError(f"ema ramp_updates must be > 0, found {ramp_updates}")
+    ema = AveragedModel(model, multi_avg_fn=ramped_ema_update(decay, ramp_updates), use_buffers=True)
+    ema.requires_grad_(False)
+    return ema.eval()

@@ -1,0 +1,165 @@
+"""``YOLOv5Module``: YOLOv5 training and validation as a LightningModule.
+
+The hooks are thin: the loss, NMS, mAP, EMA and LR schedule live in plain-torch modules that are
+tested without a Trainer. Everything stored in a checkpoint is plain data (the architecture as a
+spec dict, settings as dicts), so checkpoints load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from yolo_slim.lit.ema import make_ema
+from yolo_slim.lit.evaluation import make_map_metric, metric_inputs
+from yolo_slim.lit.optim import parameter_groups
+from yolo_slim.lit.schedule import WarmupDecayLR
+from yolo_slim.models import ModelSpec, YOLOv5
+from yolo_slim.models.checkpoint import CHECKPOINT_KEY
+from yolo_slim.models.loss import LossConfig, YOLOv5Loss
+from yolo_slim.models.postprocess import NMSConfig, non_max_suppression
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[dict[str, Any]]], Optimizer]
+SchedulerFactory = Callable[..., LRScheduler]
+
+default_optimizer: OptimizerFactory = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.937, nesterov=True)
+default_scheduler: SchedulerFactory = functools.partial(WarmupDecayLR)
+
+
+class YOLOv5Module(L.LightningModule):
+    """Trains a :class:`YOLOv5` with YOLOv5's recipe and validates it with COCO mAP.
+
+    Args:
+        model: The network, a spec dict (as stored in checkpoints) or a shipped config name.
+        names: Class names (default: the model's).
+        imgsz: Training image size (the objectness gain scales with it).
+        optimizer: Factory ``f(param_groups) -> Optimizer``; default SGD(lr 0.01, momentum 0.937, Nesterov).
+        scheduler: Factory ``f(optimizer, total_steps=, steps_per_epoch=) -> LRScheduler`` stepped
+            every optimizer step; default :class:`WarmupDecayLR`.
+        weight_decay: L2 on conv weights (not on biases or BatchNorm weights).
+        loss: Loss gains before scaling for levels, classes and image size.
+        nms: Post-processing for validation.
+        ema_decay: Final decay of the weight EMA used for validation and checkpoints; 0 disables it.
+        ema_ramp: Updates over which the EMA decay ramps up.
+        data: Where the data came from (kept in the checkpoint so ``val`` can find it again).
+    """
+
+    def __init__(self, model: YOLOv5 | Mapping[str, Any] | str = "yolov5n", names: Sequence[str] | None = None,
+                 imgsz: int = 640, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
+                 weight_decay: float = 5e-4, loss: LossConfig | Mapping[str, Any] | None = None,
+                 nms: NMSConfig | Mapping[str, Any] | None = None, ema_decay: float = 0.9999,
+                 ema_ramp: float = 2000.0, data: str | None = None) -> None:
+        super().__init__()
+        if isinstance(model, YOLOv5):
+            network = model
+        elif isinstance(model, Mapping):
+            network = YOLOv5.from_spec(model, names=names)
+        else:
+            network = YOLOv5(model, names=names)
+        if names is not None:
+            network.names = [str(n) for n in names]
+        if imgsz <= 0 or imgsz % 32:
+            raise ValueError(f"imgsz must be a positive multiple of 32, found {imgsz}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, found {weight_decay}")
+        self.loss_config = loss if isinstance(loss, LossConfig) else LossConfig(**_tuples(loss or {}))
+        self.nms_config = nms if isinstance(nms, NMSConfig) else NMSConfig(**(nms or {}))
+        self.optimizer_factory = optimizer or default_optimizer
+        self.scheduler_factory = scheduler or default_scheduler
+        self.save_hyperparameters(ignore=["model", "names", "optimizer", "scheduler", "loss", "nms"])
+        self.hparams.update(model=network.spec.to_dict(), names=list(network.names),
+                            loss=dataclasses.asdict(self.loss_config), nms=dataclasses.asdict(self.nms_config))
+        self.val_map = make_map_metric(self.nms_config.max_det)
+        self.set_network(network)
+
+    # ------------------------------------------------------------------ the network
+    def set_network(self, network: YOLOv5) -> None:
+        """Install ``network`` (and a fresh EMA of it, and its loss): at start, and after pruning."""
+        self.model = network
+        self.ema = make_ema(network, self.hparams.ema_decay, self.hparams.ema_ramp) if self.hparams.ema_decay else None
+        detect = network.detect
+        scaled = self.loss_config.scaled(detect.nl, detect.nc, self.hparams.imgsz)
+        self.criterion = YOLOv5Loss(detect.anchors, detect.nc, scaled)
+
+    @property
+    def names(self) -> list[str]:
+        return self.model.names
+
+    @property
+    def inference_model(self) -> YOLOv5:
+        """The weights validation and export use: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return self.model(images)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images = _to_float(batch["images"])
+        loss, parts = self.criterion(self.model(images), batch["targets"])
+        self.log_dict({"train/box": parts[0], "train/obj": parts[1], "train/cls": parts[2]},
+                      prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images = _to_float(batch["images"])
+        detections = non_max_suppression(self.inference_model(images), self.nms_config)
+        predictions, truths = metric_inputs(detections, batch["targets"], tuple(images.shape[-2:]))
+        self.val_map.update(predictions, truths)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_map.compute()
+        self.val_map.reset()
+        # torchmetrics reports -1 when there is nothing to score (no ground truth at all).
+        self.log("val/map50", results["map_50"].clamp_min(0), prog_bar=True)
+        self.log("val/map", results["map"].clamp_min(0), prog_bar=True)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:  # once per real optimizer step, after gradient accumulation
+            self.ema.update_parameters(self.model)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Optimizer and per-step LR schedule, rebuilt from the factories whenever called (also after pruning)."""
+        optimizer = self.optimizer_factory(parameter_groups(self.model, self.hparams.weight_decay))
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps,
+                                           steps_per_epoch=max(math.ceil(total_steps / epochs), 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"spec": self.model.spec.to_dict(), "names": list(self.names)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the architecture stored in the checkpoint before its weights are loaded.
+
+        A pruned run's checkpoint holds a smaller network than its hyperparameters describe.
+        """
+        stored = checkpoint.get(CHECKPOINT_KEY, {})
+        spec = stored.get("spec")
+        if spec is not None and ModelSpec.from_dict(spec) != self.model.spec:
+            log.info("checkpoint holds a different architecture than the module; rebuilding it")
+            self.set_network(YOLOv5.from_spec(spec, names=stored.get("names")))
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    # uint8 travels to the device (4x less to copy than float); scaling happens there.
+    return images.float().div_(255) if images.dtype == torch.uint8 else images
+
+
+def _tuples(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
