@@ -1,9 +1,21 @@
 """yolo_slim: network slimming for YOLOv5 (BatchNorm-scale sparsity, channel pruning, fine-tuning).
 
-Importing the package has no side effects beyond importing torch.
+Importing the package has no side effects beyond importing torch; the Lightning parts load on
+first use (``yolo_slim.YOLOv5Module``), so graph-only users do not pay for Lightning's import.
 """
+
+from importlib import import_module
+from typing import Any
 
 from yolo_slim.models import ModelSpec, YOLOv5, load_yolov5
 
-__all__ = ["ModelSpec", "YOLOv5", "load_yolov5"]
+__all__ = ["ModelSpec", "YOLODataModule", "YOLOv5", "YOLOv5Module", "load_yolov5"]
 __version__ = "0.1.0"
+
+_LAZY = {"YOLOv5Module": "yolo_slim.lit.module", "YOLODataModule": "yolo_slim.data.datamodule"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'yolo_slim' has no attribute {name!r}")
