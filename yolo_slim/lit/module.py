@@ -45,7 +45,7 @@ class YOLOv5Module(L.LightningModule):
         names: Class names (default: the model's).
         imgsz: Training image size (the objectness gain scales with it).
         optimizer: Factory ``f(param_groups) -> Optimizer``; default SGD(lr 0.01, momentum 0.937, Nesterov).
-        scheduler: Factory ``f(optimizer, total_steps=, steps_per_epoch=) -> LRScheduler`` stepped
+        scheduler: Factory ``f(optimizer, total_steps=, steps_per_epoch=, batches_per_step=) -> LRScheduler`` stepped
             every optimizer step; default :class:`WarmupDecayLR`.
         weight_decay: L2 on conv weights (not on biases or BatchNorm weights).
         loss: Loss gains before scaling for levels, classes and image size.
@@ -137,7 +137,8 @@ class YOLOv5Module(L.LightningModule):
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps,
-                                           steps_per_epoch=max(math.ceil(total_steps / epochs), 1))
+                                           steps_per_epoch=max(math.ceil(total_steps / epochs), 1),
+                                           batches_per_step=self.trainer.accumulate_grad_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints

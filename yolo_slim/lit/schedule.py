@@ -30,7 +30,10 @@ class WarmupDecayLR(LRScheduler):
         total_steps: Optimizer steps of the whole run.
         steps_per_epoch: Optimizer steps per epoch.
         warmup_epochs: Length of the warm-up in epochs (fractions allowed).
-        min_warmup_steps: Warm-up lasts at least this many steps (YOLOv5: 100).
+        min_warmup_batches: Warm-up lasts at least this many batches (YOLOv5: 100), however
+            short an epoch is.
+        batches_per_step: Batches per optimizer step (gradient accumulation), to turn
+            ``min_warmup_batches`` into optimizer steps.
         final_lr_ratio: Rate at the end relative to the initial one (YOLOv5's ``lrf``).
         shape: ``"linear"`` (YOLOv5's default) or ``"cosine"``.
         warmup_bias_lr: Starting rate of the bias group.
@@ -39,7 +42,8 @@ class WarmupDecayLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 3.0,
-                 min_warmup_steps: int = 100, final_lr_ratio: float = 0.01, shape: str = "linear",
+                 min_warmup_batches: int = 100, batches_per_step: int = 1, final_lr_ratio: float = 0.01,
+                 shape: str = "linear",
                  warmup_bias_lr: float = 0.1, warmup_momentum: float = 0.8, last_epoch: int = -1) -> None:
         if shape not in SHAPES:
             raise ValueError(f"scheduler shape must be one of {SHAPES}, found {shape!r}")
@@ -47,12 +51,14 @@ class WarmupDecayLR(LRScheduler):
             raise ValueError(f"total_steps and steps_per_epoch must be >= 1, found {total_steps} and {steps_per_epoch}")
         if not 0 < final_lr_ratio <= 1:
             raise ValueError(f"final_lr_ratio must be in (0, 1], found {final_lr_ratio}")
-        if warmup_epochs < 0 or min_warmup_steps < 0:
-            raise ValueError(f"warmup_epochs and min_warmup_steps must be >= 0, found {warmup_epochs}, {min_warmup_steps}")
+        if warmup_epochs < 0 or min_warmup_batches < 0 or batches_per_step < 1:
+            raise ValueError(f"warmup_epochs and min_warmup_batches must be >= 0 and batches_per_step >= 1, found "
+                             f"{warmup_epochs}, {min_warmup_batches}, {batches_per_step}")
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
         self.final_lr_ratio, self.shape = final_lr_ratio, shape
         self.warmup_bias_lr, self.warmup_momentum = warmup_bias_lr, warmup_momentum
         # Never warm up for more than half the run: a 3-epoch warm-up would swallow a 4-epoch fine-tune.
+        min_warmup_steps = math.ceil(min_warmup_batches / batches_per_step)
         warmup = max(round(warmup_epochs * steps_per_epoch), min_warmup_steps) if warmup_epochs > 0 else 0
         self.warmup_steps = min(warmup, total_steps // 2)
         self.is_bias = [group.get("name") == "bias" for group in optimizer.param_groups]

@@ -60,6 +60,7 @@ class LossConfig:
                        obj=self.obj * (imgsz / 640) ** 2 * level_factor, balance=tuple(balance))
 
 
+_EPS = 1e-7  # ultralytics' bbox_iou adds the same to box heights
 # Neighbour offsets in cells: own cell, then left, up, right, down (x, y).
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
 
@@ -104,7 +105,8 @@ class YOLOv5Loss(nn.Module):
             if image.numel():
                 picked = raw[image, anchor, cell_y, cell_x]  # (n, 5 + nc)
                 xy = picked[:, 0:2].sigmoid() * 2 - 0.5
-                wh = (picked[:, 2:4].sigmoid() * 2) ** 2 * anchor_wh
+                # + eps: a saturated logit gives a 0-size box, and CIoU's aspect term (atan(w / h)) would be 0/0.
+                wh = (picked[:, 2:4].sigmoid() * 2) ** 2 * anchor_wh + _EPS
                 predicted = box_convert(torch.cat((xy, wh), 1), "cxcywh", "xyxy")
                 ciou_loss = complete_box_iou_loss(predicted, box_convert(target_box, "cxcywh", "xyxy"),
                                                   reduction="none")

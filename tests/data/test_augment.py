@@ -1,0 +1,238 @@
+"""Augmentations: config validation, and boxes that stay on the pixels they describe."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from yolo_slim.data import AugmentConfig
+from yolo_slim.data.augment import (
+    PAD_VALUE,
+    augment_hsv,
+    box_candidates,
+    fliplr,
+    letterbox,
+    load_mosaic,
+    normalized_to_pixels,
+    pixels_to_normalized,
+    random_affine,
+    resize_long_side,
+    scale_translate,
+)
+
+
+def _image_with_box(width: int, height: int, box: tuple[int, int, int, int]) -> tuple[torch.Tensor, np.ndarray]:
+    """A black (3, H, W) image with a white rectangle, and its pixel label ``[0, x1, y1, x2, y2]``."""
+    image = torch.zeros((3, height, width), dtype=torch.uint8)
+    x1, y1, x2, y2 = box
+    image[:, y1:y2, x1:x2] = 255
+    return image, np.array([[0, x1, y1, x2, y2]], dtype=np.float32)
+
+
+def _assert_box_on_pixels(image: torch.Tensor, labels: np.ndarray, white_box, tolerance: float = 1.5) -> None:
+    found = white_box(image)
+    assert found is not None and len(labels) == 1
+    np.testing.assert_allclose(labels[0, 1:], found, atol=tolerance)
+
+
+# --- config --------------------------------------------------------------------------------------
+
+
+def test_defaults_are_yolov5_scratch_low():
+    config = AugmentConfig()
+    assert (config.mosaic, config.affine, config.scale, config.translate) == (1.0, 1.0, 0.5, 0.1)
+    assert (config.hsv, config.hsv_h, config.hsv_s, config.hsv_v, config.fliplr) == (1.0, 0.015, 0.7, 0.4, 0.5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("mosaic", 1.5, r"AugmentConfig.mosaic must be a probability in \[0, 1\]; found 1.5"),
+    ("affine", -0.1, r"AugmentConfig.affine must be a probability in \[0, 1\]; found -0.1"),
+    ("hsv", 2, r"AugmentConfig.hsv must be a probability"),
+    ("fliplr", -1.0, r"AugmentConfig.fliplr must be a probability"),
+    ("hsv_s", -0.5, r"AugmentConfig.hsv_s must be a gain >= 0; found -0.5"),
+    ("hsv_v", -1e-3, r"AugmentConfig.hsv_v must be a gain >= 0"),
+    ("hsv_h", 0.6, r"AugmentConfig.hsv_h must be a gain in \[0, 0.5\]; found 0.6"),
+    ("scale", 1.0, r"AugmentConfig.scale must be in \[0, 1\) .*; found 1.0"),
+    ("scale", -0.2, r"AugmentConfig.scale must be in \[0, 1\)"),
+    ("translate", 0.6, r"AugmentConfig.translate must be in \[0, 0.5\] .*; found 0.6"),
+    ("mosaic", "yes", r"AugmentConfig.mosaic must be a finite number; found 'yes'"),
+    ("mosaic", True, r"AugmentConfig.mosaic must be a finite number; found True"),
+    ("scale", float("nan"), r"AugmentConfig.scale must be a finite number; found nan"),
+])
+def test_invalid_config(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        AugmentConfig(**{field: value})
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        AugmentConfig().mosaic = 0.0  # type: ignore[misc]
+
+
+# --- label conversions ----------------------------------------------------------------------------
+
+
+def test_normalized_pixel_round_trip():
+    normalized = np.array([[1, 0.5, 0.25, 0.2, 0.1], [0, 0.1, 0.9, 0.2, 0.2]], dtype=np.float32)
+    pixels = normalized_to_pixels(normalized, 200, 100, offset_x=3, offset_y=4)
+    np.testing.assert_allclose(pixels[0], [1, 83, 24, 123, 34], atol=1e-4)
+    np.testing.assert_allclose(pixels_to_normalized(normalized_to_pixels(normalized, 200, 100), 200, 100),
+                               normalized, atol=1e-6)
+    # Boxes hanging over the edge are clipped on the way back.
+    np.testing.assert_allclose(pixels_to_normalized(np.array([[0, -10, 50, 50, 150]], np.float32), 100, 100),
+                               [[0, 0.25, 0.75, 0.5, 0.5]])
+
+
+# --- letterbox -----------------------------------------------------------------------------------
+
+
+def test_letterbox_geometry(helpers):
+    image, labels = _image_with_box(100, 50, (20, 10, 60, 30))
+    boxed, (ratio_x, ratio_y), (pad_left, pad_top) = letterbox(image, 64)
+    assert boxed.shape == (3, 64, 64) and boxed.dtype == torch.uint8
+    assert (ratio_x, ratio_y) == (0.64, 0.64) and (pad_left, pad_top) == (0, 16)
+    # Padding is grey, the image band is in the middle.
+    assert torch.all(boxed[:, :16] == PAD_VALUE) and torch.all(boxed[:, 48:] == PAD_VALUE)
+    mapped = labels[0, 1:] * [ratio_x, ratio_y, ratio_x, ratio_y] + [pad_left, pad_top, pad_left, pad_top]
+    np.testing.assert_allclose(mapped, [12.8, 22.4, 38.4, 35.2])
+    found = helpers.white_box(boxed)
+    np.testing.assert_allclose(found, mapped, atol=1.0)
+
+
+def test_letterbox_odd_padding_and_upscaling():
+    image = torch.zeros((3, 30, 11), dtype=torch.uint8)
+    boxed, (ratio_x, ratio_y), (pad_left, pad_top) = letterbox(image, 64)
+    assert boxed.shape == (3, 64, 64)
+    assert round(11 * 64 / 30) == 23 and ratio_x == pytest.approx(23 / 11) and ratio_y == pytest.approx(64 / 30)
+    assert (pad_left, pad_top) == (20, 0)  # 41 columns of padding: 20 left, 21 right, as YOLOv5
+
+
+def test_resize_long_side():
+    assert resize_long_side(torch.zeros((3, 50, 100), dtype=torch.uint8), 160).shape == (3, 80, 160)
+    same = torch.zeros((3, 160, 80), dtype=torch.uint8)
+    assert resize_long_side(same, 160) is same
+
+
+# --- flip, affine ----------------------------------------------------------------------------------
+
+
+def test_fliplr_keeps_the_box_on_its_pixels(helpers):
+    image, labels = _image_with_box(64, 48, (5, 10, 20, 40))
+    flipped, flipped_labels = fliplr(image, labels)
+    np.testing.assert_allclose(flipped_labels, [[0, 44, 10, 59, 40]])
+    _assert_box_on_pixels(flipped, flipped_labels, helpers.white_box, tolerance=0)
+    np.testing.assert_array_equal(labels, [[0, 5, 10, 20, 40]])  # the input is untouched
+
+
+def test_scale_translate_exact_mapping(helpers):
+    image, labels = _image_with_box(64, 64, (16, 16, 32, 48))
+    # Zoom x2 about the centre (32, 32), which lands at (40, 20): x -> 2x - 24, y -> 2y - 44.
+    out, out_labels = scale_translate(image, labels, 2.0, (40.0, 20.0), (64, 64))
+    assert out.shape == (3, 64, 64)
+    np.testing.assert_allclose(out_labels, [[0, 8, 0, 40, 52]])  # y1 = -12 clipped to 0
+    _assert_box_on_pixels(out, out_labels, helpers.white_box, tolerance=1.0)
+    # Zoom x0.5: x -> x/2 + 24, y -> y/2 + 4; the image covers [24, 56) x [4, 36), grey elsewhere.
+    out, out_labels = scale_translate(image, labels, 0.5, (40.0, 20.0), (64, 64))
+    np.testing.assert_allclose(out_labels, [[0, 32, 12, 40, 28]])
+    _assert_box_on_pixels(out, out_labels, helpers.white_box, tolerance=1.0)
+    assert torch.all(out[:, :, :24] == PAD_VALUE) and torch.all(out[:, :, 56:] == PAD_VALUE)
+    assert torch.all(out[:, 36:] == PAD_VALUE)
+    assert torch.all(out[:, 4:36, 24:30] == 0)  # black up to the box, less a column of antialiasing blur
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_affine_keeps_boxes_on_their_pixels(helpers, seed):
+    image, labels = _image_with_box(96, 96, (30, 40, 70, 60))
+    out, out_labels = random_affine(image, labels, scale=0.5, translate=0.1, rng=random.Random(seed))
+    assert out.shape == (3, 96, 96) and out.dtype == torch.uint8
+    _assert_box_on_pixels(out, out_labels, helpers.white_box)
+
+
+def test_random_affine_drops_boxes_cut_off(helpers):
+    image, labels = _image_with_box(64, 64, (0, 0, 6, 6))
+    # Zoom x0.5 about the centre placed at (24, 32): the box (0..6) maps to (8..11): 3 px, kept;
+    # placed at (3.5, 32) it maps to (-12.5..-9.5): gone.
+    kept = scale_translate(image, labels, 0.5, (24.0, 32.0), (64, 64))[1]
+    gone = scale_translate(image, labels, 0.5, (3.5, 32.0), (64, 64))[1]
+    assert len(kept) == 1 and len(gone) == 0
+
+
+def test_random_affine_output_size_cuts_the_centre(helpers):
+    image, labels = _image_with_box(128, 128, (40, 50, 90, 100))
+    out, out_labels = random_affine(image, labels, scale=0.0, translate=0.0, output_size=(64, 64))
+    np.testing.assert_allclose(out_labels, [[0, 8, 18, 58, 64]])  # shifted by -32, clipped at 64
+    _assert_box_on_pixels(out, out_labels, helpers.white_box, tolerance=0)
+
+
+def test_box_candidates():
+    before = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 500, 10]], dtype=np.float32)
+    after = np.array([[0, 0, 10, 10], [0, 0, 2, 10], [0, 0, 3, 3], [0, 0, 500, 4.5]], dtype=np.float32)
+    # kept; too narrow (2 px); 9 % of the area left; aspect ratio 111
+    np.testing.assert_array_equal(box_candidates(before, after), [True, False, False, False])
+
+
+# --- mosaic --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mosaic_size_and_labels_inside(helpers, seed):
+    size = 64
+    tiles = [_image_with_box(64, 48, (10, 10, 30, 30)), _image_with_box(40, 64, (5, 30, 35, 60)),
+             _image_with_box(64, 64, (20, 20, 50, 40)), _image_with_box(64, 32, (40, 4, 60, 28))]
+    rng = random.Random(seed)
+    canvas, labels = load_mosaic([tile[0] for tile in tiles], [tile[1] for tile in tiles], size, rng=rng)
+    assert canvas.shape == (3, 2 * size, 2 * size) and labels.shape == (4, 5)
+    assert labels[:, 1:].min() >= 0 and labels[:, 1:].max() <= 2 * size
+    for box in labels[:, 1:]:  # every visible box covers white pixels only
+        x1, y1, x2, y2 = np.round(box).astype(int)
+        if x2 > x1 and y2 > y1:
+            assert canvas[:, y1:y2, x1:x2].float().mean() == 255
+    out, out_labels = random_affine(canvas, labels, 0.5, 0.1, output_size=(size, size), rng=rng)
+    assert out.shape == (3, size, size)
+    assert out_labels[:, 1:].min() >= 0 and out_labels[:, 1:].max() <= size
+    for box in out_labels[:, 1:]:  # resampled edges are grey-ish: look at the box's core
+        x1, y1, x2, y2 = box
+        core = out[:, int(np.ceil(y1)) + 1:int(y2) - 1, int(np.ceil(x1)) + 1:int(x2) - 1].float()
+        assert core.numel() == 0 or core.mean() > 200
+
+
+def test_mosaic_places_image_zero_top_left_of_the_centre():
+    tiles = [torch.full((3, 32, 32), value, dtype=torch.uint8) for value in (10, 20, 30, 40)]
+    empty = [np.zeros((0, 5), np.float32)] * 4
+
+    class FixedCentre(random.Random):
+        def uniform(self, low: float, high: float) -> float:
+            return 40.0
+
+    canvas, _ = load_mosaic(tiles, empty, 32, rng=FixedCentre())
+    assert [int(canvas[0, 39, 39]), int(canvas[0, 39, 40]), int(canvas[0, 40, 39]), int(canvas[0, 40, 40])] == [
+        10, 20, 30, 40]
+    assert int(canvas[0, 7, 7]) == PAD_VALUE and int(canvas[0, 8, 8]) == 10
+
+
+def test_mosaic_needs_four_images():
+    with pytest.raises(ValueError, match="exactly 4 images and 4 label arrays; found 3 and 3"):
+        load_mosaic([torch.zeros((3, 8, 8), dtype=torch.uint8)] * 3, [np.zeros((0, 5), np.float32)] * 3, 8)
+
+
+# --- colour --------------------------------------------------------------------------------------
+
+
+def test_augment_hsv():
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(augment_hsv(image, 0.0, 0.0, 0.0), image)
+    brighter = augment_hsv(image, 0.0, 0.0, 0.5, rng=random.Random(1))
+    again = augment_hsv(image, 0.0, 0.0, 0.5, rng=random.Random(1))
+    assert brighter.dtype == torch.uint8 and brighter.shape == image.shape
+    assert torch.equal(brighter, again) and not torch.equal(brighter, image)
+    shifted = augment_hsv(image, 0.015, 0.7, 0.4, rng=random.Random(2))
+    assert (shifted.float() - image.float()).abs().mean() > 1.0
+
+
+def test_scale_translate_needs_a_positive_gain():
+    image, labels = _image_with_box(8, 8, (2, 2, 6, 6))
+    with pytest.raises(ValueError, match=r"gain must be > 0; found 0.0"):
+        scale_translate(image, labels, 0.0, (4.0, 4.0), (8, 8))

@@ -1,0 +1,148 @@
+"""The Lightning DataModule: data.yaml (or the built-in synthetic set) -> scanned splits -> loaders."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lightning
+from torch.utils.data import DataLoader
+
+from yolo_slim.data.augment import AugmentConfig
+from yolo_slim.data.dataset import YOLODataset, collate
+from yolo_slim.data.dataset_config import DataConfigError, DatasetConfig, load_dataset_config
+from yolo_slim.data.labels import DataReport, default_cache_path, scan_split
+
+if TYPE_CHECKING:
+    from yolo_slim.data.synthetic import SyntheticConfig
+
+log = logging.getLogger(__name__)
+
+# Which splits each Lightning stage reads; None (all stages) reads every split in the yaml.
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
+
+
+class YOLODataModule(lightning.LightningDataModule):
+    """Loaders for a YOLO dataset described by an ultralytics data.yaml.
+
+    Args:
+        data: The data.yaml; None for the built-in synthetic dataset (generated once, cached).
+        imgsz: Square training/validation size; a multiple of 32, YOLOv5's largest stride.
+        batch_size: Images per batch (train, val and test).
+        workers: DataLoader worker processes; 0 loads in the training process.
+        augment: Training augmentations; None trains on letterboxed images only.
+        synthetic: Settings of the synthetic dataset when ``data`` is None (default settings
+            when None).
+        cache_dir: Where the synthetic dataset is generated; its module's default when None.
+
+    ``nc``, ``names`` and ``dataset_config`` can be read before a Trainer exists (the model is
+    built from ``nc``): they load the yaml on first use.
+    """
+
+    def __init__(self, data: str | Path | None = None, imgsz: int = 640, batch_size: int = 16, workers: int = 2,
+                 augment: AugmentConfig | None = AugmentConfig(), synthetic: SyntheticConfig | None = None,
+                 cache_dir: Path | None = None) -> None:
+        super().__init__()
+        _check_int("imgsz", imgsz, 1, "a positive multiple of 32 (YOLOv5's largest stride)")
+        if imgsz % 32:
+            raise ValueError(f"YOLODataModule: imgsz must be a positive multiple of 32 (YOLOv5's largest stride); "
+                             f"found {imgsz}. Try {max(32, round(imgsz / 32) * 32)}.")
+        _check_int("batch_size", batch_size, 1, "an integer >= 1")
+        _check_int("workers", workers, 0, "an integer >= 0 (0 loads in the main process)")
+        if augment is not None and not isinstance(augment, AugmentConfig):
+            raise TypeError(f"YOLODataModule: augment must be an AugmentConfig or None; found {type(augment).__name__}")
+        self.data = Path(data) if data is not None else None
+        self.imgsz = imgsz
+        self.batch_size = batch_size
+        self.workers = workers
+        self.augment = augment
+        self.synthetic = synthetic
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.reports: dict[str, DataReport] = {}
+        self.datasets: dict[str, YOLODataset] = {}
+        self._data_yaml: Path | None = None
+        self._dataset_config: DatasetConfig | None = None
+
+    @property
+    def data_yaml(self) -> Path:
+        """The data.yaml in use; generates the synthetic dataset first if ``data`` is None."""
+        if self._data_yaml is None:
+            self._data_yaml = self.data if self.data is not None else self._ensure_synthetic()
+        return self._data_yaml
+
+    @property
+    def dataset_config(self) -> DatasetConfig:
+        if self._dataset_config is None:
+            self._dataset_config = load_dataset_config(self.data_yaml)
+        return self._dataset_config
+
+    @property
+    def names(self) -> list[str]:
+        return self.dataset_config.names
+
+    @property
+    def nc(self) -> int:
+        return self.dataset_config.nc
+
+    def prepare_data(self) -> None:
+        # Lightning runs this on one process per node: the place to write the synthetic set.
+        if self.data is None:
+            self._data_yaml = self._ensure_synthetic()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan the splits the stage needs (all of them for None); each split once, logged once."""
+        if self.data is None and self._data_yaml is None:
+            self._data_yaml = self._ensure_synthetic()  # idempotent; covers setup() without prepare_data()
+        all_splits = tuple(self.dataset_config.splits)
+        for split in all_splits if stage is None else _STAGE_SPLITS.get(stage, all_splits):
+            if split in self.dataset_config.splits and split not in self.datasets:
+                self.datasets[split] = self._build(split)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def _build(self, split: str) -> YOLODataset:
+        config = self.dataset_config
+        images = config.splits[split]
+        records, report = scan_split(images, config.nc, default_cache_path(images, split))
+        self.reports[split] = report
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.is_global_zero:  # one report per run, not one per DDP rank
+            report.log(log, title=f"{split} split of {config.yaml_path}")
+        if not records:
+            raise DataConfigError(f"data.yaml {str(config.yaml_path)!r}: split '{split}' has no usable image "
+                                  f"(all {report.images} were skipped):\n{report.summary(split)}")
+        return YOLODataset(records, self.imgsz, self.augment if split == "train" else None)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.dataset_config.splits:
+            raise DataConfigError(f"data.yaml {str(self.dataset_config.yaml_path)!r} has no '{split}' split; "
+                                  f"it has {', '.join(self.dataset_config.splits)}")
+        if split not in self.datasets:
+            self.datasets[split] = self._build(split)  # a loader requested without setup()
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.workers, persistent_workers=self.workers > 0,
+                          pin_memory=self._on_gpu(), collate_fn=collate, drop_last=False)
+
+    def _on_gpu(self) -> bool:
+        # Pinned host memory only speeds up copies to a CUDA device; elsewhere it costs memory.
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def _ensure_synthetic(self) -> Path:
+        # Imported here: the synthetic generator is only needed when no data.yaml is given.
+        from yolo_slim.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
+
+        return Path(ensure_synthetic_dataset(self.synthetic or SyntheticConfig(), self.cache_dir))
+
+
+def _check_int(name: str, value: object, minimum: int, allowed: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"YOLODataModule: {name} must be {allowed}; found {value!r}")

@@ -1,0 +1,171 @@
+"""The YOLO dataset: decode, augment (or only letterbox) and return one training sample; collate.
+
+A sample is ``(image, labels, path)``: a uint8 (3, imgsz, imgsz) tensor, float32 (n, 5) rows
+``[cls, cx, cy, w, h]`` normalised to that image, and the image file. :func:`collate` stacks a
+batch into YOLOv5's layout, where every target row carries the index of its image.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from yolo_slim.data.augment import (
+    AugmentConfig,
+    augment_hsv,
+    fliplr,
+    letterbox,
+    load_mosaic,
+    normalized_to_pixels,
+    pixels_to_normalized,
+    random_affine,
+    resize_long_side,
+    scale_translate,
+)
+from yolo_slim.data.labels import ImageRecord
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[torch.Tensor, torch.Tensor, str]
+
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """Decode an image file to a uint8 (3, H, W) RGB tensor, EXIF orientation applied.
+
+    torchvision decodes JPEG, PNG, WEBP and GIF; BMP and TIFF (valid in data.yaml splits) go
+    through Pillow.
+
+    Raises:
+        RuntimeError, OSError, ...: the file cannot be decoded by either.
+    """
+    try:
+        return decode_image(path, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError:
+        pass  # an unsupported format, or a corrupt file that Pillow will also refuse
+    with Image.open(path) as image:
+        rgb = ImageOps.exif_transpose(image).convert("RGB")
+        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
+
+
+class YOLODataset(Dataset[Sample]):
+    """Images and labels of one split, as square ``imgsz`` training or validation samples.
+
+    Args:
+        records: The usable images (from :func:`~yolo_slim.data.labels.scan_split`).
+        imgsz: Output side in pixels.
+        augment: Training augmentations; None for validation (letterbox only).
+
+    An image that fails to decode although the scan accepted it (changed on disk, a disk error)
+    never stops an epoch: it is logged once (per process), counted in :attr:`decode_failures`
+    and replaced by the next decodable image of the split, a deterministic choice.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], imgsz: int, augment: AugmentConfig | None = None) -> None:
+        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 1:
+            raise ValueError(f"YOLODataset: imgsz must be a positive integer; found {imgsz!r}")
+        if not records:
+            raise ValueError("YOLODataset: records is empty; a dataset needs at least one usable image")
+        self.imgsz = imgsz
+        self.augment = augment
+        # Flat numpy arrays instead of a list of records: DataLoader workers forked from this
+        # process would otherwise copy every page holding a Python object as soon as they touch
+        # its reference count (PyTorch issue 13246), multiplying memory by the worker count.
+        self._paths = np.array([str(record.path) for record in records])
+        self._labels = np.concatenate([record.labels for record in records]).astype(np.float32).reshape(-1, 5)
+        self._bounds = np.concatenate([[0], np.cumsum([len(record.labels) for record in records])])
+        self._failed: set[int] = set()
+        self.decode_failures = 0
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, index: int) -> Sample:
+        if self.augment is None:
+            image, labels, path = self._letterboxed(index)
+        else:
+            image, labels, path = self._augmented(index, self.augment)
+        normalized = pixels_to_normalized(labels, self.imgsz, self.imgsz)
+        return image, torch.from_numpy(normalized), path
+
+    def _augmented(self, index: int, config: AugmentConfig) -> tuple[torch.Tensor, np.ndarray, str]:
+        # The order and the draws follow YOLOv5's LoadImagesAndLabels.__getitem__.
+        size = self.imgsz
+        if random.random() < config.mosaic:
+            indices = [index] + [random.randrange(len(self)) for _ in range(3)]
+            random.shuffle(indices)
+            tiles = [self._load(tile_index) for tile_index in indices]
+            path = tiles[indices.index(index)][2]
+            canvas, labels = load_mosaic([tile[0] for tile in tiles], [tile[1] for tile in tiles], size)
+            if random.random() < config.affine:
+                image, labels = random_affine(canvas, labels, config.scale, config.translate, (size, size))
+            else:  # the plain centre cut of the 2s canvas, still filtering cut-off boxes
+                image, labels = scale_translate(canvas, labels, 1.0, (size / 2, size / 2), (size, size))
+        else:
+            image, labels, path = self._letterboxed(index)
+            if random.random() < config.affine:
+                image, labels = random_affine(image, labels, config.scale, config.translate)
+        if random.random() < config.hsv:
+            image = augment_hsv(image, config.hsv_h, config.hsv_s, config.hsv_v)
+        if random.random() < config.fliplr:
+            image, labels = fliplr(image, labels)
+        return image, labels, path
+
+    def _letterboxed(self, index: int) -> tuple[torch.Tensor, np.ndarray, str]:
+        image, labels, path = self._load(index)
+        padded, _, (pad_left, pad_top) = letterbox(image, self.imgsz)  # already resized: pads only
+        labels[:, [1, 3]] += pad_left
+        labels[:, [2, 4]] += pad_top
+        return padded, labels, path
+
+    def _load(self, index: int) -> tuple[torch.Tensor, np.ndarray, str]:
+        """The image resized to a longer side of imgsz, its pixel xyxy labels and its path."""
+        for step in range(len(self)):
+            candidate = (index + step) % len(self)
+            if candidate in self._failed:
+                continue
+            image = self._decode(candidate)
+            if image is not None:
+                break
+        else:
+            raise RuntimeError(f"YOLODataset: none of the {len(self)} images can be decoded any more; "
+                               f"first failure: {self._paths[min(self._failed)]}")
+        resized = resize_long_side(image, self.imgsz)
+        height, width = resized.shape[-2:]
+        labels = normalized_to_pixels(self._labels[self._bounds[candidate]:self._bounds[candidate + 1]], width, height)
+        return resized, labels, str(self._paths[candidate])
+
+    def _decode(self, index: int) -> torch.Tensor | None:
+        path = str(self._paths[index])
+        try:
+            return decode_rgb(path)
+        except Exception as error:  # decoders raise RuntimeError, OSError, ValueError ...: all mean "skip"
+            self._failed.add(index)
+            self.decode_failures += 1
+            log.warning("cannot decode %s (%s); using another image of the split in its place "
+                        "(the label scan accepted it: did the file change on disk?)", path, error)
+            return None
+
+
+def collate(batch: Sequence[Sample]) -> dict[str, Any]:
+    """Stack samples into YOLOv5's batch layout.
+
+    Returns:
+        ``images``: uint8 (B, 3, H, W); ``targets``: float32 (M, 6) rows ``[image_index, cls, cx,
+        cy, w, h]`` normalised, M the number of objects in the batch; ``paths``: B strings.
+    """
+    images = torch.stack([image for image, _, _ in batch])
+    targets = [torch.cat([torch.full((len(labels), 1), float(index)), labels], dim=1)
+               for index, (_, labels, _) in enumerate(batch)]
+    return {
+        "images": images,
+        "targets": torch.cat(targets) if targets else torch.zeros((0, 6)),
+        "paths": [path for _, _, path in batch],
+    }
