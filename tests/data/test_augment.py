@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import random
 
 import numpy as np
@@ -14,12 +15,14 @@ from yolo_slim.data.augment import (
     augment_hsv,
     box_candidates,
     fliplr,
+    jitter_hsv,
     letterbox,
     load_mosaic,
     normalized_to_pixels,
     pixels_to_normalized,
     random_affine,
     resize_long_side,
+    resized_shape,
     scale_translate,
 )
 
@@ -108,6 +111,12 @@ def test_letterbox_odd_padding_and_upscaling():
     assert boxed.shape == (3, 64, 64)
     assert round(11 * 64 / 30) == 23 and ratio_x == pytest.approx(23 / 11) and ratio_y == pytest.approx(64 / 30)
     assert (pad_left, pad_top) == (20, 0)  # 41 columns of padding: 20 left, 21 right, as YOLOv5
+
+
+def test_resized_shape():
+    assert resized_shape(60, 80, 64) == (48, 64)
+    assert resized_shape(90, 50, 64) == (64, 36)  # 35.56 rounds up
+    assert resized_shape(1, 1000, 32) == (1, 32)  # never 0
 
 
 def test_resize_long_side():
@@ -221,15 +230,109 @@ def test_mosaic_needs_four_images():
 # --- colour --------------------------------------------------------------------------------------
 
 
-def test_augment_hsv():
-    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(augment_hsv(image, 0.0, 0.0, 0.0), image)
+def _random_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _jitter_hsv_reference(image: torch.Tensor, hue_shift: float, saturation_gain: float, value_gain: float
+                          ) -> np.ndarray:
+    """The HSV jitter pixel by pixel with Python's colorsys, in float64, not rounded."""
+    out = np.empty(image.shape, dtype=np.float64)
+    for y in range(image.shape[1]):
+        for x in range(image.shape[2]):
+            hue, saturation, value = colorsys.rgb_to_hsv(*(image[:, y, x].double() / 255).tolist())
+            rgb = colorsys.hsv_to_rgb((hue + hue_shift) % 1.0, min(1.0, saturation * saturation_gain),
+                                      min(1.0, value * value_gain))
+            out[:, y, x] = np.array(rgb) * 255
+    return out
+
+
+@pytest.mark.parametrize("hue_shift, saturation_gain, value_gain", [
+    (0.0, 1.0, 1.0), (0.015, 1.5, 0.7), (-0.3, 0.4, 1.4), (0.5, 0.0, 2.0), (0.97, 1.0, 0.0), (-0.75, 3.0, 1.0),
+])
+def test_jitter_hsv_matches_colorsys(monkeypatch, hue_shift, saturation_gain, value_gain):
+    # Small chunks, so that the row chunking is exercised too (rows of 24 pixels, 2 per chunk).
+    monkeypatch.setattr("yolo_slim.data.augment._HSV_CHUNK_PIXELS", 48)
+    image = _random_image(7, 24)
+    image[:, 0, :3] = torch.tensor([[0, 128, 255]] * 3)  # grey, and white and black: no chroma
+    out = jitter_hsv(image, hue_shift, saturation_gain, value_gain)
+    assert out.dtype == torch.uint8 and out.shape == image.shape
+    # Rounded to the nearest byte, give or take float32's error on an exact half (195 * 0.7).
+    reference = _jitter_hsv_reference(image, hue_shift, saturation_gain, value_gain)
+    assert np.abs(out.numpy() - reference).max() <= 0.5 + 1e-3
+
+
+def test_jitter_hsv_neutral_settings_are_the_identity():
+    image = _random_image(40, 50)
+    assert torch.equal(jitter_hsv(image, 0.0, 1.0, 1.0), image)  # exactly: no rounding to byte H, S, V
+    assert torch.equal(augment_hsv(image, 0.0, 0.0, 0.0, rng=random.Random(0)), image)
+    assert torch.equal(jitter_hsv(image, 1.0, 1.0, 1.0), image)  # a full turn
+
+
+def test_jitter_hsv_keeps_grey_grey():
+    levels = torch.arange(256, dtype=torch.uint8).reshape(16, 16)
+    grey = levels.expand(3, 16, 16)
+    for hue_shift, saturation_gain in ((0.3, 1.0), (-0.5, 1.7), (0.015, 0.3)):
+        assert torch.equal(jitter_hsv(grey, hue_shift, saturation_gain, 1.0), grey)
+    darker = jitter_hsv(grey, 0.2, 1.5, 0.5)
+    assert torch.equal(darker[0], darker[1]) and torch.equal(darker[1], darker[2])
+
+
+def test_jitter_hsv_value_gain_scales_brightness():
+    image = _random_image(32, 32)
+    darker = jitter_hsv(image, 0.0, 1.0, 0.5)
+    # Scaling V at fixed H and S scales all three channels, up to rounding to whole bytes.
+    assert (darker.int() - (image.float() * 0.5).round().int()).abs().max() <= 1
+    brighter = jitter_hsv(image, 0.0, 1.0, 1.5)
+    maximum = image.max(dim=0).values.float()
+    torch.testing.assert_close(brighter.max(dim=0).values.float(), (maximum * 1.5).clamp(max=255).round(),
+                               atol=1.0, rtol=0.0)
+    assert brighter.int().sum() > image.int().sum()
+
+
+def test_jitter_hsv_saturation_gain():
+    image = _random_image(16, 16)
+    grey = jitter_hsv(image, 0.0, 0.0, 1.0)  # no saturation: every channel becomes V
+    assert torch.equal(grey, image.max(dim=0, keepdim=True).values.expand_as(image))
+    vivid = jitter_hsv(image, 0.0, 2.0, 1.0)
+    assert torch.equal(vivid.max(dim=0).values, image.max(dim=0).values)  # V unchanged
+    assert torch.all(vivid.min(dim=0).values <= image.min(dim=0).values)  # the smallest channel moves away
+
+
+@pytest.mark.parametrize("hue_shift, expected", [
+    (0.05, (255, 77, 0)),  # 0.3 of the way to yellow (76.5 rounds up)
+    (1 / 6, (255, 255, 0)),  # yellow
+    (1 / 3, (0, 255, 0)),  # green
+    (-0.05, (255, 0, 77)),  # the other way, towards magenta
+    (0.5, (0, 255, 255)),  # cyan, opposite
+])
+def test_jitter_hsv_rotates_red(hue_shift, expected):
+    red = torch.tensor([255, 0, 0], dtype=torch.uint8).reshape(3, 1, 1).expand(3, 2, 2)
+    out = jitter_hsv(red, hue_shift, 1.0, 1.0)
+    assert out[:, 0, 0].tolist() == list(expected)
+
+
+def test_jitter_hsv_leaves_its_input_alone():
+    base = _random_image(20, 30)
+    image = base[:, 2:, 3:]  # a non-contiguous view
+    before = image.clone()
+    out = jitter_hsv(image, 0.2, 1.3, 0.8)
+    assert torch.equal(image, before) and out.is_contiguous() and out.shape == image.shape
+
+
+def test_augment_hsv_draws():
+    image = _random_image(32, 32)
     brighter = augment_hsv(image, 0.0, 0.0, 0.5, rng=random.Random(1))
     again = augment_hsv(image, 0.0, 0.0, 0.5, rng=random.Random(1))
     assert brighter.dtype == torch.uint8 and brighter.shape == image.shape
     assert torch.equal(brighter, again) and not torch.equal(brighter, image)
     shifted = augment_hsv(image, 0.015, 0.7, 0.4, rng=random.Random(2))
     assert (shifted.float() - image.float()).abs().mean() > 1.0
+    # The gains: hue shift in [-h, h], saturation and value factors in [1 - g, 1 + g].
+    rng = random.Random(3)
+    hue_shift, saturation, value = rng.uniform(-0.015, 0.015), rng.uniform(-1, 1), rng.uniform(-1, 1)
+    expected = jitter_hsv(image, hue_shift, 1 + 0.7 * saturation, 1 + 0.4 * value)
+    assert torch.equal(augment_hsv(image, 0.015, 0.7, 0.4, rng=random.Random(3)), expected)
 
 
 def test_scale_translate_needs_a_positive_gain():

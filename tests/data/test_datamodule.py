@@ -18,6 +18,9 @@ from yolo_slim.data import AugmentConfig, DataConfigError, YOLODataModule
     ({"batch_size": 0}, r"batch_size must be an integer >= 1; found 0"),
     ({"batch_size": True}, r"batch_size must be an integer >= 1; found True"),
     ({"workers": -1}, r"workers must be an integer >= 0 .*; found -1"),
+    ({"cache": "disk"}, r"cache \(data.cache\) must be one of none, ram, auto \(auto: .*\); found 'disk'"),
+    ({"cache": None}, r"cache \(data.cache\) must be one of none, ram, auto .*; found None"),
+    ({"cache": True}, r"cache \(data.cache\) must be one of none, ram, auto .*; found True"),
 ])
 def test_invalid_arguments(yolo_dataset, arguments, message):
     with pytest.raises(ValueError, match=message):
@@ -48,10 +51,12 @@ def test_setup_scans_and_logs_each_split_once(yolo_dataset, caplog):
     assert set(datamodule.reports) == {"train", "val"}
     assert datamodule.reports["train"].problems == {"bad_class": 1}
     messages = [(record.levelno, record.getMessage().splitlines()[0]) for record in caplog.records]
-    assert messages == [
+    assert [message for message in messages if "split of" in message[1]] == [
         (logging.WARNING, f"train split of {yolo_dataset}: 6 images listed, 6 usable (1 background), 6 objects"),
         (logging.INFO, f"val split of {yolo_dataset}: 3 images listed, 3 usable (0 background), 3 objects"),
     ]
+    assert [message[1].split(",")[0] for message in messages if "cached" in message[1]] == [
+        "train split: 6 images cached in RAM", "val split: 3 images cached in RAM"]
     assert (yolo_dataset.parent / "labels" / "train.yolo_slim.cache").is_file()
 
 
@@ -120,3 +125,27 @@ def test_synthetic_default_data(tmp_path):
     datamodule.setup("fit")
     assert datamodule.reports["train"].usable_images == 4 and datamodule.reports["train"].problems == {}
     assert next(iter(datamodule.train_dataloader()))["images"].shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("cache, limit, cached", [
+    ("auto", 1 << 30, True),  # a tiny set is far below 1 GiB
+    ("auto", 1000, False),  # the train split's images at 64 pixels take 53 kB
+    ("ram", 1000, True),
+    ("none", 1 << 30, False),
+])
+def test_cache_setting(yolo_dataset, monkeypatch, caplog, cache, limit, cached):
+    monkeypatch.setattr("yolo_slim.data.datamodule.AUTO_RAM_LIMIT_BYTES", limit)
+    datamodule = YOLODataModule(yolo_dataset, imgsz=64, workers=0, cache=cache)
+    with caplog.at_level(logging.INFO, logger="yolo_slim.data.datamodule"):
+        datamodule.setup("fit")
+    assert datamodule.datasets["train"].cached is cached and datamodule.datasets["val"].cached is cached
+    message = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("train split:"))
+    if cached:
+        assert message.startswith(f"train split: 6 images cached in RAM, 0.1 MiB at imgsz 64 (data.cache={cache})")
+    elif cache == "none":
+        assert message == ("train split: images decoded on every sample, not cached (0.1 MiB at imgsz 64; "
+                           "data.cache=none)")
+    else:
+        assert message == ("train split: images decoded on every sample, not cached (0.1 MiB at imgsz 64; "
+                           "data.cache=auto caches below 0.0 MiB; ram forces it)")
+    assert next(iter(datamodule.train_dataloader()))["images"].shape == (6, 3, 64, 64)

@@ -125,6 +125,73 @@ def test_pillow_fallback_formats(tmp_path, helpers):
         np.testing.assert_allclose(_pixel_boxes(labels, 32)[0], helpers.white_box(image), atol=1.0)
 
 
+# --- RAM cache -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("imgsz", [32, 64, 96])
+def test_cached_validation_samples_equal_decoded_ones(yolo_dataset, imgsz):
+    decoded = YOLODataset(_records(yolo_dataset, "val"), imgsz=imgsz)
+    cached = YOLODataset(_records(yolo_dataset, "val"), imgsz=imgsz)
+    assert cached.cache_images() == cached.resized_bytes and cached.cached and not decoded.cached
+    for index in range(len(decoded)):
+        (image_a, labels_a, path_a), (image_b, labels_b, path_b) = decoded[index], cached[index]
+        assert torch.equal(image_a, image_b) and torch.equal(labels_a, labels_b) and path_a == path_b
+
+
+def test_cached_training_samples_equal_decoded_ones(yolo_dataset):
+    """Reading the cache draws no random numbers: the same seed gives the same mosaics."""
+    decoded = YOLODataset(_records(yolo_dataset), imgsz=64, augment=AugmentConfig())
+    cached = YOLODataset(_records(yolo_dataset), imgsz=64, augment=AugmentConfig())
+    cached.cache_images()
+    for dataset in (decoded, cached):
+        random.seed(5)
+        dataset.samples = [dataset[index % len(dataset)] for index in range(12)]
+    for (image_a, labels_a, _), (image_b, labels_b, _) in zip(decoded.samples, cached.samples):
+        assert torch.equal(image_a, image_b) and torch.equal(labels_a, labels_b)
+
+
+def test_resized_bytes(yolo_dataset, helpers):
+    dataset = YOLODataset(_records(yolo_dataset), imgsz=64)
+    expected = 0
+    for width, height, _ in helpers.TRAIN_IMAGES.values():
+        scale = 64 / max(width, height)
+        expected += 3 * round(height * scale) * round(width * scale)
+    assert dataset.resized_bytes == expected
+    assert dataset.cache_images() == expected and dataset.cache_images() == expected  # the second call: no-op
+
+
+def test_samples_are_not_views_of_the_cache(yolo_dataset):
+    dataset = YOLODataset(_records(yolo_dataset, "val"), imgsz=64)  # v0.jpg is 64 x 64: nothing to pad
+    dataset.cache_images()
+    image = dataset[0][0]
+    before = image.clone()
+    image.fill_(0)
+    assert torch.equal(dataset[0][0], before)
+
+
+def test_undecodable_image_found_while_caching(yolo_dataset, caplog):
+    records = _records(yolo_dataset, "val")
+    (yolo_dataset.parent / "images" / "val" / "v0.jpg").write_bytes(b"changed on disk after the scan")
+    dataset = YOLODataset(records, imgsz=64)
+    with caplog.at_level(logging.WARNING, logger="yolo_slim.data.dataset"):
+        dataset.cache_images()
+        image, labels, path = dataset[0]
+    assert dataset.decode_failures == 1 and len(caplog.records) == 1 and "v0.jpg" in caplog.records[0].getMessage()
+    assert path.endswith("v1.png")  # replaced by the next image, as without the cache
+    assert torch.equal(image, dataset[1][0]) and torch.equal(labels, dataset[1][1])
+
+
+def test_cache_serves_images_without_the_files(yolo_dataset):
+    records = _records(yolo_dataset, "val")
+    dataset = YOLODataset(records, imgsz=64)
+    dataset.cache_images()
+    expected = [dataset[index][0] for index in range(len(dataset))]
+    for record in records:
+        record.path.unlink()
+    assert all(torch.equal(dataset[index][0], expected[index]) for index in range(len(dataset)))
+    assert dataset.decode_failures == 0
+
+
 @pytest.mark.parametrize("imgsz", [0, -32, 64.0, True])
 def test_invalid_imgsz(yolo_dataset, imgsz):
     with pytest.raises(ValueError, match=rf"imgsz must be a positive integer; found {imgsz!r}"):

@@ -52,7 +52,8 @@ def build_datamodule(data_config: DictConfig) -> tuple[YOLODataModule, int]:
         data=data_config.path, imgsz=imgsz,
         batch_size=require_positive_int(data_config.batch_size, "data.batch_size"),
         workers=require_positive_int(data_config.workers, "data.workers", minimum=0),
-        augment=AugmentConfig(**plain(data_config.augment)), synthetic=synthetic, cache_dir=data_config.cache_dir)
+        augment=AugmentConfig(**plain(data_config.augment)), synthetic=synthetic, cache_dir=data_config.cache_dir,
+        cache=data_config.cache)
     return datamodule, imgsz
 
 

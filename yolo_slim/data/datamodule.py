@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 from yolo_slim.data.augment import AugmentConfig
 from yolo_slim.data.dataset import YOLODataset, collate
 from yolo_slim.data.dataset_config import DataConfigError, DatasetConfig, load_dataset_config
+from yolo_slim.data.image_cache import AUTO_RAM_LIMIT_BYTES, CACHE_MODES
 from yolo_slim.data.labels import DataReport, default_cache_path, scan_split
 
 if TYPE_CHECKING:
@@ -35,6 +37,10 @@ class YOLODataModule(lightning.LightningDataModule):
         synthetic: Settings of the synthetic dataset when ``data`` is None (default settings
             when None).
         cache_dir: Where the synthetic dataset is generated; its module's default when None.
+        cache: Keep the decoded images in RAM, resized to ``imgsz`` (ultralytics' ``--cache
+            ram``), so that each is decoded once per run instead of once per sample: "ram",
+            "none", or "auto" for RAM when a split's resized images take less than 1 GiB. The
+            cache is built in ``setup``, before the loader workers start, which then share it.
 
     ``nc``, ``names`` and ``dataset_config`` can be read before a Trainer exists (the model is
     built from ``nc``): they load the yaml on first use.
@@ -42,7 +48,7 @@ class YOLODataModule(lightning.LightningDataModule):
 
     def __init__(self, data: str | Path | None = None, imgsz: int = 640, batch_size: int = 16, workers: int = 2,
                  augment: AugmentConfig | None = AugmentConfig(), synthetic: SyntheticConfig | None = None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, cache: str = "auto") -> None:
         super().__init__()
         _check_int("imgsz", imgsz, 1, "a positive multiple of 32 (YOLOv5's largest stride)")
         if imgsz % 32:
@@ -52,6 +58,9 @@ class YOLODataModule(lightning.LightningDataModule):
         _check_int("workers", workers, 0, "an integer >= 0 (0 loads in the main process)")
         if augment is not None and not isinstance(augment, AugmentConfig):
             raise TypeError(f"YOLODataModule: augment must be an AugmentConfig or None; found {type(augment).__name__}")
+        if cache not in CACHE_MODES:
+            raise ValueError(f"YOLODataModule: cache (data.cache) must be one of {', '.join(CACHE_MODES)} "
+                             f"(auto: RAM when a split's resized images take less than 1 GiB); found {cache!r}")
         self.data = Path(data) if data is not None else None
         self.imgsz = imgsz
         self.batch_size = batch_size
@@ -59,6 +68,7 @@ class YOLODataModule(lightning.LightningDataModule):
         self.augment = augment
         self.synthetic = synthetic
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache = cache
         self.reports: dict[str, DataReport] = {}
         self.datasets: dict[str, YOLODataset] = {}
         self._data_yaml: Path | None = None
@@ -91,7 +101,8 @@ class YOLODataModule(lightning.LightningDataModule):
             self._data_yaml = self._ensure_synthetic()
 
     def setup(self, stage: str | None = None) -> None:
-        """Scan the splits the stage needs (all of them for None); each split once, logged once."""
+        """Scan (and, per ``cache``, cache) the splits the stage needs, all of them for None; each
+        split once, logged once."""
         if self.data is None and self._data_yaml is None:
             self._data_yaml = self._ensure_synthetic()  # idempotent; covers setup() without prepare_data()
         all_splits = tuple(self.dataset_config.splits)
@@ -113,13 +124,34 @@ class YOLODataModule(lightning.LightningDataModule):
         images = config.splits[split]
         records, report = scan_split(images, config.nc, default_cache_path(images, split))
         self.reports[split] = report
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.is_global_zero:  # one report per run, not one per DDP rank
+        if self._is_global_zero():  # one report per run, not one per DDP rank
             report.log(log, title=f"{split} split of {config.yaml_path}")
         if not records:
             raise DataConfigError(f"data.yaml {str(config.yaml_path)!r}: split '{split}' has no usable image "
                                   f"(all {report.images} were skipped):\n{report.summary(split)}")
-        return YOLODataset(records, self.imgsz, self.augment if split == "train" else None)
+        dataset = YOLODataset(records, self.imgsz, self.augment if split == "train" else None)
+        self._cache_images(split, dataset)
+        return dataset
+
+    def _cache_images(self, split: str, dataset: YOLODataset) -> None:
+        resized_bytes = dataset.resized_bytes  # from the scanned sizes: nothing decoded yet
+        size = _format_bytes(resized_bytes)
+        if self.cache == "none" or (self.cache == "auto" and resized_bytes >= AUTO_RAM_LIMIT_BYTES):
+            if self._is_global_zero():
+                reason = ("data.cache=none" if self.cache == "none" else
+                          f"data.cache=auto caches below {_format_bytes(AUTO_RAM_LIMIT_BYTES)}; ram forces it")
+                log.info("%s split: images decoded on every sample, not cached (%s at imgsz %d; %s)",
+                         split, size, self.imgsz, reason)
+            return
+        start = time.perf_counter()
+        dataset.cache_images()
+        if self._is_global_zero():
+            log.info("%s split: %d images cached in RAM, %s at imgsz %d (data.cache=%s), in %.1f s",
+                     split, len(dataset), size, self.imgsz, self.cache, time.perf_counter() - start)
+
+    def _is_global_zero(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is None or trainer.is_global_zero
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.dataset_config.splits:
@@ -141,6 +173,10 @@ class YOLODataModule(lightning.LightningDataModule):
         from yolo_slim.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 
         return Path(ensure_synthetic_dataset(self.synthetic or SyntheticConfig(), self.cache_dir))
+
+
+def _format_bytes(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def _check_int(name: str, value: object, minimum: int, allowed: str) -> None:

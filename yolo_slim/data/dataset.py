@@ -28,8 +28,10 @@ from yolo_slim.data.augment import (
     pixels_to_normalized,
     random_affine,
     resize_long_side,
+    resized_shape,
     scale_translate,
 )
+from yolo_slim.data.image_cache import CHANNELS, ImageCache
 from yolo_slim.data.labels import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ class YOLODataset(Dataset[Sample]):
     An image that fails to decode although the scan accepted it (changed on disk, a disk error)
     never stops an epoch: it is logged once (per process), counted in :attr:`decode_failures`
     and replaced by the next decodable image of the split, a deterministic choice.
+
+    :meth:`cache_images` decodes the whole split once into RAM; samples are then the same as
+    without the cache, only cheaper.
     """
 
     def __init__(self, records: Sequence[ImageRecord], imgsz: int, augment: AugmentConfig | None = None) -> None:
@@ -81,11 +86,45 @@ class YOLODataset(Dataset[Sample]):
         self._paths = np.array([str(record.path) for record in records])
         self._labels = np.concatenate([record.labels for record in records]).astype(np.float32).reshape(-1, 5)
         self._bounds = np.concatenate([[0], np.cumsum([len(record.labels) for record in records])])
+        self._sizes = np.array([record.size for record in records], dtype=np.int64).reshape(-1, 2)  # (height, width)
+        self._cache: ImageCache | None = None
         self._failed: set[int] = set()
         self.decode_failures = 0
 
     def __len__(self) -> int:
         return len(self._paths)
+
+    @property
+    def resized_bytes(self) -> int:
+        """Bytes of the split's images resized to ``imgsz`` as uint8: what :meth:`cache_images` holds.
+
+        Computed from the sizes found by the label scan, without decoding anything.
+        """
+        return sum(CHANNELS * height * width
+                   for height, width in (resized_shape(int(h), int(w), self.imgsz) for h, w in self._sizes))
+
+    @property
+    def cached(self) -> bool:
+        """Whether the images are served from RAM (:meth:`cache_images` has run)."""
+        return self._cache is not None
+
+    def cache_images(self) -> int:
+        """Decode every image once and keep it in RAM, resized, for all later samples.
+
+        An image that fails to decode is handled as in a sample: logged, counted in
+        :attr:`decode_failures` and replaced by the next one. Call this before DataLoader
+        workers start (the DataModule does it in ``setup``): forked workers then share the
+        cache instead of each decoding the split. Calling it again does nothing.
+
+        Returns:
+            The bytes of pixels cached.
+        """
+        if self._cache is None:
+            cache = ImageCache(len(self), self.resized_bytes)
+            for index in range(len(self)):
+                cache.append(self._decode_resized(index))
+            self._cache = cache
+        return self._cache.nbytes
 
     def __getitem__(self, index: int) -> Sample:
         if self.augment is None:
@@ -120,27 +159,35 @@ class YOLODataset(Dataset[Sample]):
 
     def _letterboxed(self, index: int) -> tuple[torch.Tensor, np.ndarray, str]:
         image, labels, path = self._load(index)
-        padded, _, (pad_left, pad_top) = letterbox(image, self.imgsz)  # already resized: pads only
+        # Already resized: pads only, into a new tensor, so a cached image is never handed out.
+        padded, _, (pad_left, pad_top) = letterbox(image, self.imgsz)
         labels[:, [1, 3]] += pad_left
         labels[:, [2, 4]] += pad_top
         return padded, labels, path
 
     def _load(self, index: int) -> tuple[torch.Tensor, np.ndarray, str]:
-        """The image resized to a longer side of imgsz, its pixel xyxy labels and its path."""
+        """The image resized to a longer side of imgsz, its pixel xyxy labels and its path.
+
+        From the cache, the image is a view of it: the callers copy it (paste, pad) before
+        changing anything.
+        """
         for step in range(len(self)):
             candidate = (index + step) % len(self)
             if candidate in self._failed:
                 continue
-            image = self._decode(candidate)
-            if image is not None:
+            resized = self._cache[candidate] if self._cache is not None else self._decode_resized(candidate)
+            if resized is not None:
                 break
         else:
             raise RuntimeError(f"YOLODataset: none of the {len(self)} images can be decoded any more; "
                                f"first failure: {self._paths[min(self._failed)]}")
-        resized = resize_long_side(image, self.imgsz)
         height, width = resized.shape[-2:]
         labels = normalized_to_pixels(self._labels[self._bounds[candidate]:self._bounds[candidate + 1]], width, height)
         return resized, labels, str(self._paths[candidate])
+
+    def _decode_resized(self, index: int) -> torch.Tensor | None:
+        image = self._decode(index)
+        return None if image is None else resize_long_side(image, self.imgsz)
 
     def _decode(self, index: int) -> torch.Tensor | None:
         path = str(self._paths[index])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from yolo_slim.models.spec import ModelSpec
 from yolo_slim.models.yolo import YOLOv5
 
 
@@ -37,6 +38,22 @@ def _as_hw(imgsz: int | tuple[int, int]) -> tuple[int, int]:
     return (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
 
 
+def _count_on_meta(spec: ModelSpec, imgsz: int | tuple[int, int]) -> FlopCounterMode:
+    height, width = _as_hw(imgsz)
+    with torch.device("meta"):
+        shadow = YOLOv5.from_spec(spec).eval()
+        image = torch.zeros(1, spec.in_channels, height, width)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        shadow(image)
+    return counter
+
+
+def spec_gflops(spec: ModelSpec, imgsz: int | tuple[int, int] = 640) -> float:
+    """GFLOPs of the architecture ``spec`` describes, without building real weights."""
+    return _count_on_meta(spec, imgsz).get_total_flops() / 1e9
+
+
 def model_info(model: YOLOv5, imgsz: int | tuple[int, int] = 640) -> ModelInfo:
     """Parameters and GFLOPs (2 FLOPs per multiply-add, batch 1, eval mode) overall and per layer.
 
@@ -48,14 +65,9 @@ def model_info(model: YOLOv5, imgsz: int | tuple[int, int] = 640) -> ModelInfo:
         imgsz: Input size, an int (square) or (height, width); multiples of the largest stride.
     """
     height, width = _as_hw(imgsz)
-    with torch.device("meta"):
-        shadow = YOLOv5.from_spec(model.spec).eval()
-        image = torch.zeros(1, model.spec.in_channels, height, width)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        shadow(image)
+    counter = _count_on_meta(model.spec, (height, width))
     per_module = counter.get_flop_counts()
-    prefix = f"{type(shadow).__name__}.model"
+    prefix = f"{YOLOv5.__name__}.model"
     channels = model.spec.output_channels()
     layers = []
     for index, (layer_spec, layer) in enumerate(zip(model.spec.layers, model.model)):

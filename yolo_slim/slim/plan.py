@@ -1,0 +1,176 @@
+"""Pruning plans: which channels of each group survive, from one global threshold on |γ|.
+
+Network slimming (Liu et al., ICCV 2017) ranks every prunable channel by the magnitude of its
+BatchNorm scale γ and removes those under one global threshold. Per group the kept count is
+then raised to ``min_channels`` (a layer never disappears, the failure of the seed code) and
+rounded up to a multiple of ``round_to`` (odd widths make the pruned model no faster on real
+kernels), keeping the most important channels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from yolo_slim.models import YOLOv5
+from yolo_slim.models.info import spec_gflops
+from yolo_slim.slim.graph import POLICIES, ChannelGraph, trace_channels
+
+AGGREGATES = ("max", "mean")
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """Kept channel indices (sorted) for every group of the model, plus how they were chosen.
+
+    Plain data: :meth:`to_dict` survives ``torch.save`` / ``torch.load(weights_only=True)`` and JSON.
+    """
+
+    keep: dict[str, list[int]]
+    policy: str
+    threshold: float
+    sizes: dict[str, int]
+
+    @property
+    def removed_channels(self) -> int:
+        return sum(self.sizes[name] - len(kept) for name, kept in self.keep.items())
+
+    @property
+    def total_channels(self) -> int:
+        return sum(self.sizes.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "policy": self.policy, "threshold": self.threshold,
+                "keep": {name: list(kept) for name, kept in self.keep.items()}, "sizes": dict(self.sizes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruningPlan:
+        if data.get("format") != PLAN_FORMAT:
+            raise ValueError(f"pruning plan format {data.get('format')!r} is not supported (expected {PLAN_FORMAT})")
+        return cls(keep={k: [int(i) for i in v] for k, v in data["keep"].items()}, policy=str(data["policy"]),
+                   threshold=float(data["threshold"]), sizes={k: int(v) for k, v in data["sizes"].items()})
+
+
+def group_importance(model: YOLOv5, graph: ChannelGraph, aggregate: str = "max") -> dict[str, torch.Tensor]:
+    """Per prunable group, the importance of each channel: |γ| aggregated over the group's BatchNorms.
+
+    ``max`` (default) removes a channel of a residual group only if every BatchNorm writing into
+    the sum has a small γ there; ``mean`` weighs them equally.
+    """
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, found {aggregate!r}")
+    importance = {}
+    for name, group in graph.groups.items():
+        if group.frozen:
+            continue
+        scales = torch.stack([model.model.get_submodule(path).bn.weight.detach().abs().float().cpu()
+                              for path in group.members])  # (members, channels)
+        importance[name] = scales.amax(0) if aggregate == "max" else scales.mean(0)
+    return importance
+
+
+def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float | None = None,
+                 flops_target: float | None = None, policy: str = "grouped", round_to: int = 8,
+                 min_channels: int = 8, imgsz: int = 640, aggregate: str = "max") -> PruningPlan:
+    """Choose the channels to keep. Give exactly one of ``ratio``, ``threshold`` or ``flops_target``.
+
+    Args:
+        model: The (sparsity-trained) network; it is not modified.
+        ratio: Fraction of the prunable channels to remove, in [0, 1): sets the global threshold
+            at that quantile of the channel importances.
+        threshold: Remove channels whose importance is below this.
+        flops_target: Largest allowed GFLOPs of the pruned model as a fraction of the dense one,
+            in (0, 1]; the smallest threshold that meets it is used.
+        policy: ``"grouped"`` or ``"seed"`` (see :func:`~yolo_slim.slim.graph.trace_channels`).
+        round_to: Kept channel counts are rounded up to a multiple of this.
+        min_channels: Each group keeps at least this many channels (or all it has, if fewer).
+        imgsz: Image size for the FLOPs count of ``flops_target``.
+        aggregate: How a residual group's |γ| are combined, ``"max"`` or ``"mean"``.
+
+    Raises:
+        ValueError: not exactly one target given, a value out of range, or a ``flops_target`` that
+            ``min_channels``/``round_to`` do not allow; raised before anything is computed.
+    """
+    _check_arguments(ratio, threshold, flops_target, policy, round_to, min_channels, aggregate)
+    graph = trace_channels(model.spec, policy)
+    importance = group_importance(model, graph, aggregate)
+    ranked = torch.sort(torch.cat(list(importance.values()))).values if importance else torch.zeros(0)
+
+    def plan_at(cut: float) -> PruningPlan:
+        return _plan_for_threshold(graph, importance, cut, policy, round_to, min_channels)
+
+    if threshold is not None:
+        return plan_at(threshold)
+    if ratio is not None:
+        removed = int(ratio * len(ranked))
+        return plan_at(float(ranked[removed]) if removed < len(ranked) else math.inf)
+    return _plan_for_flops(model, ranked, plan_at, flops_target, imgsz, round_to, min_channels)
+
+
+def _check_arguments(ratio: float | None, threshold: float | None, flops_target: float | None, policy: str,
+                     round_to: int, min_channels: int, aggregate: str) -> None:
+    given = [name for name, value in (("ratio", ratio), ("threshold", threshold), ("flops_target", flops_target))
+             if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of ratio, threshold, flops_target; found {given or 'none'}")
+    if ratio is not None and not 0 <= ratio < 1:
+        raise ValueError(f"ratio must be in [0, 1), found {ratio}")
+    if threshold is not None and (threshold < 0 or math.isnan(threshold)):
+        raise ValueError(f"threshold must be >= 0, found {threshold}")
+    if flops_target is not None and not 0 < flops_target <= 1:
+        raise ValueError(f"flops_target must be in (0, 1] (a fraction of the dense GFLOPs), found {flops_target}")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, found {policy!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, found {aggregate!r}")
+    for name, value in (("round_to", round_to), ("min_channels", min_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, found {value!r}")
+
+
+def _plan_for_threshold(graph: ChannelGraph, importance: dict[str, torch.Tensor], cut: float, policy: str,
+                        round_to: int, min_channels: int) -> PruningPlan:
+    keep = {}
+    for name, group in graph.groups.items():
+        if name not in importance:
+            keep[name] = list(range(group.size))
+            continue
+        scores = importance[name]
+        count = int((scores >= cut).sum())
+        count = max(count, min_channels)
+        count = min(math.ceil(count / round_to) * round_to, group.size)
+        # Stable order: equal scores keep the lower channel index.
+        order = sorted(range(group.size), key=lambda c: (-float(scores[c]), c))
+        keep[name] = sorted(order[:count])
+    return PruningPlan(keep=keep, policy=policy, threshold=float(cut),
+                       sizes={name: group.size for name, group in graph.groups.items()})
+
+
+def _plan_for_flops(model: YOLOv5, ranked: torch.Tensor, plan_at: Any, flops_target: float, imgsz: int,
+                    round_to: int, min_channels: int) -> PruningPlan:
+    # Imported here: compaction imports this module's PruningPlan.
+    from yolo_slim.slim.compact import pruned_spec
+
+    dense = spec_gflops(model.spec, imgsz)
+
+    def fraction(plan: PruningPlan) -> float:
+        return spec_gflops(pruned_spec(model.spec, plan), imgsz) / dense
+
+    candidates = [float(v) for v in torch.unique(ranked)] + [math.inf]
+    smallest = plan_at(math.inf)
+    if fraction(smallest) > flops_target:
+        raise ValueError(f"flops_target={flops_target} cannot be met: with min_channels={min_channels} and "
+                         f"round_to={round_to} the smallest model has {fraction(smallest):.3f} of the dense GFLOPs")
+    # FLOPs fall as the threshold rises: find the lowest threshold that meets the target.
+    low, high = 0, len(candidates) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if fraction(plan_at(candidates[middle])) <= flops_target:
+            high = middle
+        else:
+            low = middle + 1
+    return plan_at(candidates[low])
