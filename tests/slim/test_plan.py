@@ -91,3 +91,13 @@ def test_plan_for_another_architecture_is_refused(random_model):
     with pytest.raises(ValueError, match="made for a different architecture"):
         compact(random_model("yolov5s"), plan)
     assert math.isfinite(plan.threshold)
+
+
+def test_ratio_with_tied_importances_still_removes_that_many(random_model):
+    model = random_model()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(1.0)  # an untrained network: every γ equal
+    plan = plan_pruning(model, ratio=0.5, round_to=1, min_channels=1)
+    assert plan.removed_channels == plan.total_channels // 2

@@ -15,7 +15,9 @@ from pathlib import Path
 COMMANDS: dict[str, str] = {
     "train": "train a YOLOv5 (built-in data by default)",
     "val": "mAP of a trained checkpoint",
+    "prune": "one-shot pruning of a checkpoint: plan, compact, evaluate before and after",
     "info": "per-layer table, parameters and GFLOPs of a model",
+    "export": "ONNX file of a checkpoint, checked against onnxruntime",
 }
 DEFAULT_COMMAND = "train"
 _USAGE = "usage: python -m yolo_slim <command> [key=value ...]\n\ncommands:\n"

@@ -81,13 +81,27 @@ class YOLOv5Module(L.LightningModule):
         self.hparams.update(model=network.spec.to_dict(), names=list(network.names),
                             loss=dataclasses.asdict(self.loss_config), nms=dataclasses.asdict(self.nms_config))
         self.val_map = make_map_metric(self.nms_config.max_det)
+        self.pruning_plans: list[dict[str, Any]] = []  # every plan applied so far, as plain data
         self.set_network(network)
 
     # ------------------------------------------------------------------ the network
-    def set_network(self, network: YOLOv5) -> None:
-        """Install ``network`` (and a fresh EMA of it, and its loss): at start, and after pruning."""
+    def set_network(self, network: YOLOv5, ema_network: YOLOv5 | None = None, ema_updates: int = 0) -> None:
+        """Install ``network``, its EMA and its loss: at start, and after pruning.
+
+        Args:
+            network: The network to train.
+            ema_network: Weights the EMA continues from (a compacted EMA after pruning); default:
+                a copy of ``network``.
+            ema_updates: Updates the EMA had already made, so that its decay ramp continues.
+        """
         self.model = network
-        self.ema = make_ema(network, self.hparams.ema_decay, self.hparams.ema_ramp) if self.hparams.ema_decay else None
+        self.hparams["model"] = network.spec.to_dict()  # load_from_checkpoint then builds this architecture
+        self.ema = None
+        if self.hparams.ema_decay:
+            self.ema = make_ema(ema_network if ema_network is not None else network, self.hparams.ema_decay,
+                                self.hparams.ema_ramp)
+            if ema_network is not None:
+                self.ema.n_averaged.fill_(ema_updates)
         detect = network.detect
         scaled = self.loss_config.scaled(detect.nl, detect.nc, self.hparams.imgsz)
         self.criterion = YOLOv5Loss(detect.anchors, detect.nc, scaled)
@@ -143,7 +157,8 @@ class YOLOv5Module(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"spec": self.model.spec.to_dict(), "names": list(self.names)}
+        checkpoint[CHECKPOINT_KEY] = {"spec": self.model.spec.to_dict(), "names": list(self.names),
+                                      "plans": list(self.pruning_plans)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the architecture stored in the checkpoint before its weights are loaded.
@@ -151,6 +166,7 @@ class YOLOv5Module(L.LightningModule):
         A pruned run's checkpoint holds a smaller network than its hyperparameters describe.
         """
         stored = checkpoint.get(CHECKPOINT_KEY, {})
+        self.pruning_plans = list(stored.get("plans", []))
         spec = stored.get("spec")
         if spec is not None and ModelSpec.from_dict(spec) != self.model.spec:
             log.info("checkpoint holds a different architecture than the module; rebuilding it")

@@ -6,6 +6,7 @@ Uses the graph (:mod:`yolo_slim.models`) and nothing above it: no Lightning, no 
 from yolo_slim.slim.compact import compact, pruned_spec
 from yolo_slim.slim.graph import ChannelGraph, ChannelGroup, Consumer, Segment, trace_channels
 from yolo_slim.slim.plan import PruningPlan, group_importance, plan_pruning
+from yolo_slim.slim.report import SlimReport, format_report, report
 from yolo_slim.slim.sparsity import SparsityTarget, add_bn_l1_grad, sparsity_strength, sparsity_target
 
 channel_groups = trace_channels  # the name the public API documents
@@ -16,13 +17,16 @@ __all__ = [
     "Consumer",
     "PruningPlan",
     "Segment",
+    "SlimReport",
     "SparsityTarget",
     "add_bn_l1_grad",
     "channel_groups",
     "compact",
+    "format_report",
     "group_importance",
     "plan_pruning",
     "pruned_spec",
+    "report",
     "sparsity_strength",
     "sparsity_target",
     "trace_channels",

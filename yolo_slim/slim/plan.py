@@ -95,24 +95,44 @@ def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float 
         ValueError: not exactly one target given, a value out of range, or a ``flops_target`` that
             ``min_channels``/``round_to`` do not allow; raised before anything is computed.
     """
-    _check_arguments(ratio, threshold, flops_target, policy, round_to, min_channels, aggregate)
+    check_plan_arguments(ratio, threshold, flops_target, policy, round_to, min_channels, aggregate)
     graph = trace_channels(model.spec, policy)
     importance = group_importance(model, graph, aggregate)
-    ranked = torch.sort(torch.cat(list(importance.values()))).values if importance else torch.zeros(0)
-
-    def plan_at(cut: float) -> PruningPlan:
-        return _plan_for_threshold(graph, importance, cut, policy, round_to, min_channels)
-
     if threshold is not None:
-        return plan_at(threshold)
+        counts = {name: int((scores >= threshold).sum()) for name, scores in importance.items()}
+        return _plan_from_counts(graph, importance, counts, threshold, policy, round_to, min_channels)
+    ranking = _global_ranking(importance)
+
+    def remove_lowest(removed: int) -> PruningPlan:
+        counts = {name: len(scores) for name, scores in importance.items()}
+        for name, _ in ranking[:removed]:
+            counts[name] -= 1
+        cut = ranking[removed][1] if removed < len(ranking) else math.inf
+        return _plan_from_counts(graph, importance, counts, cut, policy, round_to, min_channels)
+
     if ratio is not None:
-        removed = int(ratio * len(ranked))
-        return plan_at(float(ranked[removed]) if removed < len(ranked) else math.inf)
-    return _plan_for_flops(model, ranked, plan_at, flops_target, imgsz, round_to, min_channels)
+        return remove_lowest(int(ratio * len(ranking)))
+    return _plan_for_flops(model, len(ranking), remove_lowest, flops_target, imgsz, round_to, min_channels)
 
 
-def _check_arguments(ratio: float | None, threshold: float | None, flops_target: float | None, policy: str,
-                     round_to: int, min_channels: int, aggregate: str) -> None:
+def _global_ranking(importance: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
+    """Every prunable channel as (group, importance), least important first.
+
+    Ties (common: untouched γ are all 1.0) are broken by the channel's relative position in its
+    group, so that a ratio removes exactly that many channels, spread over the groups in
+    proportion to their sizes, instead of none (or whole groups).
+    """
+    entries = [(float(score), channel / len(scores), position, name)
+               for position, (name, scores) in enumerate(importance.items())
+               for channel, score in enumerate(scores.tolist())]
+    entries.sort()
+    return [(name, score) for score, _, _, name in entries]
+
+
+def check_plan_arguments(ratio: float | None = None, threshold: float | None = None,
+                         flops_target: float | None = None, policy: str = "grouped", round_to: int = 8,
+                         min_channels: int = 8, aggregate: str = "max") -> None:
+    """Raise the ValueError :func:`plan_pruning` would raise for these arguments, without a model."""
     given = [name for name, value in (("ratio", ratio), ("threshold", threshold), ("flops_target", flops_target))
              if value is not None]
     if len(given) != 1:
@@ -132,16 +152,16 @@ def _check_arguments(ratio: float | None, threshold: float | None, flops_target:
             raise ValueError(f"{name} must be an int >= 1, found {value!r}")
 
 
-def _plan_for_threshold(graph: ChannelGraph, importance: dict[str, torch.Tensor], cut: float, policy: str,
-                        round_to: int, min_channels: int) -> PruningPlan:
+def _plan_from_counts(graph: ChannelGraph, importance: dict[str, torch.Tensor], counts: dict[str, int], cut: float,
+                      policy: str, round_to: int, min_channels: int) -> PruningPlan:
+    """Keep the ``counts[group]`` most important channels of each group, after min_channels and round_to."""
     keep = {}
     for name, group in graph.groups.items():
         if name not in importance:
             keep[name] = list(range(group.size))
             continue
         scores = importance[name]
-        count = int((scores >= cut).sum())
-        count = max(count, min_channels)
+        count = max(counts[name], min_channels)
         count = min(math.ceil(count / round_to) * round_to, group.size)
         # Stable order: equal scores keep the lower channel index.
         order = sorted(range(group.size), key=lambda c: (-float(scores[c]), c))
@@ -150,7 +170,7 @@ def _plan_for_threshold(graph: ChannelGraph, importance: dict[str, torch.Tensor]
                        sizes={name: group.size for name, group in graph.groups.items()})
 
 
-def _plan_for_flops(model: YOLOv5, ranked: torch.Tensor, plan_at: Any, flops_target: float, imgsz: int,
+def _plan_for_flops(model: YOLOv5, prunable: int, remove_lowest: Any, flops_target: float, imgsz: int,
                     round_to: int, min_channels: int) -> PruningPlan:
     # Imported here: compaction imports this module's PruningPlan.
     from yolo_slim.slim.compact import pruned_spec
@@ -160,17 +180,16 @@ def _plan_for_flops(model: YOLOv5, ranked: torch.Tensor, plan_at: Any, flops_tar
     def fraction(plan: PruningPlan) -> float:
         return spec_gflops(pruned_spec(model.spec, plan), imgsz) / dense
 
-    candidates = [float(v) for v in torch.unique(ranked)] + [math.inf]
-    smallest = plan_at(math.inf)
+    smallest = remove_lowest(prunable)
     if fraction(smallest) > flops_target:
         raise ValueError(f"flops_target={flops_target} cannot be met: with min_channels={min_channels} and "
                          f"round_to={round_to} the smallest model has {fraction(smallest):.3f} of the dense GFLOPs")
-    # FLOPs fall as the threshold rises: find the lowest threshold that meets the target.
-    low, high = 0, len(candidates) - 1
+    # FLOPs fall as more channels go: find the fewest removals that meet the target.
+    low, high = 0, prunable
     while low < high:
         middle = (low + high) // 2
-        if fraction(plan_at(candidates[middle])) <= flops_target:
+        if fraction(remove_lowest(middle)) <= flops_target:
             high = middle
         else:
             low = middle + 1
-    return plan_at(candidates[low])
+    return remove_lowest(low)

@@ -1,0 +1,43 @@
+"""`prune` through the CLI on the checkpoint of a tiny training run."""
+
+import json
+
+import pytest
+import torch
+from cli_support import run_cli
+
+from yolo_slim.lit.module import YOLOv5Module
+from yolo_slim.models import count_parameters
+
+
+@pytest.mark.slow
+def test_prune_writes_a_loadable_smaller_checkpoint(trained_run, tmp_path, cli_environment):
+    best = trained_run / "checkpoints" / "best.ckpt"
+    run_dir = tmp_path / "pruned"
+    result = run_cli(["prune", f"ckpt={best}", "prune.ratio=0.5", "data.workers=0", "trainer.accelerator=cpu",
+                      f"hydra.run.dir={run_dir}"], cli_environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    before, after = summary["stages"]["train"], summary["stages"]["pruned"]
+    assert after["params"] < 0.8 * before["params"] and after["gflops"] < before["gflops"]
+    assert 0.0 <= after["map"] <= 1.0
+    pruned = run_dir / "checkpoints" / "pruned.ckpt"
+    assert summary["checkpoint"] == str(pruned)
+    stored = torch.load(pruned, weights_only=True)
+    assert stored["yolo_slim"]["plans"][0]["policy"] == "grouped"
+    module = YOLOv5Module.load_from_checkpoint(pruned, map_location="cpu")
+    assert count_parameters(module.inference_model) == after["params"]
+    assert f"parameters {before['params']:,} -> {after['params']:,}" in (run_dir / "layers.txt").read_text()
+    validated = run_cli(["val", f"ckpt={pruned}", "data.workers=0", "trainer.accelerator=cpu"], cli_environment)
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    assert json.loads(validated.stdout[validated.stdout.index("{"):])["map"] == pytest.approx(after["map"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_prune_needs_exactly_one_target(trained_run, tmp_path, cli_environment):
+    best = trained_run / "checkpoints" / "best.ckpt"
+    result = run_cli(["prune", f"ckpt={best}", f"hydra.run.dir={tmp_path}"], cli_environment, 120)
+    assert result.returncode != 0
+    assert "give exactly one of prune.ratio, prune.threshold, prune.flops_target; found none" in result.stderr
+    result = run_cli(["prune", f"ckpt={best}", "prune.ratio=1.5", f"hydra.run.dir={tmp_path}"], cli_environment, 120)
+    assert "ratio must be in [0, 1), found 1.5" in result.stderr

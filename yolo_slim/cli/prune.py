@@ -1,0 +1,91 @@
+"""``python -m yolo_slim prune ckpt=PATH prune.ratio=0.5``: one-shot pruning of a checkpoint.
+
+Plans on the validation weights (the EMA when the checkpoint has one), compacts, validates before
+and after on the same data, and writes a normal Lightning checkpoint of the pruned model (it
+carries the spec, so ``YOLOv5Module.load_from_checkpoint`` and ``val`` read it), the per-layer
+table and ``summary.json`` with stages ``train`` (before) and ``pruned``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from yolo_slim.cli.settings import plain, require_imgsz, require_positive_int
+from yolo_slim.cli.summary import stage_metrics, write_summary
+from yolo_slim.data import YOLODataModule
+from yolo_slim.lit.module import YOLOv5Module
+from yolo_slim.models import load_yolov5
+from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.slim import compact, plan_pruning
+from yolo_slim.slim.plan import check_plan_arguments
+
+log = logging.getLogger(__name__)
+
+
+def load_module(checkpoint: Path, nms: NMSConfig) -> YOLOv5Module:
+    """A yolo_slim Lightning checkpoint as is; anything else (an ultralytics .pt) wrapped in a fresh module."""
+    if not checkpoint.is_file():
+        raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a checkpoint written by `train` "
+                         f"or an ultralytics .pt")
+    if checkpoint.suffix == ".ckpt":
+        return YOLOv5Module.load_from_checkpoint(checkpoint, map_location="cpu", nms=nms)
+    network = load_yolov5(checkpoint)
+    return YOLOv5Module(network.train(), names=network.names, nms=nms, data=None)
+
+
+def plan_arguments(prune: DictConfig) -> dict:
+    """The plan_pruning keywords, with a start-up error when no target (or several) is given."""
+    targets = {name: prune[name] for name in ("ratio", "threshold", "flops_target") if prune[name] is not None}
+    if len(targets) != 1:
+        raise ValueError(f"give exactly one of prune.ratio, prune.threshold, prune.flops_target; "
+                         f"found {sorted(targets) or 'none'}")
+    arguments = {**{k: float(v) for k, v in targets.items()}, "policy": prune.policy, "aggregate": prune.aggregate,
+                 "round_to": require_positive_int(prune.round_to, "prune.round_to"),
+                 "min_channels": require_positive_int(prune.min_channels, "prune.min_channels")}
+    check_plan_arguments(**arguments)  # fail now, not after loading and validating the model
+    return arguments
+
+
+def run(config: DictConfig) -> None:
+    arguments = plan_arguments(config.prune)
+    module = load_module(Path(str(config.ckpt)), NMSConfig(**plain(config.nms)))
+    data = config.data.path if config.data.path is not None else module.hparams.data
+    if data is None:
+        raise ValueError(f"ckpt={config.ckpt} carries no data location (an ultralytics .pt?): give data.path")
+    imgsz = require_imgsz(config.data.imgsz if config.data.imgsz is not None else module.hparams.imgsz, "data.imgsz")
+    datamodule = YOLODataModule(data=data, imgsz=imgsz,
+                                batch_size=require_positive_int(config.data.batch_size, "data.batch_size"),
+                                workers=require_positive_int(config.data.workers, "data.workers", minimum=0),
+                                augment=None, cache_dir=config.data.cache_dir)
+    if datamodule.nc != module.model.nc:
+        raise ValueError(f"data {data} has {datamodule.nc} classes but the checkpoint's model has {module.model.nc}")
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    trainer = L.Trainer(**plain(config.trainer), logger=False, enable_checkpointing=False, default_root_dir=run_dir)
+    before = stage_metrics(trainer, module, datamodule, imgsz)
+    dense = module.inference_model
+    plan = plan_pruning(dense, imgsz=imgsz, **arguments)
+    small = compact(dense, plan, fold_removed=bool(config.prune.fold_removed))
+    log.info("pruned %d of %d channels (threshold %.4g)", plan.removed_channels, plan.total_channels, plan.threshold)
+    module.set_network(small)
+    module.pruning_plans.append(plan.to_dict())
+    after = stage_metrics(trainer, module, datamodule, imgsz)
+    checkpoint = run_dir / "checkpoints" / "pruned.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    _write_layer_table(run_dir, dense, small, imgsz)
+    write_summary(run_dir, model=str(config.ckpt), imgsz=imgsz, data=str(data),
+                  stages={"train": before, "pruned": after}, checkpoint=str(checkpoint))
+    print(f"pruned {plan.removed_channels}/{plan.total_channels} channels: params {before['params']:,} -> "
+          f"{after['params']:,}, GFLOPs {before['gflops']:.3f} -> {after['gflops']:.3f}, "
+          f"mAP50 {before['map50']:.4f} -> {after['map50']:.4f}, mAP {before['map']:.4f} -> {after['map']:.4f}\n"
+          f"checkpoint: {checkpoint}")
+
+
+def _write_layer_table(run_dir: Path, dense, small, imgsz: int) -> None:
+    from yolo_slim.slim import format_report, report
+
+    (run_dir / "layers.txt").write_text(format_report(report(dense, small, imgsz)) + "\n")
