@@ -12,6 +12,11 @@ so each layer loses about the global ratio of its channels (min_channels and rou
 sparse-trained model prunes its layers unevenly, and which channels go differs too. Latency depends
 on the kept widths, not on which channels were kept, so the table measures uniform pruning at each
 ratio, and in particular what ``round_to=8`` versus odd widths (``round_to=1``) does to the kernels.
+
+Run it on an otherwise idle machine: when other processes hold the cores, torch's intra-op threads
+wait on each other at every op and its figures jump tenfold (seen here with 2 threads on 2 busy
+cores: 0.2 s became 2.8 s per image, at random between models); onnxruntime suffered far less.
+``--threads 1`` gives steadier figures on a shared machine.
 """
 
 from __future__ import annotations
@@ -100,16 +105,15 @@ def main() -> None:
 
 
 def _table(rows: list[Row]) -> str:
-    header = (f"{'ratio':>5} {'round_to':>8} {'params':>11} {'GFLOPs':>7} {'FLOPs':>6} {'torch ms':>9} "
-              f"{'lat':>5} {'ort ms':>8} {'lat':>5}")
+    header = (f"{'ratio':>5} {'round_to':>8} {'params':>11} {'GFLOPs':>7} {'FLOPs/dense':>11} {'torch ms':>9} "
+              f"{'torch/dense':>11} {'ort ms':>8} {'ort/dense':>9}")
     lines = [header, "-" * len(header)]
     dense = rows[0]
     for row in rows:
         round_to = "dense" if row.round_to is None else str(row.round_to)
         lines.append(f"{row.ratio:>5.1f} {round_to:>8} {row.params:>11,} {row.gflops:>7.2f} "
-                     f"{row.gflops / dense.gflops:>6.3f} {row.torch_ms:>9.1f} {row.torch_ms / dense.torch_ms:>5.2f} "
-                     f"{row.ort_ms:>8.1f} {row.ort_ms / dense.ort_ms:>5.2f}")
-    lines.append("FLOPs, lat: ratio to the dense model (GFLOPs; torch and onnxruntime latency)")
+                     f"{row.gflops / dense.gflops:>11.3f} {row.torch_ms:>9.1f} {row.torch_ms / dense.torch_ms:>11.2f} "
+                     f"{row.ort_ms:>8.1f} {row.ort_ms / dense.ort_ms:>9.2f}")
     return "\n".join(lines)
 
 

@@ -44,3 +44,40 @@ def test_bad_settings_fail_at_start_up(tmp_path, cli_environment):
     assert result.returncode != 0 and "nothing.yaml" in result.stderr
     missing = run_cli(["val", f"ckpt={tmp_path / 'none.ckpt'}"], cli_environment, 120)
     assert "does not exist; give a checkpoint written by `train`" in missing.stderr
+
+
+def _user_dataset(root, source_yaml):
+    """A user-style dataset built from generated images: names as a list, train from a .txt list, val a folder."""
+    import shutil
+
+    import yaml
+
+    source = yaml.safe_load(source_yaml.read_text())
+    base = source_yaml.parent
+    for split in ("train", "val"):
+        for kind in ("images", "labels"):
+            shutil.copytree(base / kind / split, root / kind / split)
+    images = sorted((root / "images" / "train").iterdir())
+    (root / "train.txt").write_text("".join(f"./images/train/{p.name}\n" for p in images))
+    names = [source["names"][i] for i in sorted(source["names"])]
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "train.txt", "val": "images/val",
+                                                    "names": names}))
+    return root / "data.yaml"
+
+
+@pytest.mark.slow
+def test_train_on_a_users_data_yaml(tmp_path, cli_environment, synthetic_cache):
+    from yolo_slim.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
+
+    generated = ensure_synthetic_dataset(SyntheticConfig(num_train=16, num_val=8, image_size=64, seed=3),
+                                         cache_dir=tmp_path / "cache")
+    data_yaml = _user_dataset(tmp_path / "mydata", generated)
+    run_dir = tmp_path / "run"
+    result = run_cli(["train", "model=yolov5n", f"data.path={data_yaml}", "data.imgsz=64", "data.batch_size=8",
+                      "data.workers=0", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+                      f"hydra.run.dir={run_dir}"], cli_environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["data"] == str(data_yaml) and summary["imgsz"] == 64
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["yolo_slim"]["names"] == [
+        "circle", "rectangle", "triangle", "cross"]

@@ -9,10 +9,11 @@ from typing import Any
 
 from yolo_slim.models import ModelSpec, YOLOv5, load_yolov5
 
-__all__ = ["ModelSpec", "YOLODataModule", "YOLOv5", "YOLOv5Module", "load_yolov5"]
+__all__ = ["ModelSpec", "SlimCallback", "YOLODataModule", "YOLOv5", "YOLOv5Module", "load_yolov5"]
 __version__ = "0.1.0"
 
-_LAZY = {"YOLOv5Module": "yolo_slim.lit.module", "YOLODataModule": "yolo_slim.data.datamodule"}
+_LAZY = {"YOLOv5Module": "yolo_slim.lit.module", "YOLODataModule": "yolo_slim.data.datamodule",
+         "SlimCallback": "yolo_slim.lit.slim_callback"}
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,8 @@ from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
 from yolo_slim.lit.module import YOLOv5Module
+from yolo_slim.lit.slim_callback import SlimCallback
+from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.loss import LossConfig
 from yolo_slim.models.postprocess import NMSConfig
 
@@ -76,12 +78,26 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
         data=str(datamodule.data_yaml))
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
                                   save_last=True, auto_insert_metric_name=False)
+    callbacks: list[L.Callback] = [checkpoints, LearningRateMonitor(logging_interval="step")]
+    if config.get("prune") is not None:
+        callbacks.append(build_slim_callback(config.prune, imgsz))
     trainer = L.Trainer(**trainer_args, accumulate_grad_batches=accumulate, default_root_dir=run_dir,
                         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
-                        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step")])
+                        callbacks=callbacks)
     model_name = str(config.model.weights or config.model.cfg)
     return TrainingJob(trainer=trainer, module=module, datamodule=datamodule, run_dir=run_dir, imgsz=imgsz,
                        model_name=model_name)
+
+
+def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
+    """The ``+prune=sparse`` group as a SlimCallback (its constructor checks every value)."""
+    epochs = plain(prune.epochs) if prune.get("epochs") is not None else prune.epoch
+    ratio = plain(prune.ratio) if not isinstance(prune.ratio, (int, float)) else float(prune.ratio)
+    return SlimCallback(sparsity=float(prune.sparsity), schedule=prune.schedule, prune_epochs=epochs, ratio=ratio,
+                        policy=prune.policy, round_to=prune.round_to, min_channels=prune.min_channels,
+                        bias_sparsity=float(prune.bias_sparsity), floor=float(prune.floor),
+                        sparsity_after_prune=bool(prune.sparsity_after_prune),
+                        finetune_schedule=prune.finetune_schedule, imgsz=imgsz)
 
 
 def run(config: DictConfig) -> None:
@@ -89,9 +105,17 @@ def run(config: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     job = build_job(config, run_dir)
     job.trainer.fit(job.module, datamodule=job.datamodule)
-    best = job.trainer.checkpoint_callback.best_model_path or None
-    train_stage = stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz, ckpt_path=best)
+    slim = next((c for c in job.trainer.callbacks if isinstance(c, SlimCallback)), None)
+    if slim is None:
+        best = job.trainer.checkpoint_callback.best_model_path or None
+        stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz, ckpt_path=best)}
+    else:
+        # Before pruning a "best" checkpoint may be the dense model: the result is the end of fine-tuning.
+        best = str(run_dir / "checkpoints" / "last.ckpt")
+        final = stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz)
+        final["latency_ms"] = round(cpu_latency_ms(job.module.inference_model, job.imgsz), 3)
+        stages = {**slim.stages, "finetuned": final}
     if job.trainer.is_global_zero:
         path = write_summary(run_dir, model=job.model_name, imgsz=job.imgsz, data=str(job.datamodule.data_yaml),
-                             stages={"train": train_stage}, checkpoint=best)
+                             stages=stages, checkpoint=best)
         log.info("summary: %s", path)

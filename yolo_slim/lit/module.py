@@ -124,7 +124,9 @@ class YOLOv5Module(L.LightningModule):
         loss, parts = self.criterion(self.model(images), batch["targets"])
         self.log_dict({"train/box": parts[0], "train/obj": parts[1], "train/cls": parts[2]},
                       prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
-        return loss
+        # Lightning divides the loss by accumulate_grad_batches; YOLOv5 sums the gradients of the
+        # accumulated batches (its learning rate assumes a sum over the nominal batch of 64 images).
+        return loss * self.trainer.accumulate_grad_batches
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images = _to_float(batch["images"])

@@ -78,6 +78,25 @@ def model_info(model: YOLOv5, imgsz: int | tuple[int, int] = 640) -> ModelInfo:
                      gflops=counter.get_total_flops() / 1e9, imgsz=(height, width))
 
 
+def cpu_latency_ms(model: torch.nn.Module, imgsz: int | tuple[int, int] = 640, runs: int = 20,
+                   warmup: int = 3) -> float:
+    """Median CPU latency (milliseconds) of one eval-mode forward pass at batch 1, on a float32 copy."""
+    import copy
+    import time
+
+    height, width = _as_hw(imgsz)
+    shadow = copy.deepcopy(model).float().cpu().eval()
+    image = torch.rand(1, 3, height, width)
+    times = []
+    with torch.no_grad():
+        for index in range(warmup + runs):
+            start = time.perf_counter()
+            shadow(image)
+            if index >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
 def count_gflops(model: YOLOv5, imgsz: int | tuple[int, int] = 640) -> float:
     """GFLOPs of one forward pass at ``imgsz`` (see :func:`model_info`)."""
     return model_info(model, imgsz).gflops
