@@ -69,7 +69,8 @@ def _user_dataset(root, source_yaml):
 def test_train_on_a_users_data_yaml(tmp_path, cli_environment, synthetic_cache):
     from yolo_slim.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 
-    generated = ensure_synthetic_dataset(SyntheticConfig(num_train=16, num_val=8, image_size=64, seed=3),
+    generated = ensure_synthetic_dataset(SyntheticConfig(num_train=16, num_val=8, image_size=64, seed=3,
+                                                         min_object_size_fraction=0.1),
                                          cache_dir=tmp_path / "cache")
     data_yaml = _user_dataset(tmp_path / "mydata", generated)
     run_dir = tmp_path / "run"

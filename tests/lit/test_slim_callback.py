@@ -155,3 +155,22 @@ def test_ddp_two_cpu_processes_prune_identically(tmp_path, synthetic_cache):
     assert ranks[0]["digest"] == ranks[1]["digest"]  # and the same weights after fine-tuning
     # (SyncBatchNorm needs CUDA under DDP; that compaction keeps it is tested in tests/slim/test_compact.py.)
     assert ranks[0]["params"] < 0.6 * count_parameters(YOLOv5("yolov5n", nc=4))
+
+
+def test_mixed_precision_through_the_prune(tmp_path, synthetic_cache):
+    """Autocast paths of the loss and the callback (bf16 on CPU; 16-mixed needs CUDA: benchmarks/gpu_check.py)."""
+
+    class _Losses(L.Callback):
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.values.append(float(outputs["loss"]))
+
+    losses = _Losses()
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    trainer = _trainer(3, [SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5, write_artifacts=False), losses],
+                       tmp_path, precision="bf16-mixed", limit_val_batches=1)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    assert len(losses.values) == 9 and all(torch.isfinite(torch.tensor(losses.values)))
+    assert count_parameters(module.model) < 0.6 * count_parameters(YOLOv5("yolov5n", nc=4))

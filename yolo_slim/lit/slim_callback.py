@@ -78,7 +78,6 @@ class SlimCallback(L.Callback):
         self.stages: dict[str, dict[str, Any]] = {}
         self.original_prunable: int | None = None
         self._target: SparsityTarget | None = None
-        self._target_of: int | None = None
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -88,17 +87,16 @@ class SlimCallback(L.Callback):
             raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={trainer.max_epochs} "
                              f"(a prune at epoch e happens at its start, so e < max_epochs leaves fine-tuning time)")
         find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
+        self._target = None  # a resumed fit may hold a rebuilt network
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
         if self.completed_prunes >= len(self.prune_epochs) and not self.sparsity_after_prune:
             return
-        _, network = find_network(pl_module, self.model_attr)
-        if self._target is None or self._target_of != id(network):
-            self._target, self._target_of = sparsity_target(network, self.policy), id(network)
-        sparse_epochs = max(self.prune_epochs[-1], 1)
-        progress = (trainer.current_epoch + trainer.fit_loop.epoch_loop.batch_progress.current.ready
-                    / max(trainer.num_training_batches, 1)) / sparse_epochs
+        if self._target is None:  # built once per architecture: the hot path is two fused kernels
+            self._target = sparsity_target(find_network(pl_module, self.model_attr)[1], self.policy)
+        # Epoch granularity, as the seed implementation decays it.
+        progress = trainer.current_epoch / max(self.prune_epochs[-1], 1)
         strength = sparsity_strength(self.sparsity, progress, self.schedule, self.floor)
         add_bn_l1_grad(self._target, strength, self.bias_sparsity * strength / self.sparsity if self.sparsity else 0)
 
