@@ -18,6 +18,8 @@ import time
 import lightning as L
 import torch
 
+from gpu_latency import cuda_latency_ms
+
 from yolo_slim.data import YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
 from yolo_slim.lit.module import YOLOv5Module
@@ -55,20 +57,8 @@ class _Watch(L.Callback):
 
 
 def _latency_ms(model: torch.nn.Module, batch: int, imgsz: int, runs: int = 50) -> float:
-    image = torch.rand(batch, 3, imgsz, imgsz, device="cuda", dtype=torch.float16)
     model = model.to("cuda", torch.float16).eval()
-    with torch.no_grad():
-        for _ in range(10):
-            model(image)
-        times = []
-        for _ in range(runs):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            model(image)
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    return cuda_latency_ms(model, torch.rand(batch, 3, imgsz, imgsz, device="cuda", dtype=torch.float16), runs)
 
 
 def main() -> None:

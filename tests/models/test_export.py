@@ -10,6 +10,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from model_support import randomize_norms
 
 from yolo_slim.models import YOLOv5
 from yolo_slim.models.export import check_onnx, export_onnx
@@ -20,19 +21,8 @@ TOLERANCE = 1e-3
 
 
 def _model_with_random_norms(seed: int = 0) -> YOLOv5:
-    """Non-trivial BatchNorm scales and statistics, so parity and pruning see real values."""
     torch.manual_seed(seed)
-    model = YOLOv5("yolov5n", nc=3)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                size = module.num_features
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.01)
-                module.bias.copy_(torch.randn(size, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(size, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-    return model.eval()
+    return randomize_norms(YOLOv5("yolov5n", nc=3), seed)
 
 
 @pytest.fixture(scope="module")
