@@ -13,6 +13,8 @@ from pathlib import Path
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from yolo_slim.cli.settings import plain, require_imgsz, require_positive_int
@@ -20,6 +22,7 @@ from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.models import load_yolov5
+from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.slim import compact, plan_pruning
 from yolo_slim.slim.plan import check_plan_arguments
@@ -61,7 +64,8 @@ def run(config: DictConfig) -> None:
     datamodule = YOLODataModule(data=data, imgsz=imgsz,
                                 batch_size=require_positive_int(config.data.batch_size, "data.batch_size"),
                                 workers=require_positive_int(config.data.workers, "data.workers", minimum=0),
-                                augment=None, cache_dir=config.data.cache_dir)
+                                cache_dir=config.data.cache_dir)  # augmentation only touches the fine-tune
+    finetune_epochs = require_positive_int(config.prune.get("finetune_epochs", 0), "prune.finetune_epochs", minimum=0)
     if datamodule.nc != module.model.nc:
         raise ValueError(f"data {data} has {datamodule.nc} classes but the checkpoint's model has {module.model.nc}")
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -77,12 +81,30 @@ def run(config: DictConfig) -> None:
     checkpoint = run_dir / "checkpoints" / "pruned.ckpt"
     trainer.save_checkpoint(checkpoint)
     _write_layer_table(run_dir, dense, small, imgsz)
-    write_summary(run_dir, model=str(config.ckpt), imgsz=imgsz, data=str(data),
-                  stages={"train": before, "pruned": after}, checkpoint=str(checkpoint))
+    stages = {"train": before, "pruned": after}
+    for stage in stages.values():
+        stage["latency_ms"] = round(cpu_latency_ms(module.inference_model if stage is after else dense, imgsz), 3)
+    if finetune_epochs:
+        stages["finetuned"], checkpoint = _finetune(config, module, datamodule, imgsz, finetune_epochs, run_dir)
+    write_summary(run_dir, model=str(config.ckpt), imgsz=imgsz, data=str(data), stages=stages,
+                  checkpoint=str(checkpoint))
     print(f"pruned {plan.removed_channels}/{plan.total_channels} channels: params {before['params']:,} -> "
           f"{after['params']:,}, GFLOPs {before['gflops']:.3f} -> {after['gflops']:.3f}, "
           f"mAP50 {before['map50']:.4f} -> {after['map50']:.4f}, mAP {before['map']:.4f} -> {after['map']:.4f}\n"
           f"checkpoint: {checkpoint}")
+
+
+def _finetune(config: DictConfig, module: YOLOv5Module, datamodule: YOLODataModule, imgsz: int, epochs: int,
+              run_dir: Path) -> tuple[dict, Path]:
+    """Fine-tune the pruned module for ``epochs`` (its optimizer and schedule rebuilt for the small network)."""
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="finetuned", save_last=False)
+    trainer = L.Trainer(**plain(config.trainer), max_epochs=epochs, default_root_dir=run_dir,
+                        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+                        callbacks=[checkpoints])
+    trainer.fit(module, datamodule=datamodule)
+    stage = stage_metrics(trainer, module, datamodule, imgsz)
+    stage["latency_ms"] = round(cpu_latency_ms(module.inference_model, imgsz), 3)
+    return stage, Path(checkpoints.best_model_path or checkpoints.last_model_path)
 
 
 def _write_layer_table(run_dir: Path, dense, small, imgsz: int) -> None:

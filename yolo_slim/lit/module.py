@@ -128,6 +128,11 @@ class YOLOv5Module(L.LightningModule):
         # accumulated batches (its learning rate assumes a sum over the nominal batch of 64 images).
         return loss * self.trainer.accumulate_grad_batches
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning keeps each submodule's own mode; a network installed from eval weights (a pruned
+        # EMA in `prune`) must still train with batch statistics.
+        self.model.train()
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         images = _to_float(batch["images"])
         detections = non_max_suppression(self.inference_model(images), self.nms_config)

@@ -25,3 +25,43 @@ def plot_gamma_histogram(gammas: dict[str, list[float]], path: str | Path, title
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both cost (lower) and accuracy (higher), by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for index in order:
+        if points[index][1] > best:
+            front.append(index)
+            best = points[index][1]
+    return front
+
+
+def plot_pareto(points: list[tuple[str, float, float, bool]], path: str | Path,
+                title: str = "mAP50-95 against GFLOPs") -> Path:
+    """Scatter of (label, GFLOPs, mAP, is_dense) with the dense model marked and the Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    costs = [(gflops, score) for _, gflops, score, _ in points]
+    for label, gflops, score, dense in points:
+        axes.scatter(gflops, score, marker="*" if dense else "o", s=160 if dense else 40,
+                     color="#c0392b" if dense else "#3b6ea8", zorder=3)
+        axes.annotate(label, (gflops, score), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = pareto_front(costs)
+    if len(front) > 1:
+        axes.plot([costs[i][0] for i in front], [costs[i][1] for i in front], color="#7f8c8d", linestyle="--",
+                  zorder=2, label="Pareto front")
+        axes.legend(loc="lower right")
+    axes.set_xlabel("GFLOPs")
+    axes.set_ylabel("mAP50-95")
+    axes.set_title(title)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,48 @@
+"""Hydra multirun over prune ratios: per-job summaries survive a failed job; CSV, Markdown, Pareto plot."""
+
+import csv
+
+import pytest
+from cli_support import run_cli
+
+from yolo_slim.slim.plots import pareto_front
+
+
+def test_pareto_front():
+    # (GFLOPs, mAP): the third is beaten by the second (cheaper and better), the last is the densest best.
+    points = [(1.0, 0.2), (2.0, 0.5), (2.5, 0.4), (4.0, 0.6), (3.0, 0.5)]
+    assert pareto_front(points) == [0, 1, 3]
+
+
+@pytest.mark.slow
+def test_prune_sweep_with_finetune_and_a_failing_job(trained_run, tmp_path, cli_environment):
+    best = trained_run / "checkpoints" / "best.ckpt"
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(["prune", "-m", f"ckpt={best}", "prune.ratio=0.3,1.5", "prune.finetune_epochs=1",
+                      "data.workers=0", "trainer.accelerator=cpu", f"hydra.sweep.dir={sweep_dir}"], cli_environment)
+    assert result.returncode != 0  # the basic sweeper reports the failed job...
+    with open(sweep_dir / "sweep_summary.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["ratio"], row["status"]) for row in rows] == [("0.3", "completed"), ("1.5", "failed")]  # ...as a row
+    good = rows[0]
+    assert int(good["pruned_params"]) < int(good["train_params"]) and good["finetuned_params"] == good["pruned_params"]
+    assert float(good["finetuned_latency_ms"]) > 0 and 0 <= float(good["finetuned_map"]) <= 1
+    assert "| 1 |" in (sweep_dir / "sweep_summary.md").read_text()
+    assert (sweep_dir / "pareto.png").stat().st_size > 1000
+    assert (sweep_dir / "0" / "checkpoints" / "finetuned.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_train_sweep_over_ratios(tmp_path, cli_environment):
+    from cli_support import TINY_TRAIN
+
+    sweep_dir = tmp_path / "sweep"
+    arguments = [a for a in TINY_TRAIN if not a.startswith("trainer.max_epochs")]
+    result = run_cli(["train", "-m", "+prune=sparse", "prune.ratio=0.3,0.5", "prune.epoch=1", "trainer.max_epochs=2",
+                      *arguments, f"hydra.sweep.dir={sweep_dir}"], cli_environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(sweep_dir / "sweep_summary.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    assert int(rows[1]["finetuned_params"]) < int(rows[0]["finetuned_params"]) < int(rows[0]["train_params"])
+    assert (sweep_dir / "pareto.png").is_file() and (sweep_dir / "1" / "gamma_histogram.png").is_file()

@@ -1,0 +1,141 @@
+"""Hydra callback that summarises a multirun: ``sweep_summary.csv``, ``sweep_summary.md`` and ``pareto.png``.
+
+Each job writes its own ``summary.json``; this callback records every job as it ends (in
+``sweep_jobs.jsonl``, one line per job, failures included) and rewrites the summary files from
+those records each time. A job that fails or is killed therefore loses only itself, and a sweep
+that the basic sweeper aborts after a failure (it raises before ``on_multirun_end``) still leaves
+its summary. With a remote launcher ``on_job_end`` runs remotely: the files are then rebuilt from
+``hydra.sweep.dir`` by ``on_multirun_end``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+STAGES = ("train", "pruned", "finetuned")
+FIGURES = ("params", "gflops", "latency_ms", "map50", "map")
+RECORDS = "sweep_jobs.jsonl"
+
+
+class SweepSummary(Callback):
+    """Registered in the train and prune configs under ``hydra.callbacks``; acts only in multirun mode."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        hydra = job_return.hydra_cfg.hydra if job_return.hydra_cfg is not None else None
+        if hydra is None or str(hydra.mode) != "RunMode.MULTIRUN":
+            return
+        sweep_dir = Path(hydra.sweep.dir)
+        failed = job_return.status == JobStatus.FAILED
+        record = {"job": int(hydra.job.num), "overrides": list(job_return.overrides or []),
+                  "status": "failed" if failed else "completed",
+                  "error": repr(job_return._return_value) if failed else None,
+                  "output_dir": str(hydra.runtime.output_dir),
+                  "ratio": _ratio(job_return.cfg)}
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with open(sweep_dir / RECORDS, "a") as records:  # one short append per job: safe for parallel jobs
+            records.write(json.dumps(record) + "\n")
+        write_sweep_summary(sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if (sweep_dir / RECORDS).is_file():
+            write_sweep_summary(sweep_dir)
+
+
+def _ratio(config: DictConfig | None) -> float | None:
+    if config is None:
+        return None
+    value = OmegaConf.select(config, "prune.ratio", default=None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job (the latest record of each), with its stages' figures read from its summary.json."""
+    latest: dict[int, dict[str, Any]] = {}
+    for line in (sweep_dir / RECORDS).read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            latest[record["job"]] = record
+    rows = []
+    for job in sorted(latest):
+        record = latest[job]
+        row: dict[str, Any] = {"job": job, "overrides": " ".join(record["overrides"]), "status": record["status"],
+                               "ratio": record["ratio"]}
+        summary_path = Path(record["output_dir"]) / "summary.json"
+        stages = json.loads(summary_path.read_text())["stages"] if summary_path.is_file() else {}
+        if record["status"] == "completed" and not stages:
+            row["status"] = "no summary"
+        for stage in STAGES:
+            for figure in FIGURES:
+                row[f"{stage}_{figure}"] = stages.get(stage, {}).get(figure)
+        rows.append(row)
+    return rows
+
+
+def write_sweep_summary(sweep_dir: Path) -> None:
+    """Rewrite the CSV, the Markdown table and the Pareto plot from the job records."""
+    rows = sweep_rows(sweep_dir)
+    if not rows:
+        return
+    columns = list(rows[0])
+    _atomic_write(sweep_dir / "sweep_summary.csv", lambda f: _write_csv(f, columns, rows))
+    _atomic_write(sweep_dir / "sweep_summary.md", lambda f: f.write(_markdown(columns, rows)))
+    try:
+        from yolo_slim.slim.plots import plot_pareto
+
+        plot_pareto(_points(rows), sweep_dir / "pareto.png")
+    except Exception as error:  # a plot must never fail the sweep that it summarises
+        log.warning("pareto.png not written: %s", error)
+
+
+def _points(rows: list[dict[str, Any]]) -> list[tuple[str, float, float, bool]]:
+    """(label, GFLOPs, mAP, is_dense) per job: its last stage, plus the dense model once."""
+    points, dense_seen = [], False
+    for row in rows:
+        if row["status"] != "completed":
+            continue
+        if not dense_seen and row.get("train_gflops") is not None and row.get("pruned_gflops") is not None:
+            points.append(("dense", row["train_gflops"], row["train_map"], True))
+            dense_seen = True
+        for stage in reversed(STAGES):
+            if row.get(f"{stage}_gflops") is not None and row.get(f"{stage}_map") is not None:
+                label = f"ratio {row['ratio']}" if row["ratio"] is not None else f"job {row['job']}"
+                points.append((label, row[f"{stage}_gflops"], row[f"{stage}_map"], False))
+                break
+    return points
+
+
+def _write_csv(file: Any, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    writer = csv.DictWriter(file, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    # Parallel jobs may rewrite the summary at once: write aside, then replace in one step.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", newline="") as file:
+        write(file)
+    os.replace(temporary, path)
