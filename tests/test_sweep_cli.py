@@ -46,3 +46,17 @@ def test_train_sweep_over_ratios(tmp_path, cli_environment):
     assert [row["status"] for row in rows] == ["completed", "completed"]
     assert int(rows[1]["finetuned_params"]) < int(rows[0]["finetuned_params"]) < int(rows[0]["train_params"])
     assert (sweep_dir / "pareto.png").is_file() and (sweep_dir / "1" / "gamma_histogram.png").is_file()
+
+
+@pytest.mark.slow
+def test_prune_sweep_in_parallel_with_joblib(trained_run, tmp_path, cli_environment):
+    best = trained_run / "checkpoints" / "best.ckpt"
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(["prune", "-m", f"ckpt={best}", "prune.ratio=0.2,0.4", "data.workers=0", "trainer.accelerator=cpu",
+                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"],
+                     cli_environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(sweep_dir / "sweep_summary.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["ratio"], row["status"]) for row in rows] == [("0.2", "completed"), ("0.4", "completed")]
+    assert int(rows[1]["pruned_params"]) < int(rows[0]["pruned_params"])
