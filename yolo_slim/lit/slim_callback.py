@@ -86,8 +86,16 @@ class SlimCallback(L.Callback):
         if late:
             raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={trainer.max_epochs} "
                              f"(a prune at epoch e happens at its start, so e < max_epochs leaves fine-tuning time)")
-        find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
+        _, network = find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
         self._target = None  # a resumed fit may hold a rebuilt network
+        if self.write_artifacts and self.completed_prunes == 0 and trainer.is_global_zero:
+            from yolo_slim.slim.plots import plot_gamma_histogram
+
+            folder = Path(trainer.default_root_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            gammas = {path: network.model.get_submodule(path).bn.weight.detach().abs().tolist()
+                      for path in _prunable_producers(network, self.policy)}
+            plot_gamma_histogram(gammas, folder / "gamma_histogram_start.png", title="|gamma| before sparse training")
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
@@ -200,14 +208,17 @@ class SlimCallback(L.Callback):
                 "latency_ms": round(cpu_latency_ms(measured, imgsz), 3) if trainer.is_global_zero else None}
 
     def _write_artifacts(self, folder: Path, before: YOLOv5, after: YOLOv5, imgsz: int, index: int) -> None:
-        from yolo_slim.slim.plots import plot_gamma_histogram
+        from yolo_slim.slim.plots import plot_channels, plot_gamma_histogram
 
         folder.mkdir(parents=True, exist_ok=True)
         slim_report = report(before, after, imgsz)
         suffix = "" if len(self.prune_epochs) == 1 else f"_{index}"
         (folder / f"layers{suffix}.txt").write_text(format_report(slim_report) + "\n")
         plot_gamma_histogram(slim_report.gammas, folder / f"gamma_histogram{suffix}.png",
-                             title=f"|gamma| before pruning (epoch {self.prune_epochs[index]})")
+                             title=f"|gamma| after sparse training, before pruning (epoch {self.prune_epochs[index]})")
+        plot_channels([(f"{layer.index} {layer.module}", layer.bn_channels_before, layer.bn_channels_after)
+                       for layer in slim_report.layers if layer.bn_channels_before],
+                      folder / f"channels{suffix}.png", title="BatchNorm channels per layer, before and after")
 
 
 def find_network(module: nn.Module, model_attr: str | None = None) -> tuple[str, YOLOv5]:
@@ -250,6 +261,13 @@ def restore_pruned_network(module: nn.Module, checkpoint: dict[str, Any]) -> Non
 def _replace_submodule(module: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     setattr(module.get_submodule(parent_path) if parent_path else module, name, new)
+
+
+def _prunable_producers(network: YOLOv5, policy: str) -> list[str]:
+    from yolo_slim.slim.graph import trace_channels
+
+    return [path for group in trace_channels(network.spec, policy).groups.values() if not group.frozen
+            for path in group.members]
 
 
 def _prunable_channels(network: YOLOv5, policy: str) -> int:

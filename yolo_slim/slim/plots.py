@@ -65,3 +65,25 @@ def plot_pareto(points: list[tuple[str, float, float, bool]], path: str | Path,
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def plot_channels(layers: list[tuple[str, int, int]], path: str | Path, title: str = "channels per layer") -> Path:
+    """Bar chart of (label, channels before, channels after) per layer, written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.3 * len(layers)), 3.5))
+    positions = range(len(layers))
+    axes.bar(positions, [before for _, before, _ in layers], color="#bdc3c7", label="before")
+    axes.bar(positions, [after for _, _, after in layers], color="#3b6ea8", label="after")
+    axes.set_xticks(list(positions), [label for label, _, _ in layers], rotation=90, fontsize=7)
+    axes.set_ylabel("BatchNorm channels")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
