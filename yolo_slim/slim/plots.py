@@ -1,20 +1,23 @@
-"""Pictures of slimming: the |γ| histogram (matplotlib, imported only when drawing)."""
+"""Pictures of slimming: |γ| histograms, channels per layer, the Pareto front of a sweep.
+
+Drawn on ``matplotlib.figure.Figure`` objects, not pyplot: saving to a file needs no backend, and
+choosing one (``matplotlib.use``) would change the caller's session, e.g. turn off a notebook's
+inline plots.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 
 def plot_gamma_histogram(gammas: dict[str, list[float]], path: str | Path, title: str = "|gamma|",
                          bins: int = 80) -> Path:
     """Histogram of all |γ| (log-spaced counts), written as a PNG; returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; selecting it here rather than at import keeps import side-effect free
-    import matplotlib.pyplot as plt
-
     values = [v for layer in gammas.values() for v in layer]
-    figure, axes = plt.subplots(figsize=(6, 3.5))
+    figure = Figure(figsize=(6, 3.5))
+    axes = figure.subplots()
     axes.hist(values, bins=bins, color="#3b6ea8")
     axes.set_yscale("log")
     axes.set_xlabel("|gamma|")
@@ -23,7 +26,6 @@ def plot_gamma_histogram(gammas: dict[str, list[float]], path: str | Path, title
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -41,12 +43,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def plot_pareto(points: list[tuple[str, float, float, bool]], path: str | Path,
                 title: str = "mAP50-95 against GFLOPs") -> Path:
     """Scatter of (label, GFLOPs, mAP, is_dense) with the dense model marked and the Pareto front drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
     costs = [(gflops, score) for _, gflops, score, _ in points]
     for label, gflops, score, dense in points:
         axes.scatter(gflops, score, marker="*" if dense else "o", s=160 if dense else 40,
@@ -63,18 +61,13 @@ def plot_pareto(points: list[tuple[str, float, float, bool]], path: str | Path,
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
 def plot_channels(layers: list[tuple[str, int, int]], path: str | Path, title: str = "channels per layer") -> Path:
     """Bar chart of (label, channels before, channels after) per layer, written as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.3 * len(layers)), 3.5))
+    figure = Figure(figsize=(max(6.0, 0.3 * len(layers)), 3.5))
+    axes = figure.subplots()
     positions = range(len(layers))
     axes.bar(positions, [before for _, before, _ in layers], color="#bdc3c7", label="before")
     axes.bar(positions, [after for _, _, after in layers], color="#3b6ea8", label="after")
@@ -85,5 +78,4 @@ def plot_channels(layers: list[tuple[str, int, int]], path: str | Path, title: s
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
