@@ -26,3 +26,11 @@ def test_wheel_install_runs_info(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith(str(target))
     assert "1,882,525 parameters" in result.stdout
+
+
+def test_importing_the_package_pulls_in_neither_lightning_hydra_nor_matplotlib():
+    code = ("import sys, yolo_slim, yolo_slim.models, yolo_slim.slim; "
+            "print(sorted(m for m in ('lightning', 'hydra', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
