@@ -23,10 +23,7 @@ def plot_gamma_histogram(gammas: dict[str, list[float]], path: str | Path, title
     axes.set_xlabel("|gamma|")
     axes.set_ylabel("channels")
     axes.set_title(title)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=100)
-    return path
+    return _save(figure, path)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -58,10 +55,7 @@ def plot_pareto(points: list[tuple[str, float, float, bool]], path: str | Path,
     axes.set_xlabel("GFLOPs")
     axes.set_ylabel("mAP50-95")
     axes.set_title(title)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=100)
-    return path
+    return _save(figure, path)
 
 
 def plot_channels(layers: list[tuple[str, int, int]], path: str | Path, title: str = "channels per layer") -> Path:
@@ -75,6 +69,10 @@ def plot_channels(layers: list[tuple[str, int, int]], path: str | Path, title: s
     axes.set_ylabel("BatchNorm channels")
     axes.set_title(title)
     axes.legend()
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=100)
