@@ -17,28 +17,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from yolo_slim.cli.settings import plain, require_imgsz, require_positive_int
+from yolo_slim.cli.settings import checkpoint_datamodule, load_checkpoint_module, plain, require_positive_int
 from yolo_slim.cli.summary import stage_metrics, write_summary
-from yolo_slim.data import YOLODataModule
+from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
-from yolo_slim.models import load_yolov5
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.slim import compact, plan_pruning
 from yolo_slim.slim.plan import check_plan_arguments
 
 log = logging.getLogger(__name__)
-
-
-def load_module(checkpoint: Path, nms: NMSConfig) -> YOLOv5Module:
-    """A yolo_slim Lightning checkpoint as is; anything else (an ultralytics .pt) wrapped in a fresh module."""
-    if not checkpoint.is_file():
-        raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a checkpoint written by `train` "
-                         f"or an ultralytics .pt")
-    if checkpoint.suffix == ".ckpt":
-        return YOLOv5Module.load_from_checkpoint(checkpoint, map_location="cpu", nms=nms)
-    network = load_yolov5(checkpoint)
-    return YOLOv5Module(network.train(), names=network.names, nms=nms, data=None)
 
 
 def plan_arguments(prune: DictConfig) -> dict:
@@ -56,18 +44,11 @@ def plan_arguments(prune: DictConfig) -> dict:
 
 def run(config: DictConfig) -> None:
     arguments = plan_arguments(config.prune)
-    module = load_module(Path(str(config.ckpt)), NMSConfig(**plain(config.nms)))
-    data = config.data.path if config.data.path is not None else module.hparams.data
-    if data is None:
-        raise ValueError(f"ckpt={config.ckpt} carries no data location (an ultralytics .pt?): give data.path")
-    imgsz = require_imgsz(config.data.imgsz if config.data.imgsz is not None else module.hparams.imgsz, "data.imgsz")
-    datamodule = YOLODataModule(data=data, imgsz=imgsz,
-                                batch_size=require_positive_int(config.data.batch_size, "data.batch_size"),
-                                workers=require_positive_int(config.data.workers, "data.workers", minimum=0),
-                                cache_dir=config.data.cache_dir)  # augmentation only touches the fine-tune
+    module = load_checkpoint_module(Path(str(config.ckpt)), NMSConfig(**plain(config.nms)))
+    # Augmentation only touches the fine-tune; evaluation letterboxes the validation split as usual.
+    datamodule, imgsz = checkpoint_datamodule(config.data, module, augment=AugmentConfig())
+    data = datamodule.data_yaml
     finetune_epochs = require_positive_int(config.prune.get("finetune_epochs", 0), "prune.finetune_epochs", minimum=0)
-    if datamodule.nc != module.model.nc:
-        raise ValueError(f"data {data} has {datamodule.nc} classes but the checkpoint's model has {module.model.nc}")
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     trainer = L.Trainer(**plain(config.trainer), logger=False, enable_checkpointing=False, default_root_dir=run_dir)
     before = stage_metrics(trainer, module, datamodule, imgsz)

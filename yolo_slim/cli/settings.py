@@ -7,7 +7,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from yolo_slim.models import YOLOv5, load_pretrained, shipped_configs
+from yolo_slim.data import AugmentConfig, YOLODataModule
+from yolo_slim.lit.module import YOLOv5Module
+from yolo_slim.models import YOLOv5, load_pretrained, load_yolov5, shipped_configs
+from yolo_slim.models.postprocess import NMSConfig
 
 LARGEST_STRIDE = 32
 
@@ -55,3 +58,39 @@ def plain(node: Any) -> Any:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def load_checkpoint_module(checkpoint: Path, nms: NMSConfig) -> YOLOv5Module:
+    """A yolo_slim Lightning checkpoint as is; an ultralytics .pt wrapped in a fresh module.
+
+    Raises:
+        ValueError: ``ckpt`` names no file.
+    """
+    if not checkpoint.is_file():
+        raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a checkpoint written by `train` "
+                         f"(e.g. outputs/train/<run>/checkpoints/best.ckpt) or an ultralytics .pt")
+    if checkpoint.suffix == ".ckpt":
+        return YOLOv5Module.load_from_checkpoint(checkpoint, map_location="cpu", nms=nms)
+    network = load_yolov5(checkpoint)
+    return YOLOv5Module(network.train(), names=network.names, nms=nms, data=None)
+
+
+def checkpoint_datamodule(data_config: DictConfig, module: YOLOv5Module,
+                          augment: AugmentConfig | None) -> tuple[YOLODataModule, int]:
+    """The data to evaluate a checkpoint on: ``data.path``/``data.imgsz``, else what it was trained with.
+
+    Raises:
+        ValueError: no data location at all, or data whose class count differs from the model's.
+    """
+    data = data_config.path if data_config.path is not None else module.hparams.data
+    if data is None:
+        raise ValueError("the checkpoint carries no data location (an ultralytics .pt?): give data.path")
+    imgsz = require_imgsz(data_config.imgsz if data_config.imgsz is not None else module.hparams.imgsz,
+                          "data.imgsz")
+    datamodule = YOLODataModule(data=data, imgsz=imgsz,
+                                batch_size=require_positive_int(data_config.batch_size, "data.batch_size"),
+                                workers=require_positive_int(data_config.workers, "data.workers", minimum=0),
+                                augment=augment, cache_dir=data_config.cache_dir)
+    if datamodule.nc != module.model.nc:
+        raise ValueError(f"data {data} has {datamodule.nc} classes but the checkpoint's model has {module.model.nc}")
+    return datamodule, imgsz

@@ -24,7 +24,6 @@ from yolo_slim.data.synthetic import SyntheticConfig
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.models.info import cpu_latency_ms
-from yolo_slim.models.loss import LossConfig
 from yolo_slim.models.postprocess import NMSConfig
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     module = YOLOv5Module(
         model, names=names, imgsz=imgsz, optimizer=instantiate(optim.optimizer),
         scheduler=instantiate(optim.scheduler), weight_decay=weight_decay,
-        loss=LossConfig(**{**plain(config.loss), "balance": tuple(config.loss.balance)}),
+        loss=plain(config.loss),  # the module turns the dict into a LossConfig
         nms=NMSConfig(**plain(config.nms)), ema_decay=float(optim.ema_decay), ema_ramp=float(optim.ema_ramp),
         data=str(datamodule.data_yaml))
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
