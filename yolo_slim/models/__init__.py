@@ -4,6 +4,7 @@ Knows nothing of pruning, Lightning or Hydra.
 """
 
 from yolo_slim.models.checkpoint import CheckpointFormatError, UnsafeCheckpointError, load_pretrained, load_yolov5
+from yolo_slim.models.fuse import fuse_batchnorm
 from yolo_slim.models.info import count_gflops, count_parameters, model_info
 from yolo_slim.models.spec import LayerSpec, ModelSpec
 from yolo_slim.models.yaml_config import load_model_yaml, parse_model_yaml, shipped_configs
@@ -17,6 +18,7 @@ __all__ = [
     "YOLOv5",
     "count_gflops",
     "count_parameters",
+    "fuse_batchnorm",
     "load_model_yaml",
     "load_pretrained",
     "load_yolov5",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from yolo_slim.models.fuse import fuse_batchnorm
 from yolo_slim.models.spec import ModelSpec
 from yolo_slim.models.yolo import YOLOv5
 
@@ -80,15 +81,23 @@ def model_info(model: YOLOv5, imgsz: int | tuple[int, int] = 640) -> ModelInfo:
 
 def cpu_latency_ms(model: torch.nn.Module, imgsz: int | tuple[int, int] = 640, runs: int = 20,
                    warmup: int = 3) -> float:
-    """Median CPU latency (milliseconds) of one eval-mode forward pass at batch 1, on a float32 copy."""
+    """Median CPU latency (milliseconds) of one eval-mode forward pass at batch 1, on a float32 copy.
+
+    The copy is prepared as for deployment: BatchNorms folded into the convolutions
+    (:func:`~yolo_slim.models.fuse.fuse_batchnorm`) and channels-last memory format, which
+    oneDNN's convolutions use natively (in NCHW each convolution reorders its input and output).
+    """
     import copy
     import time
 
     height, width = _as_hw(imgsz)
     shadow = copy.deepcopy(model).float().cpu().eval()
-    image = torch.rand(1, 3, height, width)
+    if isinstance(shadow, YOLOv5):
+        shadow = fuse_batchnorm(shadow)
+    shadow = shadow.to(memory_format=torch.channels_last)
+    image = torch.rand(1, 3, height, width).contiguous(memory_format=torch.channels_last)
     times = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for index in range(warmup + runs):
             start = time.perf_counter()
             shadow(image)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from yolo_slim.models import ModelSpec, YOLOv5
+from yolo_slim.models.fuse import require_unfused
 from yolo_slim.models.spec import LayerSpec
 from yolo_slim.slim.graph import ChannelGraph, Consumer, trace_channels
 from yolo_slim.slim.plan import PruningPlan
@@ -66,6 +67,7 @@ def compact(model: YOLOv5, plan: PruningPlan, fold_removed: bool = True) -> YOLO
         The compacted network on ``model``'s device and dtype, in ``model``'s train/eval mode,
         with its anchors, strides, nc and class names; SyncBatchNorm stays SyncBatchNorm.
     """
+    require_unfused(model, "compact")
     graph = trace_channels(model.spec, plan.policy)
     spec = pruned_spec(model.spec, plan)
     reference = next(model.parameters())

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from yolo_slim.models import YOLOv5
+from yolo_slim.models.fuse import require_unfused
 from yolo_slim.models.info import spec_gflops
 from yolo_slim.slim.graph import POLICIES, ChannelGraph, trace_channels
 
@@ -86,7 +87,9 @@ def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float 
         flops_target: Largest allowed GFLOPs of the pruned model as a fraction of the dense one,
             in (0, 1]; the smallest threshold that meets it is used.
         policy: ``"grouped"`` or ``"seed"`` (see :func:`~yolo_slim.slim.graph.trace_channels`).
-        round_to: Kept channel counts are rounded up to a multiple of this.
+        round_to: Kept channel counts are rounded up to a multiple of this. 8 suits GPUs (fp16
+            tensor cores) and AVX2; on AVX-512 CPUs 16 gives the larger speed-up per removed FLOP
+            (``benchmarks/latency.py``).
         min_channels: Each group keeps at least this many channels (or all it has, if fewer).
         imgsz: Image size for the FLOPs count of ``flops_target``.
         aggregate: How a residual group's |γ| are combined, ``"max"`` or ``"mean"``.
@@ -96,6 +99,7 @@ def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float 
             ``min_channels``/``round_to`` do not allow; raised before anything is computed.
     """
     check_plan_arguments(ratio, threshold, flops_target, policy, round_to, min_channels, aggregate)
+    require_unfused(model, "plan_pruning")
     graph = trace_channels(model.spec, policy)
     importance = group_importance(model, graph, aggregate)
     if threshold is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from yolo_slim.models import YOLOv5
+from yolo_slim.models.fuse import require_unfused
 from yolo_slim.slim.graph import ChannelGraph, trace_channels
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -33,6 +34,7 @@ class SparsityTarget:
 
 def sparsity_target(model: YOLOv5, policy: str = "grouped", graph: ChannelGraph | None = None) -> SparsityTarget:
     """The γ (and β) of the BatchNorms in the prunable groups of ``model`` under ``policy``."""
+    require_unfused(model, "sparsity_target")
     graph = graph if graph is not None else trace_channels(model.spec, policy)
     norms = [model.model.get_submodule(path).bn for group in graph.groups.values() if not group.frozen
              for path in group.members]
