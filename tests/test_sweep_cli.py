@@ -1,9 +1,10 @@
 """Hydra multirun over prune ratios: per-job summaries survive a failed job; CSV, Markdown, Pareto plot."""
 
 import csv
+import json
 
 import pytest
-from cli_support import run_cli
+from cli_support import TINY_TRAIN, run_cli
 
 from yolo_slim.slim.plots import pareto_front
 
@@ -15,10 +16,20 @@ def test_pareto_front():
 
 
 @pytest.mark.slow
-def test_prune_sweep_with_finetune_and_a_failing_job(trained_run, tmp_path, cli_environment):
-    best = trained_run / "checkpoints" / "best.ckpt"
+def test_prune_sweep_from_a_sparse_only_run_with_finetune_and_a_failing_job(tmp_path, cli_environment):
+    # The documented workflow: sparse training only (prune.epochs=[]), then one prune job per ratio.
+    sparse_dir = tmp_path / "sparse"
+    result = run_cli(["train", *TINY_TRAIN, "+prune=sparse", "prune.epochs=[]", f"hydra.run.dir={sparse_dir}"],
+                     cli_environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((sparse_dir / "summary.json").read_text())
+    sparse = sparse_dir / "checkpoints" / "last.ckpt"
+    assert list(summary["stages"]) == ["train"] and summary["checkpoint"] == str(sparse)
+    assert summary["stages"]["train"]["params"] == 1_769_329  # trained sparse, not pruned
+    assert (sparse_dir / "gamma_histogram.png").is_file() and (sparse_dir / "gamma_histogram_start.png").is_file()
+
     sweep_dir = tmp_path / "sweep"
-    result = run_cli(["prune", "-m", f"ckpt={best}", "prune.ratio=0.3,1.5", "prune.finetune_epochs=1",
+    result = run_cli(["prune", "-m", f"ckpt={sparse}", "prune.ratio=0.3,1.5", "prune.finetune_epochs=1",
                       "data.workers=0", "trainer.accelerator=cpu", f"hydra.sweep.dir={sweep_dir}"], cli_environment)
     assert result.returncode != 0  # the basic sweeper reports the failed job...
     with open(sweep_dir / "sweep_summary.csv") as file:
@@ -34,8 +45,6 @@ def test_prune_sweep_with_finetune_and_a_failing_job(trained_run, tmp_path, cli_
 
 @pytest.mark.slow
 def test_train_sweep_over_ratios(tmp_path, cli_environment):
-    from cli_support import TINY_TRAIN
-
     sweep_dir = tmp_path / "sweep"
     arguments = [a for a in TINY_TRAIN if not a.startswith("trainer.max_epochs")]
     result = run_cli(["train", "-m", "+prune=sparse", "prune.ratio=0.3,0.5", "prune.epoch=1", "trainer.max_epochs=2",

@@ -13,6 +13,8 @@ def test_train_leaves_checkpoints_logs_and_summary(trained_run):
     best = trained_run / "checkpoints" / "best.ckpt"
     assert best.is_file()
     assert any((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    log = (trained_run / "train.log").read_text()
+    assert "train split" in log and "Average Precision" not in log  # faster_coco_eval's tables stay out
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["model"] == "yolov5n" and summary["imgsz"] == 96
     assert summary["checkpoint"] == str(best)

@@ -8,14 +8,17 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from slim_support import UsersModule, tiny_datamodule
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from yolo_slim.lit import SlimCallback, YOLOv5Module
 from yolo_slim.models import YOLOv5, count_parameters
 
 
 def _trainer(max_epochs, callbacks, tmp_path, **kwargs):
-    return L.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+    kwargs.setdefault("logger", False)
+    return L.Trainer(max_epochs=max_epochs, accelerator="cpu", enable_progress_bar=False,
                      enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
                      callbacks=callbacks, **kwargs)
 
@@ -77,11 +80,27 @@ def test_sparsity_applies_once_per_optimizer_step_after_accumulation(tmp_path, s
     torch.testing.assert_close(module.model.model[3].bn.weight.detach(), torch.full((64,), 0.49))
 
 
+def test_sparse_training_only_penalises_every_step_and_never_prunes(tmp_path, synthetic_cache):
+    module = _Zero()
+    with torch.no_grad():
+        module.model.model[3].bn.weight.fill_(0.5)
+    dense_params = count_parameters(module.model)
+    callback = SlimCallback(sparsity=0.01, prune_epochs=[], ratio=0.5)
+    trainer = _trainer(2, [callback], tmp_path, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    assert callback.completed_prunes == 0 and count_parameters(module.model) == dense_params
+    # Four optimizer steps over both epochs (no prune ends the penalty): γ moved by lr * s four times.
+    torch.testing.assert_close(module.model.model[3].bn.weight.detach(), torch.full((64,), 0.46))
+    assert (tmp_path / "gamma_histogram.png").stat().st_size > 100  # "after sparse training", drawn at fit end
+    with pytest.raises(ValueError, match=r"ratio needs one value per prune epoch \(0\)"):
+        SlimCallback(prune_epochs=[], ratio=[0.5])
+
 def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic_cache):
     module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
     dense_params = count_parameters(module.model)
     callback = SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5)
-    trainer = _trainer(3, [callback], tmp_path, limit_val_batches=1)
+    logger = TensorBoardLogger(tmp_path, name="tensorboard", version="")
+    trainer = _trainer(3, [callback], tmp_path, limit_val_batches=1, logger=logger)
     snapshots = {}
 
     class _Snapshot(L.Callback):
@@ -106,6 +125,12 @@ def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic
     assert callback.stages["train"]["params"] == dense_params
     for artifact in ("layers.txt", "gamma_histogram.png", "gamma_histogram_start.png", "channels.png"):
         assert (tmp_path / artifact).stat().st_size > 100, artifact
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    assert set(events.Tags()["images"]) == {"slim/gamma_histogram_start", "slim/gamma_histogram", "slim/channels"}
+    channels = events.Images("slim/channels")[0]
+    assert channels.width > 300 and channels.height > 200  # the PNG itself, not a placeholder
+    assert "slim/gamma" in events.Tags()["histograms"]
 
 
 def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):

@@ -108,6 +108,11 @@ def run(config: DictConfig) -> None:
     if slim is None:
         best = job.trainer.checkpoint_callback.best_model_path or None
         stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz, ckpt_path=best)}
+    elif not slim.prune_epochs:
+        # Sparse training only (prune.epochs=[]): the result is the sparsest model, the last one,
+        # not the best-mAP epoch (which may predate most of the sparsity).
+        best = str(run_dir / "checkpoints" / "last.ckpt")
+        stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz)}
     else:
         # Before pruning a "best" checkpoint may be the dense model: the result is the end of fine-tuning.
         best = str(run_dir / "checkpoints" / "last.ckpt")

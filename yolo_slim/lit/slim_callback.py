@@ -43,7 +43,8 @@ class SlimCallback(L.Callback):
         sparsity: L1 strength on γ (Liu et al. use 1e-4 to 1e-5; short runs need more).
         schedule: How the strength evolves over the sparse phase: constant, linear or cosine
             (both decaying to ``floor * sparsity``).
-        prune_epochs: Epoch(s) at whose start the network is pruned; several for iterative pruning.
+        prune_epochs: Epoch(s) at whose start the network is pruned; several for iterative pruning;
+            ``[]`` for sparse training only (the checkpoint that ``prune`` sweeps start from).
         ratio: Fraction of the original prunable channels removed after each prune: one value, or
             one cumulative target per prune epoch.
         policy: ``"grouped"`` (every group, residual ones as a whole) or ``"seed"`` (spares shortcuts).
@@ -55,7 +56,8 @@ class SlimCallback(L.Callback):
         sparsity_after_prune: Keep the penalty on while fine-tuning.
         finetune_schedule: ``"continue"`` the LR schedule through the prune, or ``"restart"`` it.
         imgsz: Image size for GFLOPs and latency; default: the module's ``hparams.imgsz`` or 640.
-        write_artifacts: Write the per-layer table and γ histogram of each prune into the run folder.
+        write_artifacts: Write the per-layer table, the channel chart and the γ histograms (at the
+            start and at each prune) into the run folder, and log the charts to TensorBoard as images.
     """
 
     def __init__(self, sparsity: float = 1e-4, schedule: str = "constant", prune_epochs: int | Sequence[int] = 0,
@@ -89,22 +91,24 @@ class SlimCallback(L.Callback):
         _, network = find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
         self._target = None  # a resumed fit may hold a rebuilt network
         if self.write_artifacts and self.completed_prunes == 0 and trainer.is_global_zero:
-            from yolo_slim.slim.plots import plot_gamma_histogram
+            self._write_histogram(trainer, network, "gamma_histogram_start", "|gamma| before sparse training")
 
-            folder = Path(trainer.default_root_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            gammas = {path: network.model.get_submodule(path).bn.weight.detach().abs().tolist()
-                      for path in _prunable_producers(network, self.policy)}
-            plot_gamma_histogram(gammas, folder / "gamma_histogram_start.png", title="|gamma| before sparse training")
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Sparse training only: no prune drew the "after" histogram, so draw it at the end.
+        if not self.prune_epochs and self.write_artifacts and trainer.is_global_zero:
+            self._write_histogram(trainer, find_network(pl_module, self.model_attr)[1], "gamma_histogram",
+                                  f"|gamma| after sparse training (epoch {trainer.current_epoch})")
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        if self.completed_prunes >= len(self.prune_epochs) and not self.sparsity_after_prune:
+        if self.prune_epochs and self.completed_prunes >= len(self.prune_epochs) and not self.sparsity_after_prune:
             return
         if self._target is None:  # built once per architecture: the hot path is two fused kernels
             self._target = sparsity_target(find_network(pl_module, self.model_attr)[1], self.policy)
         # Epoch granularity, as the seed implementation decays it.
-        progress = trainer.current_epoch / max(self.prune_epochs[-1], 1)
+        # With no prune epoch (sparse training only) the schedule runs over the whole fit.
+        last = self.prune_epochs[-1] if self.prune_epochs else (trainer.max_epochs or 1)
+        progress = trainer.current_epoch / max(last, 1)
         strength = sparsity_strength(self.sparsity, progress, self.schedule, self.floor)
         add_bn_l1_grad(self._target, strength, self.bias_sparsity * strength / self.sparsity if self.sparsity else 0)
 
@@ -160,7 +164,8 @@ class SlimCallback(L.Callback):
                  plan.total_channels)
         self.stages["pruned"] = self._stage(trainer, pl_module, imgsz)
         if self.write_artifacts and trainer.is_global_zero:
-            self._write_artifacts(Path(trainer.default_root_dir), network, small, imgsz, index)
+            pictures = self._write_artifacts(Path(trainer.default_root_dir), network, small, imgsz, index)
+            _log_images(trainer, pictures, trainer.global_step)
 
     def _plan(self, trainer: L.Trainer, network: YOLOv5, index: int, imgsz: int) -> PruningPlan:
         plan_dict = None
@@ -207,18 +212,48 @@ class SlimCallback(L.Callback):
                 "params": count_parameters(measured), "gflops": round(count_gflops(measured, imgsz), 4),
                 "latency_ms": round(cpu_latency_ms(measured, imgsz), 3) if trainer.is_global_zero else None}
 
-    def _write_artifacts(self, folder: Path, before: YOLOv5, after: YOLOv5, imgsz: int, index: int) -> None:
+    def _write_histogram(self, trainer: L.Trainer, network: YOLOv5, name: str, title: str) -> None:
+        """``<name>.png`` in the run folder: |γ| of the prunable BatchNorms; also logged as an image."""
+        from yolo_slim.slim.plots import plot_gamma_histogram
+
+        folder = Path(trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        gammas = {path: network.model.get_submodule(path).bn.weight.detach().abs().tolist()
+                  for path in _prunable_producers(network, self.policy)}
+        picture = plot_gamma_histogram(gammas, folder / f"{name}.png", title=title)
+        _log_images(trainer, {f"slim/{name}": picture}, trainer.global_step)
+
+    def _write_artifacts(self, folder: Path, before: YOLOv5, after: YOLOv5, imgsz: int,
+                         index: int) -> dict[str, Path]:
+        """Write the per-layer table and the two charts of one prune; returns the charts by TensorBoard tag."""
         from yolo_slim.slim.plots import plot_channels, plot_gamma_histogram
 
         folder.mkdir(parents=True, exist_ok=True)
         slim_report = report(before, after, imgsz)
         suffix = "" if len(self.prune_epochs) == 1 else f"_{index}"
         (folder / f"layers{suffix}.txt").write_text(format_report(slim_report) + "\n")
-        plot_gamma_histogram(slim_report.gammas, folder / f"gamma_histogram{suffix}.png",
-                             title=f"|gamma| after sparse training, before pruning (epoch {self.prune_epochs[index]})")
-        plot_channels([(f"{layer.index} {layer.module}", layer.bn_channels_before, layer.bn_channels_after)
-                       for layer in slim_report.layers if layer.bn_channels_before],
-                      folder / f"channels{suffix}.png", title="BatchNorm channels per layer, before and after")
+        histogram = plot_gamma_histogram(
+            slim_report.gammas, folder / f"gamma_histogram{suffix}.png",
+            title=f"|gamma| after sparse training, before pruning (epoch {self.prune_epochs[index]})")
+        channels = plot_channels([(f"{layer.index} {layer.module}", layer.bn_channels_before, layer.bn_channels_after)
+                                  for layer in slim_report.layers if layer.bn_channels_before],
+                                 folder / f"channels{suffix}.png", title="BatchNorm channels per layer, before and after")
+        return {f"slim/gamma_histogram{suffix}": histogram, f"slim/channels{suffix}": channels}
+
+
+def _log_images(trainer: L.Trainer, pictures: dict[str, Path], step: int) -> None:
+    """Send PNGs to every logger that takes images (TensorBoard's ``add_image``); others are skipped."""
+    import numpy
+    from PIL import Image
+
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if not hasattr(experiment, "add_image"):
+            continue
+        for tag, path in pictures.items():
+            with Image.open(path) as picture:
+                pixels = numpy.asarray(picture.convert("RGB"))  # (H, W, 3) uint8
+            experiment.add_image(tag, pixels, step, dataformats="HWC")
 
 
 def find_network(module: nn.Module, model_attr: str | None = None) -> tuple[str, YOLOv5]:
@@ -298,8 +333,9 @@ def _validate(sparsity: float, bias_sparsity: float, schedule: str, epochs: list
         raise ValueError(f"schedule must be one of {SCHEDULES}, found {schedule!r}")
     if finetune_schedule not in FINETUNE_SCHEDULES:
         raise ValueError(f"finetune_schedule must be one of {FINETUNE_SCHEDULES}, found {finetune_schedule!r}")
-    if not epochs or any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
-        raise ValueError(f"prune_epochs must be an int >= 0 or a non-empty list of them, found {epochs}")
+    if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
+        raise ValueError(f"prune_epochs must be an int >= 0 or a list of them ([] for sparse training only), "
+                         f"found {epochs}")
     if epochs != sorted(set(epochs)):
         raise ValueError(f"prune_epochs must be strictly increasing, found {epochs}")
     if len(ratios) != len(epochs):
@@ -308,7 +344,7 @@ def _validate(sparsity: float, bias_sparsity: float, schedule: str, epochs: list
         raise ValueError(f"ratio targets are cumulative and must not decrease, found {ratios}")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, found {policy!r}")
-    for ratio in ratios:
+    for ratio in ratios or [0.0]:  # with no prune epoch, still check round_to and min_channels
         check_plan_arguments(ratio=ratio, policy=policy, round_to=round_to, min_channels=min_channels)
     if not 0 <= floor <= 1:
         raise ValueError(f"floor must be in [0, 1], found {floor}")
