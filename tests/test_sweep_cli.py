@@ -5,6 +5,7 @@ import json
 
 import pytest
 from cli_support import TINY_TRAIN, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from yolo_slim.slim.plots import pareto_front
 
@@ -41,6 +42,11 @@ def test_prune_sweep_from_a_sparse_only_run_with_finetune_and_a_failing_job(tmp_
     assert "| 1 |" in (sweep_dir / "sweep_summary.md").read_text()
     assert (sweep_dir / "pareto.png").stat().st_size > 1000
     assert (sweep_dir / "0" / "checkpoints" / "finetuned.ckpt").is_file()
+    for chart in ("channels.png", "gamma_histogram.png"):
+        assert (sweep_dir / "0" / chart).stat().st_size > 1000, chart
+    events = EventAccumulator(str(sweep_dir / "0" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"slim/channels", "slim/gamma_histogram"} <= set(events.Tags()["images"])
 
 
 @pytest.mark.slow

@@ -3,7 +3,9 @@
 Plans on the validation weights (the EMA when the checkpoint has one), compacts, validates before
 and after on the same data, and writes a normal Lightning checkpoint of the pruned model (it
 carries the spec, so ``YOLOv5Module.load_from_checkpoint`` and ``val`` read it), the per-layer
-table and ``summary.json`` with stages ``train`` (before) and ``pruned``.
+table, the γ histogram and channel chart (also in the fine-tune's TensorBoard log) and
+``summary.json`` with stages ``train`` (before), ``pruned`` and, with ``prune.finetune_epochs``,
+``finetuned``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from yolo_slim.cli.settings import checkpoint_datamodule, load_checkpoint_module
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
+from yolo_slim.lit.slim_callback import log_images
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.slim import compact, plan_pruning
@@ -61,12 +64,16 @@ def run(config: DictConfig) -> None:
     after = stage_metrics(trainer, module, datamodule, imgsz)
     checkpoint = run_dir / "checkpoints" / "pruned.ckpt"
     trainer.save_checkpoint(checkpoint)
-    _write_layer_table(run_dir, dense, small, imgsz)
+    from yolo_slim.slim.plots import write_prune_artifacts  # matplotlib: imported when used
+
+    pictures = write_prune_artifacts(run_dir, dense, small, imgsz, histogram_title="|gamma| of the checkpoint, "
+                                     f"before pruning (threshold {plan.threshold:.3g})")
     stages = {"train": before, "pruned": after}
     for stage in stages.values():
         stage["latency_ms"] = round(cpu_latency_ms(module.inference_model if stage is after else dense, imgsz), 3)
     if finetune_epochs:
-        stages["finetuned"], checkpoint = _finetune(config, module, datamodule, imgsz, finetune_epochs, run_dir)
+        stages["finetuned"], checkpoint = _finetune(config, module, datamodule, imgsz, finetune_epochs, run_dir,
+                                                    pictures)
     write_summary(run_dir, model=str(config.ckpt), imgsz=imgsz, data=str(data), stages=stages,
                   checkpoint=str(checkpoint))
     print(f"pruned {plan.removed_channels}/{plan.total_channels} channels: params {before['params']:,} -> "
@@ -76,19 +83,16 @@ def run(config: DictConfig) -> None:
 
 
 def _finetune(config: DictConfig, module: YOLOv5Module, datamodule: YOLODataModule, imgsz: int, epochs: int,
-              run_dir: Path) -> tuple[dict, Path]:
-    """Fine-tune the pruned module for ``epochs`` (its optimizer and schedule rebuilt for the small network)."""
+              run_dir: Path, pictures: dict[str, Path]) -> tuple[dict, Path]:
+    """Fine-tune the pruned module for ``epochs`` (its optimizer and schedule rebuilt for the small network);
+    the fine-tune's TensorBoard log also gets the prune's charts."""
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="finetuned", save_last=False)
     trainer = L.Trainer(**plain(config.trainer), max_epochs=epochs, default_root_dir=run_dir,
                         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
                         callbacks=[checkpoints])
+    if trainer.is_global_zero:
+        log_images(trainer, pictures, step=0)
     trainer.fit(module, datamodule=datamodule)
     stage = stage_metrics(trainer, module, datamodule, imgsz)
     stage["latency_ms"] = round(cpu_latency_ms(module.inference_model, imgsz), 3)
     return stage, Path(checkpoints.best_model_path or checkpoints.last_model_path)
-
-
-def _write_layer_table(run_dir: Path, dense, small, imgsz: int) -> None:
-    from yolo_slim.slim import format_report, report
-
-    (run_dir / "layers.txt").write_text(format_report(report(dense, small, imgsz)) + "\n")

@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY
 from yolo_slim.models.info import cpu_latency_ms
-from yolo_slim.slim import PruningPlan, compact, format_report, plan_pruning, report, sparsity_target
+from yolo_slim.slim import PruningPlan, compact, plan_pruning, sparsity_target
 from yolo_slim.slim.graph import POLICIES
 from yolo_slim.slim.plan import check_plan_arguments
 from yolo_slim.slim.sparsity import SCHEDULES, SparsityTarget, add_bn_l1_grad, sparsity_strength
@@ -165,7 +165,7 @@ class SlimCallback(L.Callback):
         self.stages["pruned"] = self._stage(trainer, pl_module, imgsz)
         if self.write_artifacts and trainer.is_global_zero:
             pictures = self._write_artifacts(Path(trainer.default_root_dir), network, small, imgsz, index)
-            _log_images(trainer, pictures, trainer.global_step)
+            log_images(trainer, pictures, trainer.global_step)
 
     def _plan(self, trainer: L.Trainer, network: YOLOv5, index: int, imgsz: int) -> PruningPlan:
         plan_dict = None
@@ -221,28 +221,21 @@ class SlimCallback(L.Callback):
         gammas = {path: network.model.get_submodule(path).bn.weight.detach().abs().tolist()
                   for path in _prunable_producers(network, self.policy)}
         picture = plot_gamma_histogram(gammas, folder / f"{name}.png", title=title)
-        _log_images(trainer, {f"slim/{name}": picture}, trainer.global_step)
+        log_images(trainer, {f"slim/{name}": picture}, trainer.global_step)
 
     def _write_artifacts(self, folder: Path, before: YOLOv5, after: YOLOv5, imgsz: int,
                          index: int) -> dict[str, Path]:
         """Write the per-layer table and the two charts of one prune; returns the charts by TensorBoard tag."""
-        from yolo_slim.slim.plots import plot_channels, plot_gamma_histogram
+        from yolo_slim.slim.plots import write_prune_artifacts
 
-        folder.mkdir(parents=True, exist_ok=True)
-        slim_report = report(before, after, imgsz)
         suffix = "" if len(self.prune_epochs) == 1 else f"_{index}"
-        (folder / f"layers{suffix}.txt").write_text(format_report(slim_report) + "\n")
-        histogram = plot_gamma_histogram(
-            slim_report.gammas, folder / f"gamma_histogram{suffix}.png",
-            title=f"|gamma| after sparse training, before pruning (epoch {self.prune_epochs[index]})")
-        channels = plot_channels([(f"{layer.index} {layer.module}", layer.bn_channels_before, layer.bn_channels_after)
-                                  for layer in slim_report.layers if layer.bn_channels_before],
-                                 folder / f"channels{suffix}.png", title="BatchNorm channels per layer, before and after")
-        return {f"slim/gamma_histogram{suffix}": histogram, f"slim/channels{suffix}": channels}
+        return write_prune_artifacts(
+            folder, before, after, imgsz, suffix,
+            histogram_title=f"|gamma| after sparse training, before pruning (epoch {self.prune_epochs[index]})")
 
 
-def _log_images(trainer: L.Trainer, pictures: dict[str, Path], step: int) -> None:
-    """Send PNGs to every logger that takes images (TensorBoard's ``add_image``); others are skipped."""
+def log_images(trainer: L.Trainer, pictures: dict[str, Path], step: int) -> None:
+    """Send PNGs to every logger of ``trainer`` that takes images (TensorBoard's ``add_image``); others are skipped."""
     import numpy
     from PIL import Image
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from yolo_slim.models import YOLOv5
+from yolo_slim.slim.report import format_report, report
+
 
 def plot_gamma_histogram(gammas: dict[str, list[float]], path: str | Path, title: str = "|gamma|",
                          bins: int = 80) -> Path:
@@ -77,3 +80,23 @@ def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     figure.savefig(path, dpi=100)
     return path
+
+
+def write_prune_artifacts(folder: str | Path, before: YOLOv5, after: YOLOv5, imgsz: int, suffix: str = "",
+                          histogram_title: str = "|gamma| before pruning") -> dict[str, Path]:
+    """What one prune leaves in a run folder: ``layers{suffix}.txt`` (the per-layer table),
+    ``gamma_histogram{suffix}.png`` (|γ| of ``before``) and ``channels{suffix}.png``.
+
+    Returns the two charts by the tag they are logged under (``slim/gamma_histogram{suffix}``,
+    ``slim/channels{suffix}``).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    slim_report = report(before, after, imgsz)
+    (folder / f"layers{suffix}.txt").write_text(format_report(slim_report) + "\n")
+    histogram = plot_gamma_histogram(slim_report.gammas, folder / f"gamma_histogram{suffix}.png",
+                                     title=histogram_title)
+    channels = plot_channels([(f"{layer.index} {layer.module}", layer.bn_channels_before, layer.bn_channels_after)
+                              for layer in slim_report.layers if layer.bn_channels_before],
+                             folder / f"channels{suffix}.png", title="BatchNorm channels per layer, before and after")
+    return {f"slim/gamma_histogram{suffix}": histogram, f"slim/channels{suffix}": channels}
