@@ -27,6 +27,7 @@ def test_prune_sweep_from_a_sparse_only_run_with_finetune_and_a_failing_job(tmp_
     sparse = sparse_dir / "checkpoints" / "last.ckpt"
     assert list(summary["stages"]) == ["train"] and summary["checkpoint"] == str(sparse)
     assert summary["stages"]["train"]["params"] == 1_769_329  # trained sparse, not pruned
+    assert summary["stages"]["train"]["latency_ms"] > 0
     assert (sparse_dir / "gamma_histogram.png").is_file() and (sparse_dir / "gamma_histogram_start.png").is_file()
 
     sweep_dir = tmp_path / "sweep"

@@ -143,11 +143,13 @@ def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):
     stored = torch.load(checkpoint, weights_only=True)  # plain data
     assert stored["yolo_slim"]["spec"] != YOLOv5("yolov5n", nc=4).spec.to_dict()
 
+    start_histogram = (tmp_path / "gamma_histogram_start.png").read_bytes()
     second = SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5)
     resumed = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)  # dense until the checkpoint rebuilds it
     trainer = _trainer(4, [second], tmp_path, limit_val_batches=1)
     trainer.fit(resumed, datamodule=tiny_datamodule(synthetic_cache), ckpt_path=checkpoint)
     assert second.completed_prunes == 1 and len(second.plans) == 1
+    assert (tmp_path / "gamma_histogram_start.png").read_bytes() == start_histogram  # not redrawn on resume
     assert count_parameters(resumed.model) == pruned_params
     assert trainer.current_epoch == 4
     assert count_parameters(YOLOv5Module.load_from_checkpoint(checkpoint).model) == pruned_params
@@ -200,3 +202,16 @@ def test_mixed_precision_through_the_prune(tmp_path, synthetic_cache):
     trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
     assert len(losses.values) == 9 and all(torch.isfinite(torch.tensor(losses.values)))
     assert count_parameters(module.model) < 0.6 * count_parameters(YOLOv5("yolov5n", nc=4))
+
+
+@pytest.mark.parametrize("epochs,trainer_state,expected", [
+    ([4], {"current_epoch": 2, "max_epochs": 10, "max_steps": -1, "global_step": 0}, 0.5),
+    ([], {"current_epoch": 5, "max_epochs": 10, "max_steps": -1, "global_step": 0}, 0.5),
+    ([], {"current_epoch": 0, "max_epochs": -1, "max_steps": 200, "global_step": 50}, 0.25),  # bounded by steps
+    ([], {"current_epoch": 3, "max_epochs": -1, "max_steps": -1, "global_step": 90}, 0.0),  # unbounded
+])
+def test_schedule_progress_over_the_sparse_phase(epochs, trainer_state, expected):
+    from types import SimpleNamespace
+
+    callback = SlimCallback(prune_epochs=epochs)
+    assert callback._progress(SimpleNamespace(**trainer_state)) == pytest.approx(expected)

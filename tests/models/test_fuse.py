@@ -50,3 +50,17 @@ def test_cpu_latency_measures_a_copy_and_gives_a_positive_time():
     latency = cpu_latency_ms(model, 64, runs=3, warmup=1)
     assert latency > 0
     assert model.training and any(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+
+
+def test_cpu_latency_takes_any_module_and_skips_channels_last_when_a_tensor_is_5d():
+    class Wrapped(nn.Module):  # a user's wrapper with a 5-D buffer: channels_last would refuse it
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = YOLOv5("yolov5n", nc=3)
+            self.register_buffer("extra", torch.zeros(1, 1, 1, 1, 1))
+
+        def forward(self, images):
+            return self.net(images)
+
+    assert cpu_latency_ms(Wrapped(), 64, runs=2, warmup=1) > 0
+    assert is_fused(fuse_batchnorm(Wrapped()))  # the folding works inside any module

@@ -113,6 +113,7 @@ def run(config: DictConfig) -> None:
         # not the best-mAP epoch (which may predate most of the sparsity).
         best = str(run_dir / "checkpoints" / "last.ckpt")
         stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz)}
+        stages["train"]["latency_ms"] = round(cpu_latency_ms(job.module.inference_model, job.imgsz), 3)
     else:
         # Before pruning a "best" checkpoint may be the dense model: the result is the end of fine-tuning.
         best = str(run_dir / "checkpoints" / "last.ckpt")

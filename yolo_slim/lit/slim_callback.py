@@ -90,13 +90,17 @@ class SlimCallback(L.Callback):
                              f"(a prune at epoch e happens at its start, so e < max_epochs leaves fine-tuning time)")
         _, network = find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
         self._target = None  # a resumed fit may hold a rebuilt network
-        if self.write_artifacts and self.completed_prunes == 0 and trainer.is_global_zero:
+        # A resumed fit (ckpt_path) has already trained: its γ are not "before sparse training".
+        if self.write_artifacts and self.completed_prunes == 0 and trainer.ckpt_path is None and trainer.is_global_zero:
             self._write_histogram(trainer, network, "gamma_histogram_start", "|gamma| before sparse training")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Sparse training only: no prune drew the "after" histogram, so draw it at the end.
+        # Sparse training only: no prune drew the "after" histogram, so draw it at the end, from the
+        # weights a later `prune` run ranks (the EMA, when the module keeps one).
         if not self.prune_epochs and self.write_artifacts and trainer.is_global_zero:
-            self._write_histogram(trainer, find_network(pl_module, self.model_attr)[1], "gamma_histogram",
+            network = getattr(pl_module, "inference_model", None)
+            network = network if isinstance(network, YOLOv5) else find_network(pl_module, self.model_attr)[1]
+            self._write_histogram(trainer, network, "gamma_histogram",
                                   f"|gamma| after sparse training (epoch {trainer.current_epoch})")
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -105,11 +109,7 @@ class SlimCallback(L.Callback):
             return
         if self._target is None:  # built once per architecture: the hot path is two fused kernels
             self._target = sparsity_target(find_network(pl_module, self.model_attr)[1], self.policy)
-        # Epoch granularity, as the seed implementation decays it.
-        # With no prune epoch (sparse training only) the schedule runs over the whole fit.
-        last = self.prune_epochs[-1] if self.prune_epochs else (trainer.max_epochs or 1)
-        progress = trainer.current_epoch / max(last, 1)
-        strength = sparsity_strength(self.sparsity, progress, self.schedule, self.floor)
+        strength = sparsity_strength(self.sparsity, self._progress(trainer), self.schedule, self.floor)
         add_bn_l1_grad(self._target, strength, self.bias_sparsity * strength / self.sparsity if self.sparsity else 0)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -122,9 +122,24 @@ class SlimCallback(L.Callback):
         gammas = torch.cat([w.detach().abs().flatten().float() for w in sparsity_target(network, self.policy).weights])
         pl_module.log("slim/gamma_below_0.01", (gammas < 1e-2).float().mean(), sync_dist=False)
         pl_module.log("slim/gamma_mean", gammas.mean(), sync_dist=False)
-        experiment = getattr(trainer.logger, "experiment", None)
-        if trainer.is_global_zero and hasattr(experiment, "add_histogram"):
-            experiment.add_histogram("slim/gamma", gammas.cpu(), trainer.current_epoch)
+        for logger in trainer.loggers if trainer.is_global_zero else []:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_histogram"):
+                experiment.add_histogram("slim/gamma", gammas.cpu(), trainer.current_epoch)
+
+    def _progress(self, trainer: L.Trainer) -> float:
+        """How far the sparse phase is, in [0, 1], for the strength schedule.
+
+        Epoch granularity, as the seed implementation decays it, up to the last prune epoch; with no
+        prune epoch (sparse training only) over the whole fit: its epochs, else its steps.
+        """
+        if self.prune_epochs:
+            return trainer.current_epoch / max(self.prune_epochs[-1], 1)
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            return trainer.current_epoch / trainer.max_epochs
+        if trainer.max_steps > 0:
+            return trainer.global_step / trainer.max_steps
+        return 0.0  # unbounded fit: hold the starting strength
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         path, network = find_network(pl_module, self.model_attr)

@@ -11,17 +11,20 @@ functions refuse it (prune first, fuse after).
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from yolo_slim.models.blocks import Conv
-from yolo_slim.models.yolo import YOLOv5
+
+ModuleType = TypeVar("ModuleType", bound=nn.Module)
 
 
-def fuse_batchnorm(model: YOLOv5) -> YOLOv5:
-    """A new eval-mode YOLOv5 whose Conv units have the BatchNorm folded in; ``model`` is untouched."""
+def fuse_batchnorm(model: ModuleType) -> ModuleType:
+    """A new eval-mode copy of ``model`` (a YOLOv5, or any module holding yolo_slim Conv units) whose
+    Conv units have the BatchNorm folded in; ``model`` is untouched."""
     fused = copy.deepcopy(model).eval()
     for unit in fused.modules():
         if isinstance(unit, Conv) and isinstance(unit.bn, _BatchNorm):

@@ -91,11 +91,11 @@ def cpu_latency_ms(model: torch.nn.Module, imgsz: int | tuple[int, int] = 640, r
     import time
 
     height, width = _as_hw(imgsz)
-    shadow = copy.deepcopy(model).float().cpu().eval()
-    if isinstance(shadow, YOLOv5):
-        shadow = fuse_batchnorm(shadow)
-    shadow = shadow.to(memory_format=torch.channels_last)
-    image = torch.rand(1, 3, height, width).contiguous(memory_format=torch.channels_last)
+    shadow = fuse_batchnorm(copy.deepcopy(model).float().cpu())
+    image = torch.rand(1, 3, height, width)
+    if all(tensor.dim() != 5 for tensor in [*shadow.parameters(), *shadow.buffers()]):  # channels_last needs 4-D
+        shadow = shadow.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode():
         for index in range(warmup + runs):
