@@ -108,18 +108,13 @@ def run(config: DictConfig) -> None:
     if slim is None:
         best = job.trainer.checkpoint_callback.best_model_path or None
         stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz, ckpt_path=best)}
-    elif not slim.prune_epochs:
-        # Sparse training only (prune.epochs=[]): the result is the sparsest model, the last one,
-        # not the best-mAP epoch (which may predate most of the sparsity).
-        best = str(run_dir / "checkpoints" / "last.ckpt")
-        stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz)}
-        stages["train"]["latency_ms"] = round(cpu_latency_ms(job.module.inference_model, job.imgsz), 3)
     else:
-        # Before pruning a "best" checkpoint may be the dense model: the result is the end of fine-tuning.
+        # The result is the last model: after pruning, a "best" checkpoint may be the dense one; in
+        # sparse training only (prune.epochs=[]), it may predate most of the sparsity.
         best = str(run_dir / "checkpoints" / "last.ckpt")
         final = stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz)
         final["latency_ms"] = round(cpu_latency_ms(job.module.inference_model, job.imgsz), 3)
-        stages = {**slim.stages, "finetuned": final}
+        stages = {**slim.stages, "finetuned": final} if slim.prune_epochs else {"train": final}
     if job.trainer.is_global_zero:
         path = write_summary(run_dir, model=job.model_name, imgsz=job.imgsz, data=str(job.datamodule.data_yaml),
                              stages=stages, checkpoint=best)

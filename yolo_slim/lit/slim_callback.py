@@ -30,6 +30,7 @@ from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.slim import PruningPlan, compact, plan_pruning, sparsity_target
 from yolo_slim.slim.graph import POLICIES
 from yolo_slim.slim.plan import check_plan_arguments
+from yolo_slim.slim.report import producer_gammas
 from yolo_slim.slim.sparsity import SCHEDULES, SparsityTarget, add_bn_l1_grad, sparsity_strength
 
 log = logging.getLogger(__name__)
@@ -233,9 +234,8 @@ class SlimCallback(L.Callback):
 
         folder = Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        gammas = {path: network.model.get_submodule(path).bn.weight.detach().abs().tolist()
-                  for path in _prunable_producers(network, self.policy)}
-        picture = plot_gamma_histogram(gammas, folder / f"{name}.png", title=title)
+        # Every producer, as the histogram drawn at each prune (slim.report) shows them.
+        picture = plot_gamma_histogram(producer_gammas(network), folder / f"{name}.png", title=title)
         log_images(trainer, {f"slim/{name}": picture}, trainer.global_step)
 
     def _write_artifacts(self, folder: Path, before: YOLOv5, after: YOLOv5, imgsz: int,
@@ -304,13 +304,6 @@ def restore_pruned_network(module: nn.Module, checkpoint: dict[str, Any]) -> Non
 def _replace_submodule(module: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     setattr(module.get_submodule(parent_path) if parent_path else module, name, new)
-
-
-def _prunable_producers(network: YOLOv5, policy: str) -> list[str]:
-    from yolo_slim.slim.graph import trace_channels
-
-    return [path for group in trace_channels(network.spec, policy).groups.values() if not group.frozen
-            for path in group.members]
 
 
 def _prunable_channels(network: YOLOv5, policy: str) -> int:

@@ -2,8 +2,8 @@
 
 In eval mode a BatchNorm is a per-channel affine map, so ``bn(conv(x))`` equals one convolution
 with rescaled weights and a bias. Folding it removes a full read and write of every feature map
-(about 8% of yolov5s's CPU time at 640 px, measured with torch's profiler), which is what
-ultralytics' ``model.fuse()`` and onnxruntime's graph optimizer do before inference too. The copy
+(``benchmarks/latency.py`` compares the eager and the folded model), which is what ultralytics'
+``model.fuse()`` and onnxruntime's graph optimizer do before inference too. The copy
 is for inference only: with the BatchNorms gone there is no γ left to rank, so the slimming
 functions refuse it (prune first, fuse after).
 """

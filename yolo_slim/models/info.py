@@ -87,11 +87,10 @@ def cpu_latency_ms(model: torch.nn.Module, imgsz: int | tuple[int, int] = 640, r
     (:func:`~yolo_slim.models.fuse.fuse_batchnorm`) and channels-last memory format, which
     oneDNN's convolutions use natively (in NCHW each convolution reorders its input and output).
     """
-    import copy
     import time
 
     height, width = _as_hw(imgsz)
-    shadow = fuse_batchnorm(copy.deepcopy(model).float().cpu())
+    shadow = fuse_batchnorm(model).float().cpu()  # fuse_batchnorm copies: the caller's model is untouched
     image = torch.rand(1, 3, height, width)
     if all(tensor.dim() != 5 for tensor in [*shadow.parameters(), *shadow.buffers()]):  # channels_last needs 4-D
         shadow = shadow.to(memory_format=torch.channels_last)

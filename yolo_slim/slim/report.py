@@ -105,7 +105,7 @@ def report(before: YOLOv5, after: YOLOv5, imgsz: int | tuple[int, int] = 640) ->
         for old, new in zip(info_before.layers, info_after.layers))
     return SlimReport(layers=layers, params_before=info_before.params, params_after=info_after.params,
                       gflops_before=info_before.gflops, gflops_after=info_after.gflops,
-                      imgsz=info_before.imgsz, gammas=_gammas(before))
+                      imgsz=info_before.imgsz, gammas=producer_gammas(before))
 
 
 def format_report(slim_report: SlimReport) -> str:
@@ -144,7 +144,7 @@ def _bn_channels(layer: nn.Module) -> int:
     return sum(module.num_features for module in layer.modules() if isinstance(module, nn.BatchNorm2d))
 
 
-def _gammas(model: YOLOv5) -> dict[str, list[float]]:
+def producer_gammas(model: YOLOv5) -> dict[str, list[float]]:
     """|γ| of every producer (Conv unit), in graph order: the data of a slimming histogram."""
     graph = trace_channels(model.spec)
     return {producer: model.model.get_submodule(producer).bn.weight.detach().abs().float().cpu().tolist()
