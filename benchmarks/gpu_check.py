@@ -75,7 +75,7 @@ def main() -> None:
     datamodule = YOLODataModule(data=None, imgsz=args.imgsz, batch_size=args.batch_size, workers=args.workers,
                                 synthetic=SyntheticConfig(image_size=args.imgsz))
     module = YOLOv5Module(YOLOv5(args.model, nc=datamodule.nc, names=datamodule.names), imgsz=args.imgsz)
-    slim = SlimCallback(sparsity=0.02, prune_epochs=args.prune_epoch, ratio=0.5, imgsz=args.imgsz,
+    slim = SlimCallback(prune_epochs=args.prune_epoch, ratio=0.5, imgsz=args.imgsz,  # the default method
                         write_artifacts=False)
     watch = _Watch()
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu", devices=1, precision="16-mixed", logger=False,

@@ -1,22 +1,28 @@
-"""Cost of the sparsity penalty: training step time with the L1 subgradient over step time without.
+"""Cost of each sparsity method: its share of the training step time.
 
     python benchmarks/sparsity_cost.py [--model yolov5n] [--imgsz 160] [--batch-size 16] [--steps 20]
 
-One process, one model, steps with and without ``add_bn_l1_grad`` interleaved (so that drift of the
-machine's speed hits both alike); median step times. Target: a ratio of at most 1.02.
+One process, one model; each method's per-step work (``SparsityMethod.step`` and ``after_step``, as
+SlimCallback calls them once per optimizer step) timed alone over many calls, and a plain training
+step (forward, loss, backward, SGD step) timed for reference; then steps with and without the
+method interleaved (so that drift of the machine's speed hits both alike). ``targeted`` is timed
+with its choice installed, in the hold phase (shrink plus dropped gradients, on the network and an
+EMA copy: its most expensive step). Target: every method under 2% of the step time.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
 
+from yolo_slim.lit.sparsity_methods import METHODS, MethodSettings, make_method
 from yolo_slim.models import YOLOv5
 from yolo_slim.models.loss import LossConfig, YOLOv5Loss
-from yolo_slim.slim import add_bn_l1_grad, sparsity_target
+from yolo_slim.slim import plan_pruning
 
 
 def main() -> None:
@@ -28,38 +34,55 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model = YOLOv5(args.model, nc=4).train()
+    ema = copy.deepcopy(model)
     loss_fn = YOLOv5Loss(model.detect.anchors, 4, LossConfig().scaled(3, 4, args.imgsz))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    target = sparsity_target(model)
     images = torch.rand(args.batch_size, 3, args.imgsz, args.imgsz)
     targets = torch.tensor([[i % args.batch_size, i % 4, 0.5, 0.5, 0.2, 0.3] for i in range(4 * args.batch_size)])
+    methods = {}
+    for name in METHODS:
+        method = make_method(MethodSettings(method=name, strength=1e-3 if name != "targeted" else 30.0), "grouped")
+        method.bind(model, [ema])
+        if name == "targeted":
+            method.set_choice(plan_pruning(model, ratio=0.5), model)
+        methods[name] = method
 
-    def step(with_penalty: bool) -> float:
+    def apply(name: str) -> None:
+        # progress 0.9: l1/polarize at their constant strength, targeted in its hold phase
+        methods[name].step(0.9, 250)
+        methods[name].after_step()
+
+    def step(name: str | None) -> float:
         start = time.perf_counter()
         loss, _ = loss_fn(model(images), targets)
         loss.backward()
-        if with_penalty:
-            add_bn_l1_grad(target, 1e-3)
+        if name is not None:
+            apply(name)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
     for _ in range(3):  # warm-up
-        step(True)
-    plain, penalised, penalty_only = [], [], []
-    for _ in range(args.steps):
-        plain.append(step(False))
-        penalised.append(step(True))
-    for parameter in model.parameters():
-        parameter.grad = torch.zeros_like(parameter)
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        add_bn_l1_grad(target, 1e-3)
-        penalty_only.append(time.perf_counter() - start)
-    without, with_ = statistics.median(plain), statistics.median(penalised)
-    print(f"{args.model} {args.imgsz}px batch {args.batch_size}, {len(target.weights)} BatchNorms, "
-          f"{torch.get_num_threads()} threads: step {without * 1000:.1f} ms without, {with_ * 1000:.1f} ms with "
-          f"the penalty (ratio {with_ / without:.3f}); the penalty alone {statistics.median(penalty_only) * 1000:.3f} ms")
+        step("l1")
+    print(f"{args.model} {args.imgsz}px batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print("| method | method alone, ms per step | plain step, ms | share of the step | interleaved with/without |")
+    print("|---|---:|---:|---:|---:|")
+    for name in METHODS:
+        plain, penalised = [], []
+        for _ in range(args.steps):
+            plain.append(step(None))
+            penalised.append(step(name))
+        for parameter in model.parameters():
+            parameter.grad = torch.zeros_like(parameter)
+        alone = []
+        for _ in range(10 * args.steps):
+            started = time.perf_counter()
+            apply(name)
+            alone.append(time.perf_counter() - started)
+        optimizer.zero_grad(set_to_none=True)
+        cost, base = statistics.median(alone), statistics.median(plain)
+        print(f"| {name} | {cost * 1000:.3f} | {base * 1000:.1f} | {cost / base:.2%} | "
+              f"{statistics.median(penalised) / base:.3f} |")
 
 
 if __name__ == "__main__":

@@ -55,22 +55,30 @@ def weights_digest(module: torch.nn.Module) -> str:
 class _RecordRank(L.Callback):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.choice = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0:  # the targeted choice before the prune, as this rank holds it
+            slim = next(c for c in trainer.callbacks if isinstance(c, SlimCallback))
+            self.choice = slim.method.state_dict().get("choice")
 
     def on_fit_end(self, trainer, pl_module) -> None:
         network = pl_module.detector
         has_sync = any(isinstance(m, torch.nn.SyncBatchNorm) for m in network.modules())
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(
             {"spec": network.spec.to_dict(), "digest": weights_digest(network), "sync_bn": has_sync,
-             "params": sum(p.numel() for p in network.parameters())}))
+             "params": sum(p.numel() for p in network.parameters()), "choice": self.choice}))
 
 
 def run_ddp(folder: Path, cache_dir: Path) -> None:
-    """Two CPU processes (gloo): sparse training, prune at epoch 1, fine-tune; each rank records its network."""
+    """Two CPU processes (gloo): targeted sparse training, prune at epoch 1, fine-tune; each rank records its
+    network and the channels it had chosen to shrink."""
     L.seed_everything(0, workers=True)
     trainer = L.Trainer(max_epochs=3, accelerator="cpu", devices=2, strategy="ddp",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                        callbacks=[SlimCallback(sparsity=1e-2, prune_epochs=1, ratio=0.5, write_artifacts=False),
+                        callbacks=[SlimCallback(method="targeted", warmup=0.0, hold=0.5, prune_epochs=1, ratio=0.5,
+                                                write_artifacts=False),
                                    _RecordRank(folder)])
     trainer.fit(UsersModule(), datamodule=tiny_datamodule(cache_dir))
 

@@ -67,13 +67,13 @@ def test_sparsity_applies_once_per_optimizer_step_after_accumulation(tmp_path, s
     module = _Zero()
     with torch.no_grad():
         module.model.model[3].bn.weight.fill_(0.5)
-    callback = SlimCallback(sparsity=0.01, prune_epochs=1, ratio=0.3)
+    callback = SlimCallback(method="l1", sparsity=0.01, prune_epochs=1, ratio=0.3)
     trainer = _trainer(1, [callback], tmp_path, limit_train_batches=2, accumulate_grad_batches=2,
                        limit_val_batches=0)
     # prune_epochs=1 equals max_epochs=1: allowed here only because we stop before; check it fails loudly
     with pytest.raises(ValueError, match="must be < trainer.max_epochs=1"):
         trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
-    trainer = _trainer(2, [SlimCallback(sparsity=0.01, prune_epochs=1, ratio=0.3)], tmp_path,
+    trainer = _trainer(2, [SlimCallback(method="l1", sparsity=0.01, prune_epochs=1, ratio=0.3)], tmp_path,
                        limit_train_batches=2, accumulate_grad_batches=2, limit_val_batches=0, max_steps=1)
     trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
     # Two micro-batches, one optimizer step: γ moved by lr * s once, not twice.
@@ -85,20 +85,20 @@ def test_sparse_training_only_penalises_every_step_and_never_prunes(tmp_path, sy
     with torch.no_grad():
         module.model.model[3].bn.weight.fill_(0.5)
     dense_params = count_parameters(module.model)
-    callback = SlimCallback(sparsity=0.01, prune_epochs=[], ratio=0.5)
+    callback = SlimCallback(method="l1", sparsity=0.01, prune_epochs=[], ratio=0.5)
     trainer = _trainer(2, [callback], tmp_path, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
     assert callback.completed_prunes == 0 and count_parameters(module.model) == dense_params
     # Four optimizer steps over both epochs (no prune ends the penalty): γ moved by lr * s four times.
     torch.testing.assert_close(module.model.model[3].bn.weight.detach(), torch.full((64,), 0.46))
     assert (tmp_path / "gamma_histogram.png").stat().st_size > 100  # "after sparse training", drawn at fit end
-    with pytest.raises(ValueError, match=r"ratio needs one value per prune epoch \(0\)"):
+    with pytest.raises(ValueError, match=r"with prune_epochs=\[\] .* ratio must be one float"):
         SlimCallback(prune_epochs=[], ratio=[0.5])
 
 def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic_cache):
     module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
     dense_params = count_parameters(module.model)
-    callback = SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5)
+    callback = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5)
     logger = TensorBoardLogger(tmp_path, name="tensorboard", version="")
     trainer = _trainer(3, [callback], tmp_path, limit_val_batches=1, logger=logger)
     snapshots = {}
@@ -123,6 +123,13 @@ def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic
     assert all(torch.isfinite(p).all() for p in module.model.parameters())
     assert callback.stages["pruned"]["params"] == count_parameters(module.model)
     assert callback.stages["train"]["params"] == dense_params
+    assert callback.stages["pruned"]["removed_channels"] > 0 and "removed_output_mass" in callback.stages["pruned"]
+    # The checkpoint written after the in-fit prune holds its plan (the module and the callback both
+    # write the entry, merged, not one replacing the other).
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    stored = torch.load(tmp_path / "after.ckpt", weights_only=True)["yolo_slim"]
+    assert len(stored["plans"]) == 1 and stored["plans"][0]["keep"] and stored["model_attr"] == "model"
+    assert (tmp_path / "separation.csv").read_text().count("\n") == 4  # a header and one row per epoch
     for artifact in ("layers.txt", "gamma_histogram.png", "gamma_histogram_start.png", "channels.png"):
         assert (tmp_path / artifact).stat().st_size > 100, artifact
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
@@ -134,7 +141,7 @@ def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic
 
 
 def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):
-    first = SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5)
+    first = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5)
     trainer = _trainer(2, [first], tmp_path, limit_val_batches=1)
     trainer.fit(YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64), datamodule=tiny_datamodule(synthetic_cache))
     checkpoint = tmp_path / "stopped.ckpt"
@@ -144,11 +151,11 @@ def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):
     assert stored["yolo_slim"]["spec"] != YOLOv5("yolov5n", nc=4).spec.to_dict()
 
     start_histogram = (tmp_path / "gamma_histogram_start.png").read_bytes()
-    second = SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5)
+    second = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5)
     resumed = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)  # dense until the checkpoint rebuilds it
     trainer = _trainer(4, [second], tmp_path, limit_val_batches=1)
     trainer.fit(resumed, datamodule=tiny_datamodule(synthetic_cache), ckpt_path=checkpoint)
-    assert second.completed_prunes == 1 and len(second.plans) == 1
+    assert second.completed_prunes == 1 and len(resumed.pruning_plans) == 1
     assert (tmp_path / "gamma_histogram_start.png").read_bytes() == start_histogram  # not redrawn on resume
     assert count_parameters(resumed.model) == pruned_params
     assert trainer.current_epoch == 4
@@ -156,7 +163,7 @@ def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):
 
 
 def test_a_users_own_module_prunes_and_resumes(tmp_path, synthetic_cache):
-    callback = SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5, imgsz=64)
+    callback = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5, imgsz=64)
     trainer = _trainer(2, [callback], tmp_path, limit_val_batches=0)
     module = UsersModule()
     dense = count_parameters(module.detector)
@@ -165,7 +172,7 @@ def test_a_users_own_module_prunes_and_resumes(tmp_path, synthetic_cache):
     checkpoint = tmp_path / "users.ckpt"
     trainer.save_checkpoint(checkpoint)
     resumed = UsersModule()
-    trainer = _trainer(3, [SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5, imgsz=64)], tmp_path,
+    trainer = _trainer(3, [SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5, imgsz=64)], tmp_path,
                        limit_val_batches=0)
     trainer.fit(resumed, datamodule=tiny_datamodule(synthetic_cache), ckpt_path=checkpoint)
     assert count_parameters(resumed.detector) == count_parameters(module.detector)
@@ -181,6 +188,7 @@ def test_ddp_two_cpu_processes_prune_identically(tmp_path, synthetic_cache):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["spec"] == ranks[1]["spec"]  # the same architecture on both ranks
     assert ranks[0]["digest"] == ranks[1]["digest"]  # and the same weights after fine-tuning
+    assert ranks[0]["choice"] is not None and ranks[0]["choice"] == ranks[1]["choice"]  # one targeted choice
     # (SyncBatchNorm needs CUDA under DDP; that compaction keeps it is tested in tests/slim/test_compact.py.)
     assert ranks[0]["params"] < 0.6 * count_parameters(YOLOv5("yolov5n", nc=4))
 
@@ -197,7 +205,7 @@ def test_mixed_precision_through_the_prune(tmp_path, synthetic_cache):
 
     losses = _Losses()
     module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
-    trainer = _trainer(3, [SlimCallback(sparsity=1e-3, prune_epochs=1, ratio=0.5, write_artifacts=False), losses],
+    trainer = _trainer(3, [SlimCallback(prune_epochs=1, ratio=0.5, write_artifacts=False), losses],  # targeted
                        tmp_path, precision="bf16-mixed", limit_val_batches=1)
     trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
     assert len(losses.values) == 9 and all(torch.isfinite(torch.tensor(losses.values)))

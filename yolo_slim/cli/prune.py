@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -23,10 +24,12 @@ from yolo_slim.cli.settings import checkpoint_datamodule, load_checkpoint_module
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
-from yolo_slim.lit.slim_callback import log_images
+from yolo_slim.lit.slim_artifacts import log_images
+from yolo_slim.lit.slim_callback import targeted_choice_in
+from yolo_slim.models import YOLOv5
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
-from yolo_slim.slim import compact, plan_pruning
+from yolo_slim.slim import PruningPlan, compact, plan_pruning, trace_channels
 from yolo_slim.slim.plan import check_plan_arguments
 
 log = logging.getLogger(__name__)
@@ -56,11 +59,10 @@ def run(config: DictConfig) -> None:
     trainer = L.Trainer(**plain(config.trainer), logger=False, enable_checkpointing=False, default_root_dir=run_dir)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     dense = module.inference_model
-    plan = plan_pruning(dense, imgsz=imgsz, **arguments)
+    plan = _stored_choice(Path(str(config.ckpt)), dense, arguments) or plan_pruning(dense, imgsz=imgsz, **arguments)
     small = compact(dense, plan, fold_removed=bool(config.prune.fold_removed))
     log.info("pruned %d of %d channels (threshold %.4g)", plan.removed_channels, plan.total_channels, plan.threshold)
-    module.set_network(small)
-    module.pruning_plans.append(plan.to_dict())
+    module.set_network(small)  # compact() recorded the plan in the network's pruning_history
     after = stage_metrics(trainer, module, datamodule, imgsz)
     checkpoint = run_dir / "checkpoints" / "pruned.ckpt"
     trainer.save_checkpoint(checkpoint)
@@ -80,6 +82,20 @@ def run(config: DictConfig) -> None:
           f"{after['params']:,}, GFLOPs {before['gflops']:.3f} -> {after['gflops']:.3f}, "
           f"mAP50 {before['map50']:.4f} -> {after['map50']:.4f}, mAP {before['map']:.4f} -> {after['map']:.4f}\n"
           f"checkpoint: {checkpoint}")
+
+
+def _stored_choice(checkpoint: Path, network: YOLOv5, arguments: dict) -> PruningPlan | None:
+    """A targeted sparse run's own choice, when this prune asks for the ratio and rules it was trained for."""
+    if checkpoint.suffix != ".ckpt" or arguments.get("ratio") is None:
+        return None
+    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    plan = targeted_choice_in(content, arguments["ratio"], arguments["policy"], arguments["round_to"],
+                              arguments["min_channels"])
+    sizes = {name: group.size for name, group in trace_channels(network.spec, arguments["policy"]).groups.items()}
+    if plan is None or plan.sizes != sizes:
+        return None
+    log.info("pruning the channels the targeted run drove to zero (its stored choice for ratio %s)", arguments["ratio"])
+    return plan
 
 
 def _finetune(config: DictConfig, module: YOLOv5Module, datamodule: YOLODataModule, imgsz: int, epochs: int,

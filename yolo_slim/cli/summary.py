@@ -22,9 +22,14 @@ def stage_metrics(trainer: L.Trainer, module: YOLOv5Module, datamodule: L.Lightn
 
 
 def write_summary(run_dir: Path, *, model: str, imgsz: int, data: str, stages: dict[str, dict[str, Any]],
-                  checkpoint: str | None) -> Path:
-    """Write ``run_dir/summary.json`` and return its path."""
+                  checkpoint: str | None, prune: dict[str, Any] | None = None) -> Path:
+    """Write ``run_dir/summary.json`` and return its path.
+
+    ``prune``: the slimming settings in force (SlimCallback's, defaults resolved), when there were any.
+    """
     path = Path(run_dir) / "summary.json"
     content = {"model": model, "imgsz": imgsz, "data": data, "stages": stages, "checkpoint": checkpoint}
+    if prune is not None:
+        content["prune"] = prune
     path.write_text(json.dumps(content, indent=2) + "\n")
     return path

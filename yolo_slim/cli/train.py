@@ -92,9 +92,17 @@ def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
     """The ``+prune=sparse`` group as a SlimCallback (its constructor checks every value)."""
     epochs = plain(prune.epochs) if prune.get("epochs") is not None else prune.epoch
     ratio = plain(prune.ratio) if not isinstance(prune.ratio, (int, float)) else float(prune.ratio)
-    return SlimCallback(sparsity=float(prune.sparsity), schedule=prune.schedule, prune_epochs=epochs, ratio=ratio,
-                        policy=prune.policy, round_to=prune.round_to, min_channels=prune.min_channels,
-                        bias_sparsity=float(prune.bias_sparsity), floor=float(prune.floor),
+
+    def optional(name: str) -> float | None:  # null: the callback's (the method's) default
+        value = prune.get(name)
+        return None if value is None else float(value)
+
+    return SlimCallback(method=prune.get("method", "targeted"), sparsity=optional("sparsity"),
+                        schedule=prune.schedule, prune_epochs=epochs, ratio=ratio, policy=prune.policy,
+                        round_to=prune.round_to, min_channels=prune.min_channels,
+                        bias_sparsity=optional("bias_sparsity"), polarization_t=optional("polarization_t"),
+                        warmup=optional("warmup"), hold=optional("hold"),
+                        warmup_sparsity=optional("warmup_sparsity"), floor=float(prune.floor),
                         sparsity_after_prune=bool(prune.sparsity_after_prune),
                         finetune_schedule=prune.finetune_schedule, imgsz=imgsz)
 
@@ -117,5 +125,5 @@ def run(config: DictConfig) -> None:
         stages = {**slim.stages, "finetuned": final} if slim.prune_epochs else {"train": final}
     if job.trainer.is_global_zero:
         path = write_summary(run_dir, model=job.model_name, imgsz=job.imgsz, data=str(job.datamodule.data_yaml),
-                             stages=stages, checkpoint=best)
+                             stages=stages, checkpoint=best, prune=slim.describe() if slim is not None else None)
         log.info("summary: %s", path)

@@ -21,6 +21,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from yolo_slim.lit.ema import make_ema
 from yolo_slim.lit.evaluation import make_map_metric, metric_inputs
+from yolo_slim.lit.network import store_network
 from yolo_slim.lit.optim import parameter_groups
 from yolo_slim.lit.schedule import WarmupDecayLR
 from yolo_slim.models import ModelSpec, YOLOv5
@@ -81,7 +82,6 @@ class YOLOv5Module(L.LightningModule):
         self.hparams.update(model=network.spec.to_dict(), names=list(network.names),
                             loss=dataclasses.asdict(self.loss_config), nms=dataclasses.asdict(self.nms_config))
         self.val_map = make_map_metric(self.nms_config.max_det)
-        self.pruning_plans: list[dict[str, Any]] = []  # every plan applied so far, as plain data
         self.set_network(network)
 
     # ------------------------------------------------------------------ the network
@@ -109,6 +109,11 @@ class YOLOv5Module(L.LightningModule):
     @property
     def names(self) -> list[str]:
         return self.model.names
+
+    @property
+    def pruning_plans(self) -> list[dict[str, Any]]:
+        """Every plan applied to reach this architecture, oldest first (the network's ``pruning_history``)."""
+        return self.model.pruning_history
 
     @property
     def inference_model(self) -> YOLOv5:
@@ -164,8 +169,7 @@ class YOLOv5Module(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"spec": self.model.spec.to_dict(), "names": list(self.names),
-                                      "plans": list(self.pruning_plans)}
+        store_network(checkpoint, self.model)  # merges with what a callback (SlimCallback) wrote
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the architecture stored in the checkpoint before its weights are loaded.
@@ -173,11 +177,14 @@ class YOLOv5Module(L.LightningModule):
         A pruned run's checkpoint holds a smaller network than its hyperparameters describe.
         """
         stored = checkpoint.get(CHECKPOINT_KEY, {})
-        self.pruning_plans = list(stored.get("plans", []))
+        plans = stored.get("plans", [])
         spec = stored.get("spec")
         if spec is not None and ModelSpec.from_dict(spec) != self.model.spec:
             log.info("checkpoint holds a different architecture than the module; rebuilding it")
-            self.set_network(YOLOv5.from_spec(spec, names=stored.get("names")))
+            self.set_network(YOLOv5.from_spec(spec, names=stored.get("names"), pruning_history=plans))
+        else:
+            for network in {id(n): n for n in (self.model, self.inference_model)}.values():
+                network.pruning_history = [dict(plan) for plan in plans]
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:

@@ -172,6 +172,7 @@ def load_pretrained(path: str | Path, nc: int | None = None, names: list[str] | 
             source.names = list(names)
         return source.train()
     target = YOLOv5(source.spec.with_nc(nc), names=names)
+    target.pruning_history = list(source.pruning_history)  # new classes, same pruned architecture
     target_state = target.state_dict()
     kept = {k: v for k, v in source.state_dict().items() if k in target_state and target_state[k].shape == v.shape}
     target.load_state_dict(kept, strict=False)
@@ -183,9 +184,11 @@ def load_pretrained(path: str | Path, nc: int | None = None, names: list[str] | 
 def _from_lightning_checkpoint(content: Mapping[str, Any], path: str | Path) -> YOLOv5:
     """A checkpoint written by yolo_slim's Lightning module: spec + state dict (EMA weights preferred)."""
     stored = content[CHECKPOINT_KEY]
-    model = YOLOv5.from_spec(stored["spec"], names=stored.get("names"))
+    model = YOLOv5.from_spec(stored["spec"], names=stored.get("names"), pruning_history=stored.get("plans", ()))
     state = content.get("state_dict", {})
-    prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else "model."
+    # A user's own module keeps its network under another attribute (SlimCallback records it).
+    network = str(stored.get("model_attr") or "model")
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in state) else f"{network}."
     weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     _load_weights(model, weights, path)
     return model

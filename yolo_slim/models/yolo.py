@@ -67,11 +67,18 @@ class YOLOv5(nn.Module):
         self.names = [str(i) for i in range(spec.nc)] if names is None else [str(n) for n in names]
         if len(self.names) != spec.nc:
             raise ValueError(f"names has {len(self.names)} entries but the model has nc={spec.nc} classes")
+        # How this architecture was reached: the pruning plans applied to it, oldest first, as plain
+        # data (``PruningPlan.to_dict``). Kept on the network, its one owner, so that every copy
+        # (EMA, checkpoint, compacted model) carries the same history.
+        self.pruning_history: list[dict[str, Any]] = []
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec | Mapping[str, Any], names: Sequence[str] | None = None) -> YOLOv5:
+    def from_spec(cls, spec: ModelSpec | Mapping[str, Any], names: Sequence[str] | None = None,
+                  pruning_history: Sequence[Mapping[str, Any]] = ()) -> YOLOv5:
         """Build a network from a spec or its dict form (as stored in checkpoints)."""
-        return cls(spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(dict(spec)), names=names)
+        network = cls(spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(dict(spec)), names=names)
+        network.pruning_history = [dict(plan) for plan in pruning_history]
+        return network
 
     @property
     def spec(self) -> ModelSpec:

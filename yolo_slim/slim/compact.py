@@ -65,14 +65,16 @@ def compact(model: YOLOv5, plan: PruningPlan, fold_removed: bool = True) -> YOLO
 
     Returns:
         The compacted network on ``model``'s device and dtype, in ``model``'s train/eval mode,
-        with its anchors, strides, nc and class names; SyncBatchNorm stays SyncBatchNorm.
+        with its anchors, strides, nc and class names, and ``model``'s ``pruning_history`` plus
+        ``plan``; SyncBatchNorm stays SyncBatchNorm.
     """
     require_unfused(model, "compact")
     graph = trace_channels(model.spec, plan.policy)
     spec = pruned_spec(model.spec, plan)
     reference = next(model.parameters())
     with torch.device(reference.device):
-        small = YOLOv5.from_spec(spec, names=list(model.names)).to(reference.dtype)
+        small = YOLOv5.from_spec(spec, names=list(model.names),
+                                 pruning_history=[*model.pruning_history, plan.to_dict()]).to(reference.dtype)
     keep = {producer: torch.tensor(plan.keep[group.name], device=reference.device)
             for group in graph.groups.values() for producer in group.members}
     with torch.no_grad():

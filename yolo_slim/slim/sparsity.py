@@ -26,19 +26,23 @@ class SparsityTarget:
     """The BatchNorm parameters the penalty acts on: every member of every prunable group.
 
     Build it once per architecture (:func:`sparsity_target`) and reuse it every step.
+    ``producers[i]`` is the producer path (see :mod:`yolo_slim.slim.graph`) whose BatchNorm holds
+    ``weights[i]`` and ``biases[i]``.
     """
 
     weights: tuple[torch.nn.Parameter, ...]
     biases: tuple[torch.nn.Parameter, ...]
+    producers: tuple[str, ...] = ()
 
 
 def sparsity_target(model: YOLOv5, policy: str = "grouped", graph: ChannelGraph | None = None) -> SparsityTarget:
     """The γ (and β) of the BatchNorms in the prunable groups of ``model`` under ``policy``."""
     require_unfused(model, "sparsity_target")
     graph = graph if graph is not None else trace_channels(model.spec, policy)
-    norms = [model.model.get_submodule(path).bn for group in graph.groups.values() if not group.frozen
-             for path in group.members]
-    return SparsityTarget(weights=tuple(n.weight for n in norms), biases=tuple(n.bias for n in norms))
+    paths = [path for group in graph.groups.values() if not group.frozen for path in group.members]
+    norms = [model.model.get_submodule(path).bn for path in paths]
+    return SparsityTarget(weights=tuple(n.weight for n in norms), biases=tuple(n.bias for n in norms),
+                          producers=tuple(paths))
 
 
 def add_bn_l1_grad(target: YOLOv5 | SparsityTarget, strength: float, bias_strength: float = 0.0) -> None:

@@ -1,0 +1,183 @@
+"""The three sparsity methods inside real (tiny) fits: what each moves, resume, AMP and accumulation, bad arguments."""
+
+import lightning as L
+import pytest
+import torch
+from slim_support import tiny_datamodule
+
+from yolo_slim.lit import SlimCallback, YOLOv5Module
+from yolo_slim.lit.slim_callback import targeted_choice_in
+from yolo_slim.models import YOLOv5, count_parameters
+from yolo_slim.slim import PruningPlan, sparsity_target, trace_channels
+from yolo_slim.slim.targeted import removal_masks, removed_channels
+
+
+def _trainer(max_epochs, callbacks, tmp_path, **kwargs):
+    kwargs.setdefault("logger", False)
+    kwargs.setdefault("limit_val_batches", 0)
+    return L.Trainer(max_epochs=max_epochs, accelerator="cpu", enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                     callbacks=callbacks, **kwargs)
+
+
+class _Zero(L.LightningModule):
+    """Zero task gradient: only the method moves the BatchNorms. γ start spread in [0.3, 1.0]."""
+
+    def __init__(self, lr: float = 1.0) -> None:
+        super().__init__()
+        self.model = YOLOv5("yolov5n", nc=4)
+        self.lr = lr
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for weight in sparsity_target(self.model).weights:
+                weight.copy_(torch.rand(weight.shape, generator=generator) * 0.7 + 0.3)
+
+    def training_step(self, batch, batch_idx):
+        return sum(level.sum() for level in self.model(batch["images"].float() / 255)) * 0.0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.model.parameters(), lr=self.lr)
+
+
+def _masks(network, choice):
+    plan = PruningPlan.from_dict(choice)
+    target = sparsity_target(network)
+    return target, removal_masks(target, removed_channels(trace_channels(network.spec), plan))
+
+
+@pytest.mark.parametrize("arguments,message", [
+    ({"method": "l2"}, r"method must be one of \('l1', 'targeted', 'polarize'\), found 'l2'"),
+    ({"method": "l1", "polarization_t": 1.3}, "polarization_t applies to method polarize, not to method='l1'"),
+    ({"method": "targeted", "bias_sparsity": 1e-3}, "bias_sparsity applies to method l1 and polarize"),
+    ({"method": "polarize", "warmup": 0.1}, "warmup applies to method targeted, not to method='polarize'"),
+    ({"method": "polarize", "polarization_t": 0.9}, r"polarization_t must be > 1 .*found 0.9"),
+    ({"method": "targeted", "warmup": 0.7, "hold": 0.4}, "warmup and hold must be fractions .* with warmup \\+ hold < 1"),
+    ({"method": "targeted", "warmup_sparsity": -1.0}, "warmup_sparsity must be >= 0, found -1.0"),
+    ({"method": "targeted", "sparsity_after_prune": True}, "sparsity_after_prune applies to method l1 and polarize"),
+    ({"prune_epochs": [], "ratio": []}, r"with prune_epochs=\[\] .* ratio must be one float"),
+])
+def test_bad_method_arguments_fail_in_the_constructor(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        SlimCallback(**arguments)
+
+
+def test_targeted_moves_only_the_chosen_channels_toward_zero(tmp_path, synthetic_cache):
+    module = _Zero()
+    start = [w.detach().clone() for w in sparsity_target(module.model).weights]
+    callback = SlimCallback(method="targeted", sparsity=100.0, warmup=0.0, hold=0.5, prune_epochs=[], ratio=0.5)
+    trainer = _trainer(2, [callback], tmp_path, limit_train_batches=3)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    target, masks = _masks(module.model, callback.method.choice)
+    chosen = [(w.detach()[m.bool()], s[m.bool()]) for w, s, m in zip(target.weights, start, masks)]
+    kept = [(w.detach()[~m.bool()], s[~m.bool()]) for w, s, m in zip(target.weights, start, masks)]
+    assert all(torch.equal(now, before) for now, before in kept)  # the kept channels: unpenalised
+    shrunk = torch.cat([now / before for now, before in chosen])
+    assert shrunk.max() < 0.1  # every chosen channel driven far down
+    # The choice is the prune's own: the lowest |γ| first (spread starts make it non-trivial).
+    chosen_start = torch.cat([before for _, before in chosen])
+    kept_start = torch.cat([before for _, before in kept])
+    assert chosen_start.mean() < kept_start.mean()
+
+
+def test_targeted_prune_is_free_and_reported(tmp_path, synthetic_cache):
+    module = _Zero()
+    callback = SlimCallback(method="targeted", sparsity=200.0, warmup=0.0, hold=0.5, prune_epochs=2, ratio=0.5,
+                            imgsz=64, write_artifacts=False)
+    trainer = _trainer(3, [callback], tmp_path, limit_train_batches=3)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    pruned = callback.stages["pruned"]
+    assert pruned["removed_output_mass"] < 1e-6 and pruned["removed_gamma_mean"] < 1e-6
+    assert pruned["kept_gamma_mean"] > 0.5 and pruned["gamma_below_0_01"] > 0.3
+    assert count_parameters(module.model) < 0.7 * count_parameters(YOLOv5("yolov5n", nc=4))
+
+
+def test_resume_keeps_the_targeted_choice(tmp_path, synthetic_cache):
+    first = SlimCallback(method="targeted", sparsity=20.0, warmup=0.0, hold=0.5, prune_epochs=[], ratio=0.5)
+    module = _Zero()
+    trainer = _trainer(1, [first], tmp_path, limit_train_batches=2)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    checkpoint = tmp_path / "stopped.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    content = torch.load(checkpoint, weights_only=True)  # plain data, choice included
+    # `prune` reuses the stored choice when asked for the same ratio and rules, and only then.
+    stored = targeted_choice_in(content, 0.5, "grouped", 8, 8)
+    assert stored is not None and stored.to_dict() == first.method.choice
+    assert targeted_choice_in(content, 0.4, "grouped", 8, 8) is None
+    assert targeted_choice_in(content, 0.5, "grouped", 16, 8) is None
+    # Resumed into a 2-epoch fit: epoch 1 starts at half the sparse phase, in the hold: no new choice.
+    second = SlimCallback(method="targeted", sparsity=20.0, warmup=0.0, hold=0.5, prune_epochs=[], ratio=0.5)
+    resumed = _Zero()
+    with torch.no_grad():  # different starting γ: a fresh choice would differ
+        for weight in sparsity_target(resumed.model).weights:
+            weight.copy_(torch.rand_like(weight))
+    seen = {}
+
+    class _Probe(L.Callback):
+        def on_train_start(self, trainer, pl_module):  # restored, before any batch could choose anew
+            seen["choice"], seen["plan"] = second.method.choice, second.method.chosen_plan()
+
+    trainer = _trainer(2, [second, _Probe()], tmp_path, limit_train_batches=2)
+    trainer.fit(resumed, datamodule=tiny_datamodule(synthetic_cache), ckpt_path=checkpoint)
+    assert seen["choice"] == first.method.choice and seen["plan"] is not None  # masks installed from the state
+    assert second.method.choice == first.method.choice  # and no new choice in the hold
+    target, masks = _masks(resumed.model, second.method.choice)
+    stored = torch.load(checkpoint, weights_only=True)["state_dict"]
+    for producer, weight, mask in zip(target.producers, target.weights, masks):
+        before = stored[f"model.model.{producer}.bn.weight"]
+        assert torch.equal(weight.detach()[~mask.bool()], before[~mask.bool()])
+        assert (weight.detach()[mask.bool()].abs() <= before[mask.bool()].abs()).all()
+
+
+def test_a_short_sparse_phase_still_gets_its_choice_and_prunes_it(tmp_path, synthetic_cache):
+    """Default warm-up (0.6) over a 2-epoch phase: the choice comes mid-epoch, and the prune removes it."""
+    module = _Zero()
+    callback = SlimCallback(method="targeted", prune_epochs=2, ratio=0.5, imgsz=64, write_artifacts=False)
+    chosen = {}
+
+    class _Probe(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                chosen["plan"] = callback.method.chosen_plan()
+
+    trainer = _trainer(3, [callback, _Probe()], tmp_path, limit_train_batches=5)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    assert chosen["plan"] is not None
+    assert module.model.pruning_history[0]["keep"] == chosen["plan"].to_dict()["keep"]
+
+
+def test_polarize_keeps_gammas_in_range_and_splits_them(tmp_path, synthetic_cache):
+    module = _Zero(lr=0.5)
+    callback = SlimCallback(method="polarize", sparsity=0.05, prune_epochs=[], ratio=0.5, write_artifacts=False)
+    trainer = _trainer(4, [callback], tmp_path, limit_train_batches=3)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    gammas = torch.cat([w.detach() for w in sparsity_target(module.model).weights])
+    assert gammas.min() >= 0 and gammas.max() <= 1
+    # Without a task loss the γ below the mean fall at (t + 1)·λ, those above at (t - 1)·λ: two populations.
+    assert 0.2 < (gammas == 0).float().mean() < 0.8 and gammas[gammas > 0].min() > 0.1
+
+
+@pytest.mark.parametrize("method", ["l1", "targeted", "polarize"])
+def test_each_method_through_bf16_autocast_accumulation_and_the_prune(method, tmp_path, synthetic_cache):
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    # polarize clamps while its penalty is on: keep it on through the fine-tune to check the clamp there too.
+    arguments = {"targeted": {"warmup": 0.0, "hold": 0.3}, "polarize": {"sparsity_after_prune": True}}.get(method, {})
+    callback = SlimCallback(method=method, prune_epochs=2, ratio=0.5, write_artifacts=False, **arguments)
+    trainer = _trainer(3, [callback], tmp_path, precision="bf16-mixed", limit_val_batches=1,
+                       accumulate_grad_batches=2)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    assert callback.completed_prunes == 1
+    assert all(torch.isfinite(p).all() for p in module.model.parameters())
+    assert count_parameters(module.model) < 0.7 * count_parameters(YOLOv5("yolov5n", nc=4))
+    if method == "polarize":
+        assert all(0 <= float(w.detach().min()) and float(w.detach().max()) <= 1
+                   for w in sparsity_target(module.model).weights)
+
+
+def test_iterative_prunes_keep_one_stage_entry_each(tmp_path, synthetic_cache):
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    callback = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=[1, 2], ratio=[0.3, 0.5], write_artifacts=False)
+    trainer = _trainer(3, [callback], tmp_path, limit_val_batches=1)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    assert {"train", "pruned", "train_2", "pruned_2"} <= set(callback.stages)
+    assert callback.stages["pruned_2"]["params"] < callback.stages["pruned"]["params"] < callback.stages["train"]["params"]
+    assert len(module.pruning_plans) == 2  # the network's history holds both plans

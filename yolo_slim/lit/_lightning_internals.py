@@ -1,0 +1,62 @@
+"""The few places where slimming needs Lightning internals, kept together.
+
+Checked against Lightning 2.4 to 2.6 (2.6.6 is what the tests run). Lightning has no public API to
+validate in the middle of a fit, nor to rebuild the optimizers after the parameters changed; each
+function below says which internal it mirrors, so that a Lightning upgrade is checked here only.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.strategies import DDPStrategy
+
+
+def run_validation(trainer: L.Trainer) -> None:
+    """Run the fit's validation loop now, as Lightning's training epoch loop does at its end.
+
+    Mirrors ``_TrainingEpochLoop.on_advance_end`` around ``val_loop.run()``.
+    """
+    if not trainer.limit_val_batches:
+        return
+    loop = trainer.fit_loop.epoch_loop.val_loop
+    trainer.validating = True
+    loop.run()
+    trainer.training = True
+
+
+def rebuild_optimizers(trainer: L.Trainer, pl_module: L.LightningModule, continue_schedule: bool) -> None:
+    """Re-run ``configure_optimizers`` for new parameters (after a prune), and re-wrap DDP.
+
+    With ``continue_schedule`` each new LR scheduler takes its predecessor's state (same number of
+    param groups), so the schedule goes on where it was instead of restarting.
+    """
+    old_states = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+    strategy = trainer.strategy
+    if isinstance(strategy, DDPStrategy):
+        # DDP registered its all-reduce hooks on the old parameters: wrap the new ones afresh.
+        strategy.model = pl_module
+        strategy.configure_ddp()
+    # No public "reset optimizers" API exists; this re-runs configure_optimizers and re-wraps.
+    strategy.setup_optimizers(trainer)
+    if not continue_schedule:
+        return
+    for config, state in zip(trainer.lr_scheduler_configs, old_states):
+        if len(config.scheduler.optimizer.param_groups) != len(state.get("base_lrs", [])):
+            continue
+        config.scheduler.load_state_dict(state)
+        for group, rate in zip(config.scheduler.optimizer.param_groups, config.scheduler.get_last_lr()):
+            group["lr"] = rate
+
+
+def batch_fraction(trainer: L.Trainer, batch_idx: int) -> float:
+    """How far into the current epoch batch ``batch_idx`` is, in [0, 1)."""
+    batches = trainer.num_training_batches
+    return batch_idx / batches if isinstance(batches, int) and batches > 0 else 0.0
+
+
+def optimizer_steps_per_epoch(trainer: L.Trainer) -> int:
+    """Optimizer steps in one training epoch (after gradient accumulation)."""
+    batches = trainer.num_training_batches
+    if not isinstance(batches, int) or batches <= 0:  # an infinite or unsized loader
+        return 1
+    return max(-(-batches // max(trainer.accumulate_grad_batches, 1)), 1)

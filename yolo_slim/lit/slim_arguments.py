@@ -1,0 +1,39 @@
+"""SlimCallback's argument checks: every bad value fails in the constructor with a message naming it."""
+
+from __future__ import annotations
+
+from yolo_slim.lit.sparsity_methods import MethodSettings, check_method_settings
+from yolo_slim.slim.graph import POLICIES
+from yolo_slim.slim.plan import check_plan_arguments
+from yolo_slim.slim.sparsity import SCHEDULES
+
+FINETUNE_SCHEDULES = ("continue", "restart")
+
+
+def check_slim_arguments(settings: MethodSettings, given: set[str], epochs: list[int], ratios: list[float],
+                         policy: str, round_to: int, min_channels: int, finetune_schedule: str,
+                         sparsity_after_prune: bool) -> None:
+    """Raise a ValueError for the first bad argument (setting name, allowed values, what was found)."""
+    check_method_settings(settings, given)
+    if settings.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, found {settings.schedule!r}")
+    if finetune_schedule not in FINETUNE_SCHEDULES:
+        raise ValueError(f"finetune_schedule must be one of {FINETUNE_SCHEDULES}, found {finetune_schedule!r}")
+    if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
+        raise ValueError(f"prune_epochs must be an int >= 0 or a list of them ([] for sparse training only), "
+                         f"found {epochs}")
+    if epochs != sorted(set(epochs)):
+        raise ValueError(f"prune_epochs must be strictly increasing, found {epochs}")
+    if len(ratios) != len(epochs):
+        raise ValueError(f"ratio needs one value per prune epoch ({len(epochs)}), found {len(ratios)}: {ratios}")
+    if ratios != sorted(ratios):
+        raise ValueError(f"ratio targets are cumulative and must not decrease, found {ratios}")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, found {policy!r}")
+    for ratio in ratios or [0.0]:  # with no prune epoch, still check round_to and min_channels
+        check_plan_arguments(ratio=ratio, policy=policy, round_to=round_to, min_channels=min_channels)
+    if not 0 <= settings.floor <= 1:
+        raise ValueError(f"floor must be in [0, 1], found {settings.floor}")
+    if sparsity_after_prune and settings.method == "targeted":
+        raise ValueError("sparsity_after_prune applies to method l1 and polarize; targeted has nothing left to "
+                         "shrink after its prune (use iterative prune_epochs for a second target)")

@@ -1,0 +1,245 @@
+"""The sparsity methods SlimCallback trains with, each one object with the same small interface.
+
+* ``l1`` (Liu et al., ICCV 2017; the seed implementation): ``sparsity * sign(γ)`` added to the
+  gradient of every prunable γ. The baseline: on short budgets it lowers every γ alike.
+* ``targeted``: after a warm-up, the channels the prune would remove are chosen with the prune's
+  own rules and only their γ and β are shrunk, at a rate that grows to full strength; the choice is
+  remade every epoch until the final ``hold`` part of the sparse phase, where it is fixed, the
+  rate stays at full strength and the chosen channels lose their task gradient (ResRep), so that
+  they reach ~0 by the prune (the optimizer's momentum still moves them a little after their
+  gradient is dropped; the shrink outpaces it). ``sparsity`` is the full-strength rate in e-folds per sparse phase:
+  at full rate a channel the task did not hold up would shrink by ``exp(-sparsity)`` over the
+  whole phase, whatever its number of steps (so it means the same on 200 steps and on 200,000).
+  Tied to one ratio: the sparse model it makes is meant for the prune it was trained for.
+* ``polarize`` (Zhuang et al., NeurIPS 2020): ``sparsity`` is λ of ``t·Σ|γ| − Σ|γ − γ̄|``, with
+  every γ clamped to [0, 1] after each optimizer step. Like ``l1``, not tied to a ratio, so one
+  sparse checkpoint serves a ``prune`` sweep over many.
+
+The callback calls :meth:`step` in ``on_before_optimizer_step`` (once per optimizer step, after
+gradient accumulation and AMP unscaling) and :meth:`after_step` after the optimizer stepped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from yolo_slim.models import YOLOv5
+from yolo_slim.slim.graph import trace_channels
+from yolo_slim.slim.plan import PruningPlan
+from yolo_slim.slim.polarization import add_polarization_grad, clamp_gammas
+from yolo_slim.slim.sparsity import SparsityTarget, add_bn_l1_grad, sparsity_strength, sparsity_target
+from yolo_slim.slim.targeted import drop_masked_gradients, removal_masks, removed_channels, shrink
+
+METHODS = ("l1", "targeted", "polarize")
+# The strength each method uses when none is given: chosen from benchmarks/sparsity_methods.py's
+# table on the built-in data (benchmarks/README.md, "Sparsity methods"), the one place it is set.
+DEFAULT_STRENGTH = {"l1": 0.02, "targeted": 30.0, "polarize": 0.02}
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """Everything that defines a method's penalty; checked by :func:`check_method_settings`.
+
+    Attributes:
+        method: ``l1``, ``targeted`` or ``polarize``.
+        strength: The method's strength (see the module docstring for its unit per method).
+        schedule: How ``l1``'s and ``polarize``'s strength evolves over the sparse phase.
+        floor: Final strength fraction of the decaying schedules.
+        bias_strength: L1 strength on β for ``l1`` and ``polarize`` (``targeted`` shrinks β itself).
+        polarization_t: ``t`` of the polarizer (> 1).
+        warmup: ``targeted``: fraction of the sparse phase before the first choice, trained with
+            the ``l1`` penalty at ``warmup_sparsity`` so that the |γ| ranking the choice reads
+            carries information (without it γ hardly move from their start on short budgets).
+        hold: ``targeted``: final fraction of the sparse phase with the choice fixed at full strength.
+        warmup_sparsity: ``targeted``: the ``l1`` strength of the warm-up (0: none).
+    """
+
+    method: str = "targeted"
+    strength: float = DEFAULT_STRENGTH["targeted"]
+    schedule: str = "constant"
+    floor: float = 0.1
+    bias_strength: float = 0.0
+    polarization_t: float = 1.2
+    warmup: float = 0.6
+    hold: float = 0.15
+    warmup_sparsity: float = DEFAULT_STRENGTH["l1"]
+
+
+def check_method_settings(settings: MethodSettings, given: set[str]) -> None:
+    """Raise a ValueError naming the setting for a bad method or a value it does not accept.
+
+    Args:
+        settings: The settings to check.
+        given: Names of the method-specific settings the user set explicitly: one that does not
+            apply to the chosen method is refused rather than silently ignored.
+    """
+    if settings.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, found {settings.method!r}")
+    if settings.strength < 0 or settings.bias_strength < 0:
+        raise ValueError(f"sparsity and bias_sparsity must be >= 0, found {settings.strength} and "
+                         f"{settings.bias_strength}")
+    if settings.warmup_sparsity < 0:
+        raise ValueError(f"warmup_sparsity must be >= 0, found {settings.warmup_sparsity}")
+    applies = {"l1": {"bias_sparsity"}, "polarize": {"bias_sparsity", "polarization_t"},
+               "targeted": {"warmup", "hold", "warmup_sparsity"}}[settings.method]
+    foreign = sorted(name for name in given if name not in applies)
+    if foreign:
+        owners = {"bias_sparsity": "l1 and polarize", "polarization_t": "polarize", "warmup": "targeted",
+                  "hold": "targeted", "warmup_sparsity": "targeted"}
+        name = foreign[0]
+        raise ValueError(f"{name} applies to method {owners[name]}, not to method={settings.method!r}; "
+                         f"drop it or choose that method")
+    if settings.polarization_t <= 1:
+        raise ValueError(f"polarization_t must be > 1 (the L1 pull must beat the polarizing term below the "
+                         f"mean), found {settings.polarization_t}")
+    if not (0 <= settings.warmup < 1 and 0 <= settings.hold < 1 and settings.warmup + settings.hold < 1):
+        raise ValueError(f"warmup and hold must be fractions of the sparse phase in [0, 1) with warmup + hold < 1, "
+                         f"found warmup={settings.warmup} and hold={settings.hold}")
+
+
+class SparsityMethod:
+    """Base: holds the settings and the penalised parameters of the current architecture."""
+
+    tied_to_ratio = False
+
+    def __init__(self, settings: MethodSettings, policy: str) -> None:
+        self.settings, self.policy = settings, policy
+        self._targets: list[SparsityTarget] | None = None
+
+    def bind(self, network: YOLOv5, copies: list[YOLOv5]) -> None:
+        """Use ``network`` (and its weight averages, ``copies``) from now on: at fit start and after a prune."""
+        self._targets = [sparsity_target(network, self.policy)] + [sparsity_target(c, self.policy) for c in copies]
+
+    @property
+    def bound(self) -> bool:
+        return self._targets is not None
+
+    def step(self, progress: float, steps_in_phase: int) -> None:
+        """Apply the penalty for one optimizer step at ``progress`` in [0, 1] of the sparse phase."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Runs after the optimizer stepped (polarize clamps γ here)."""
+
+    def needs_choice(self, progress: float, epoch_start: bool) -> bool:
+        """Whether the channels to shrink should be (re)chosen at a batch at ``progress`` (``targeted`` only)."""
+        return False
+
+    def set_choice(self, plan: PruningPlan, network: YOLOv5) -> None:
+        """The channels to shrink, as the plan that would remove them (``targeted`` only)."""
+
+    def chosen_plan(self) -> PruningPlan | None:
+        """The plan whose channels this method has driven to zero, to prune with (``targeted``; else None).
+
+        Pruning with it, rather than with a fresh plan on the shrunk |γ|, matters: a fresh global
+        ranking at the same ratio takes the ~0 channels plus a few live ones, and rounding kept
+        counts up to ``round_to`` can then drop a whole block of 8 live channels from a group.
+        """
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class L1Method(SparsityMethod):
+    def step(self, progress: float, steps_in_phase: int) -> None:
+        settings = self.settings
+        strength = sparsity_strength(settings.strength, progress, settings.schedule, settings.floor)
+        scale = strength / settings.strength if settings.strength else 1.0  # β follows γ's schedule
+        add_bn_l1_grad(self._targets[0], strength, settings.bias_strength * scale)
+
+
+class PolarizeMethod(SparsityMethod):
+    def step(self, progress: float, steps_in_phase: int) -> None:
+        settings = self.settings
+        strength = sparsity_strength(settings.strength, progress, settings.schedule, settings.floor)
+        add_polarization_grad(self._targets[0], strength, settings.polarization_t)
+        if settings.bias_strength:
+            scale = strength / settings.strength if settings.strength else 1.0  # β follows γ's schedule
+            add_bn_l1_grad(self._targets[0], 0.0, settings.bias_strength * scale)
+
+    def after_step(self) -> None:
+        for target in self._targets:  # the weight averages too: they are what validation and `prune` read
+            clamp_gammas(target)
+
+
+class TargetedMethod(SparsityMethod):
+    tied_to_ratio = True
+
+    def __init__(self, settings: MethodSettings, policy: str) -> None:
+        super().__init__(settings, policy)
+        self.choice: dict[str, Any] | None = None  # the plan (as a dict) whose removed channels are shrunk
+        self._masks: tuple[torch.Tensor, ...] | None = None
+
+    def bind(self, network: YOLOv5, copies: list[YOLOv5]) -> None:
+        super().bind(network, copies)
+        self._masks = None
+        if self.choice is not None:
+            plan = PruningPlan.from_dict(self.choice)
+            sizes = {name: group.size for name, group in trace_channels(network.spec, self.policy).groups.items()}
+            if plan.sizes == sizes:
+                self._install(plan, network)
+            else:  # the architecture changed (a prune): that choice is spent
+                self.choice = None
+
+    def needs_choice(self, progress: float, epoch_start: bool) -> bool:
+        if progress < self.settings.warmup or progress >= 1:
+            return False
+        return self.choice is None or (epoch_start and progress < 1 - self.settings.hold)
+
+    def set_choice(self, plan: PruningPlan, network: YOLOv5) -> None:
+        self.choice = plan.to_dict()
+        self._install(plan, network)
+
+    def chosen_plan(self) -> PruningPlan | None:
+        return PruningPlan.from_dict(self.choice) if self.choice is not None and self._masks is not None else None
+
+    def _install(self, plan: PruningPlan, network: YOLOv5) -> None:
+        removed = removed_channels(trace_channels(network.spec, self.policy), plan)
+        self._masks = removal_masks(self._targets[0], removed)
+
+    def rate(self, progress: float, steps_in_phase: int) -> float:
+        """Per-step shrink rate: 0 in the warm-up, growing linearly to full strength at the hold, then held."""
+        settings = self.settings
+        grow_until = 1 - settings.hold
+        if progress < settings.warmup:
+            return 0.0
+        fraction = min((progress - settings.warmup) / max(grow_until - settings.warmup, 1e-9), 1.0)
+        return min(settings.strength * fraction / max(steps_in_phase, 1), 1.0)
+
+    def step(self, progress: float, steps_in_phase: int) -> None:
+        if progress < self.settings.warmup or self._masks is None:
+            add_bn_l1_grad(self._targets[0], self.settings.warmup_sparsity)
+        if self._masks is None:
+            return
+        rate = self.rate(progress, steps_in_phase)
+        holding = progress >= 1 - self.settings.hold
+        trained = self._targets[0]
+        if holding:
+            drop_masked_gradients(trained.weights, self._masks)
+            drop_masked_gradients(trained.biases, self._masks)
+        # The weight averages too: validation and the prune's EMA copy see the channels vanish as well,
+        # instead of an average that lags thousands of steps behind.
+        for target in self._targets:
+            shrink(target.weights, self._masks, rate)
+            shrink(target.biases, self._masks, rate)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"choice": self.choice}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.choice = state.get("choice")
+
+
+_CLASSES = {"l1": L1Method, "targeted": TargetedMethod, "polarize": PolarizeMethod}
+
+
+def make_method(settings: MethodSettings, policy: str) -> SparsityMethod:
+    """The method object for ``settings`` (checked beforehand with :func:`check_method_settings`)."""
+    return _CLASSES[settings.method](settings, policy)
