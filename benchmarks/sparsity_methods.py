@@ -156,7 +156,8 @@ def table(args: argparse.Namespace) -> None:
         epoch = PROTOCOLS[r["protocol"]]["prune_epoch"] - 1
         dense_then = reference["val_map_by_epoch"].get(str(epoch)) if reference else None
         dense_end = reference["stages"]["train"]["map"] if reference else None
-        strength = r["sparsity"] if r["sparsity"] is not None else "default"
+        # The strength in force, as the run's summary.json recorded it (defaults resolved).
+        strength = (r.get("prune") or {}).get("strength", r["sparsity"] if r["sparsity"] is not None else "default")
         if r.get("extra"):
             strength = f"{strength}, {' '.join(e.removeprefix('prune.') for e in r['extra'])}"
         print(f"| {r['protocol']} | {r['data']} | {r['method']} | {strength} | {r['ratio']} | {r['seed']} | "
