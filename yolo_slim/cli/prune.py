@@ -88,11 +88,11 @@ def _stored_choice(checkpoint: Path, network: YOLOv5, arguments: dict) -> Prunin
     """A targeted sparse run's own choice, when this prune asks for the ratio and rules it was trained for."""
     if checkpoint.suffix != ".ckpt" or arguments.get("ratio") is None:
         return None
-    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    # The module already read the weights; mmap leaves them on disk while the callback state is read.
+    content = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     plan = targeted_choice_in(content, arguments["ratio"], arguments["policy"], arguments["round_to"],
                               arguments["min_channels"])
-    sizes = {name: group.size for name, group in trace_channels(network.spec, arguments["policy"]).groups.items()}
-    if plan is None or plan.sizes != sizes:
+    if plan is None or not plan.fits(trace_channels(network.spec, arguments["policy"])):
         return None
     log.info("pruning the channels the targeted run drove to zero (its stored choice for ratio %s)", arguments["ratio"])
     return plan

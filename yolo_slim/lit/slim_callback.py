@@ -3,8 +3,9 @@
 * Every optimizer step of the sparse phase, the chosen method (:mod:`yolo_slim.lit.sparsity_methods`)
   acts on the prunable BatchNorms in ``on_before_optimizer_step`` (after gradient accumulation and
   after AMP unscaled the gradients, before clipping).
-* ``targeted``: at the start of each epoch of its choosing window the channels the prune would
-  remove are chosen on rank 0 and broadcast, so every rank shrinks the same ones.
+* ``targeted``: at the first batch past its warm-up, then at each epoch start until its hold, the
+  channels the prune would remove are chosen on rank 0 and broadcast, so every rank shrinks the
+  same ones.
 * At the start of each prune epoch: validate, plan on rank 0, broadcast the plan, compact the
   network (and the module's EMA, if it has one) on every rank, swap it in, rebuild the optimizers
   and the DDP wrapper, continue the LR schedule, validate again.
@@ -18,7 +19,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -33,7 +33,8 @@ from yolo_slim.lit import _lightning_internals as internals
 from yolo_slim.lit.network import averaged_copies, find_network, replace_submodule, store_network
 from yolo_slim.lit.slim_arguments import check_slim_arguments
 from yolo_slim.lit.slim_artifacts import append_separation_row, write_histogram, write_prune_charts
-from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, MethodSettings, make_method
+from yolo_slim.lit.sparsity_methods import (DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method,
+                                            settings_in_force)
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.slim import PruningPlan, compact, plan_pruning, sparsity_target
@@ -90,19 +91,13 @@ class SlimCallback(L.Callback):
                  write_artifacts: bool = True) -> None:
         epochs = [prune_epochs] if isinstance(prune_epochs, int) else list(prune_epochs)
         ratios = [ratio] * len(epochs) if isinstance(ratio, (int, float)) else list(ratio)
-        # bias_sparsity=0 is "off" for every method, so it is not a foreign argument.
-        given = {name for name, value in (("bias_sparsity", bias_sparsity or None), ("polarization_t", polarization_t),
-                                          ("warmup", warmup), ("hold", hold), ("warmup_sparsity", warmup_sparsity))
-                 if value is not None}
-        defaults = MethodSettings()
+        # None: the method's default. bias_sparsity=0 is "off" for every method, so not a foreign argument.
+        specific = {"bias_sparsity": bias_sparsity or None, "polarization_t": polarization_t, "warmup": warmup,
+                    "hold": hold, "warmup_sparsity": warmup_sparsity}
+        given = {name for name, value in specific.items() if value is not None}
         strength = DEFAULT_STRENGTH.get(method, 0.0) if sparsity is None else float(sparsity)
-        self.settings = MethodSettings(
-            method=method, strength=strength, schedule=schedule, floor=floor,
-            bias_strength=float(bias_sparsity or 0.0),
-            polarization_t=float(polarization_t if polarization_t is not None else defaults.polarization_t),
-            warmup=float(warmup if warmup is not None else defaults.warmup),
-            hold=float(hold if hold is not None else defaults.hold),
-            warmup_sparsity=float(warmup_sparsity if warmup_sparsity is not None else defaults.warmup_sparsity))
+        self.settings = MethodSettings(method=method, strength=strength, schedule=schedule, floor=floor,
+                                       **{METHOD_SPECIFIC[name][0]: float(specific[name]) for name in given})
         if not epochs and not isinstance(ratio, (int, float)):
             raise ValueError(f"with prune_epochs=[] (sparse training only) ratio must be one float, the ratio the "
                              f"sparse model is meant for, found {ratio!r}")
@@ -131,11 +126,7 @@ class SlimCallback(L.Callback):
 
     def describe(self) -> dict[str, Any]:
         """The settings in force, defaults resolved, as plain data (for ``summary.json``)."""
-        unused = {"l1": ("polarization_t", "warmup", "hold", "warmup_sparsity"),
-                  "polarize": ("warmup", "hold", "warmup_sparsity"),
-                  "targeted": ("schedule", "floor", "bias_strength", "polarization_t")}[self.settings.method]
-        settings = {k: v for k, v in dataclasses.asdict(self.settings).items() if k not in unused}
-        return {**settings, "prune_epochs": list(self.prune_epochs),
+        return {**settings_in_force(self.settings), "prune_epochs": list(self.prune_epochs),
                 "ratio": list(self.ratios) if self.prune_epochs else self.target_ratio, "policy": self.policy,
                 "round_to": self.round_to, "min_channels": self.min_channels}
 
@@ -175,8 +166,6 @@ class SlimCallback(L.Callback):
         # same batch index and progress, so all of them enter the broadcast together.
         if self._sparse_phase_active() and self.method.needs_choice(self._segment_progress(trainer),
                                                                     epoch_start=batch_idx == 0):
-            if not self.method.bound:
-                self._bind(pl_module)
             _, network = find_network(pl_module, self.model_attr)
             self.method.set_choice(self._plan(trainer, network, self._next_ratio_index()), network)
 
@@ -184,15 +173,13 @@ class SlimCallback(L.Callback):
                                  optimizer: torch.optim.Optimizer) -> None:
         if not self._sparse_phase_active():
             return
-        if not self.method.bound:
-            self._bind(pl_module)
         progress = self._segment_progress(trainer) if self.method.tied_to_ratio else self._progress(trainer)
         self.method.step(progress, self._segment_steps(trainer))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         # After the optimizer stepped (Lightning steps inside training_step's closure).
-        if self._sparse_phase_active() and self.method.bound:
+        if self._sparse_phase_active():
             self.method.after_step()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -21,13 +21,14 @@ gradient accumulation and AMP unscaling) and :meth:`after_step` after the optimi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from yolo_slim.models import YOLOv5
-from yolo_slim.slim.graph import trace_channels
+from yolo_slim.slim.graph import ChannelGraph, trace_channels
 from yolo_slim.slim.plan import PruningPlan
 from yolo_slim.slim.polarization import add_polarization_grad, clamp_gammas
 from yolo_slim.slim.sparsity import SparsityTarget, add_bn_l1_grad, sparsity_strength, sparsity_target
@@ -39,6 +40,17 @@ METHODS = ("l1", "targeted", "polarize")
 # l1: 0.02 (its strength table, "How strong a penalty"); targeted: 30, the smallest of 10/30/60 that
 # makes the prune free; polarize: 0.005, the better of 0.02 and 0.005 (neither separates on our budgets).
 DEFAULT_STRENGTH = {"l1": 0.02, "targeted": 30.0, "polarize": 0.005}
+# Settings only some methods use: SlimCallback's argument -> (its MethodSettings field, the methods
+# it applies to). The one place that says so, for the argument checks and for summary.json.
+METHOD_SPECIFIC: dict[str, tuple[str, tuple[str, ...]]] = {
+    "schedule": ("schedule", ("l1", "polarize")),
+    "floor": ("floor", ("l1", "polarize")),
+    "bias_sparsity": ("bias_strength", ("l1", "polarize")),
+    "polarization_t": ("polarization_t", ("polarize",)),
+    "warmup": ("warmup", ("targeted",)),
+    "hold": ("hold", ("targeted",)),
+    "warmup_sparsity": ("warmup_sparsity", ("targeted",)),
+}
 
 
 @dataclass(frozen=True)
@@ -85,21 +97,23 @@ def check_method_settings(settings: MethodSettings, given: set[str]) -> None:
                          f"{settings.bias_strength}")
     if settings.warmup_sparsity < 0:
         raise ValueError(f"warmup_sparsity must be >= 0, found {settings.warmup_sparsity}")
-    applies = {"l1": {"bias_sparsity"}, "polarize": {"bias_sparsity", "polarization_t"},
-               "targeted": {"warmup", "hold", "warmup_sparsity"}}[settings.method]
-    foreign = sorted(name for name in given if name not in applies)
+    foreign = sorted(name for name in given if settings.method not in METHOD_SPECIFIC[name][1])
     if foreign:
-        owners = {"bias_sparsity": "l1 and polarize", "polarization_t": "polarize", "warmup": "targeted",
-                  "hold": "targeted", "warmup_sparsity": "targeted"}
         name = foreign[0]
-        raise ValueError(f"{name} applies to method {owners[name]}, not to method={settings.method!r}; "
-                         f"drop it or choose that method")
+        raise ValueError(f"{name} applies to method {' and '.join(METHOD_SPECIFIC[name][1])}, not to "
+                         f"method={settings.method!r}; drop it or choose that method")
     if settings.polarization_t <= 1:
         raise ValueError(f"polarization_t must be > 1 (the L1 pull must beat the polarizing term below the "
                          f"mean), found {settings.polarization_t}")
     if not (0 <= settings.warmup < 1 and 0 <= settings.hold < 1 and settings.warmup + settings.hold < 1):
         raise ValueError(f"warmup and hold must be fractions of the sparse phase in [0, 1) with warmup + hold < 1, "
                          f"found warmup={settings.warmup} and hold={settings.hold}")
+
+
+def settings_in_force(settings: MethodSettings) -> dict[str, Any]:
+    """The settings as plain data, without those the chosen method does not use."""
+    unused = {field for field, methods in METHOD_SPECIFIC.values() if settings.method not in methods}
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k not in unused}
 
 
 class SparsityMethod:
@@ -114,10 +128,6 @@ class SparsityMethod:
     def bind(self, network: YOLOv5, copies: list[YOLOv5]) -> None:
         """Use ``network`` (and its weight averages, ``copies``) from now on: at fit start and after a prune."""
         self._targets = [sparsity_target(network, self.policy)] + [sparsity_target(c, self.policy) for c in copies]
-
-    @property
-    def bound(self) -> bool:
-        return self._targets is not None
 
     def step(self, progress: float, steps_in_phase: int) -> None:
         """Apply the penalty for one optimizer step at ``progress`` in [0, 1] of the sparse phase."""
@@ -184,9 +194,9 @@ class TargetedMethod(SparsityMethod):
         self._masks = None
         if self.choice is not None:
             plan = PruningPlan.from_dict(self.choice)
-            sizes = {name: group.size for name, group in trace_channels(network.spec, self.policy).groups.items()}
-            if plan.sizes == sizes:
-                self._install(plan, network)
+            graph = trace_channels(network.spec, self.policy)
+            if plan.fits(graph):
+                self._install(plan, graph)
             else:  # the architecture changed (a prune): that choice is spent
                 self.choice = None
 
@@ -197,14 +207,13 @@ class TargetedMethod(SparsityMethod):
 
     def set_choice(self, plan: PruningPlan, network: YOLOv5) -> None:
         self.choice = plan.to_dict()
-        self._install(plan, network)
+        self._install(plan, trace_channels(network.spec, self.policy))
 
     def chosen_plan(self) -> PruningPlan | None:
         return PruningPlan.from_dict(self.choice) if self.choice is not None and self._masks is not None else None
 
-    def _install(self, plan: PruningPlan, network: YOLOv5) -> None:
-        removed = removed_channels(trace_channels(network.spec, self.policy), plan)
-        self._masks = removal_masks(self._targets[0], removed)
+    def _install(self, plan: PruningPlan, graph: ChannelGraph) -> None:
+        self._masks = removal_masks(self._targets[0], removed_channels(graph, plan))
 
     def rate(self, progress: float, steps_in_phase: int) -> float:
         """Per-step shrink rate: 0 in the warm-up, growing linearly to full strength at the hold, then held."""

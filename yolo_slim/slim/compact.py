@@ -101,7 +101,7 @@ def compact(model: YOLOv5, plan: PruningPlan, fold_removed: bool = True) -> YOLO
 
 def _check_plan(graph: ChannelGraph, plan: PruningPlan) -> None:
     expected = {name: group.size for name, group in graph.groups.items()}
-    if plan.sizes != expected:
+    if not plan.fits(graph):
         raise ValueError("the plan was made for a different architecture (its groups or their sizes differ); "
                          "plan and compact the same model")
     for name, kept in plan.keep.items():

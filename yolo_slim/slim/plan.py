@@ -44,6 +44,10 @@ class PruningPlan:
     def total_channels(self) -> int:
         return sum(self.sizes.values())
 
+    def fits(self, graph: ChannelGraph) -> bool:
+        """Whether the plan was made for this architecture: the same groups with the same sizes."""
+        return self.sizes == {name: group.size for name, group in graph.groups.items()}
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "policy": self.policy, "threshold": self.threshold,
                 "keep": {name: list(kept) for name, kept in self.keep.items()}, "sizes": dict(self.sizes)}

@@ -5,7 +5,7 @@ The first term is the L1 pull towards zero; the second rewards distance from the
 mean over all penalised γ, not detached), so the γ split into a group at zero and a group that is
 pushed up, instead of one peak sliding down as under plain L1. With ``t > 1`` the pull wins for
 every γ below the mean. As for the L1 term, the subgradient is added to the gradients after
-backward instead of the term being added to the loss, in a handful of fused multi-tensor kernels.
+backward instead of the term being added to the loss: a few kernels over all γ as one flat tensor.
 
 Subgradient for γ_i (N penalised γ, s_j = sign(γ_j − γ̄))::
 
@@ -38,17 +38,11 @@ def add_polarization_grad(target: SparsityTarget, strength: float, t: float) -> 
     weights = [p for p in target.weights if p.grad is not None]
     if strength == 0 or not weights:
         return
-    values = [p.detach() for p in weights]
-    everything = torch.cat([v.reshape(-1) for v in values])  # (N,) every penalised γ
-    mean = everything.mean()  # γ̄
-    mean_side = torch.sign(everything - mean).mean()  # (1/N)·Σ_j s_j
-    # The Tensor overload of _foreach_add keeps the mean on the device (a Python scalar would sync).
-    sides = torch._foreach_sign(torch._foreach_add(values, mean, alpha=-1))  # s_i
-    pulls = torch._foreach_sign(values)
-    torch._foreach_mul_(pulls, t)
-    torch._foreach_sub_(pulls, sides)
-    torch._foreach_add_(pulls, mean_side)
-    torch._foreach_add_([p.grad for p in weights], pulls, alpha=strength)
+    everything = torch.cat([p.detach().reshape(-1) for p in weights])  # (N,) every penalised γ
+    sides = torch.sign(everything - everything.mean())  # s_j, against γ̄ (kept on the device: no sync)
+    pulls = t * torch.sign(everything) - sides + sides.mean()  # (N,) ∂R/∂γ
+    pieces = pulls.split([p.numel() for p in weights])
+    torch._foreach_add_([p.grad for p in weights], [g.view_as(p) for g, p in zip(pieces, weights)], alpha=strength)
 
 
 @torch.no_grad()
