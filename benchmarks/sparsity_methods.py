@@ -157,8 +157,12 @@ def table(args: argparse.Namespace) -> None:
         dense_then = reference["val_map_by_epoch"].get(str(epoch)) if reference else None
         dense_end = reference["stages"]["train"]["map"] if reference else None
         # The strength in force, as the run's summary.json recorded it (defaults resolved).
-        strength = (r.get("prune") or {}).get("strength", r["sparsity"] if r["sparsity"] is not None else "default")
-        if r.get("extra"):
+        settings = r.get("prune") or {}
+        strength = settings.get("strength", r["sparsity"] if r["sparsity"] is not None else "default")
+        if r["method"] == "targeted" and "warmup" in settings:  # its phases in force (given or resolved)
+            start = f" ({settings['start']} start)" if settings.get("start") else ""
+            strength = f"{strength}, warmup {settings['warmup']:g} hold {settings['hold']:g}{start}"
+        elif r.get("extra"):
             strength = f"{strength}, {' '.join(e.removeprefix('prune.') for e in r['extra'])}"
         print(f"| {r['protocol']} | {r['data']} | {r['method']} | {strength} | {r['ratio']} | {r['seed']} | "
               f"{before['map']:.3f} ({_fmt(dense_then)}) | {after['map']:.3f} | "

@@ -15,6 +15,7 @@ from yolo_slim.data.synthetic import SyntheticConfig
 from yolo_slim.lit import SlimCallback, restore_pruned_network
 from yolo_slim.models import YOLOv5
 from yolo_slim.models.loss import LossConfig, YOLOv5Loss
+from yolo_slim.slim import plan_pruning
 
 TINY = SyntheticConfig(num_train=24, num_val=8, image_size=64, seed=5, min_object_size_fraction=0.1)
 
@@ -64,10 +65,43 @@ class _RecordRank(L.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         network = pl_module.detector
+        disagree = next(c for c in trainer.callbacks if isinstance(c, _DisagreeOnRankOne))
         has_sync = any(isinstance(m, torch.nn.SyncBatchNorm) for m in network.modules())
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(
             {"spec": network.spec.to_dict(), "digest": weights_digest(network), "sync_bn": has_sync,
-             "params": sum(p.numel() for p in network.parameters()), "choice": self.choice}))
+             "params": sum(p.numel() for p in network.parameters()), "choice": self.choice,
+             "local_choice": disagree.local_choice}))
+
+
+class _DisagreeOnRankOne(L.Callback):
+    """Gives rank 1 other γ for the first targeted choice, so that a choice made on each rank from its own
+    γ would differ: the recorded ``local_choice`` shows it would, and the test checks that rank 1 shrinks
+    rank 0's choice all the same. The true γ are put back right after the choice (this callback's
+    ``on_train_batch_start`` runs after SlimCallback's), so the ranks train the same weights from there on."""
+
+    def __init__(self) -> None:
+        self.local_choice = None
+        self._saved: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        slim = next(c for c in trainer.callbacks if isinstance(c, SlimCallback))
+        norms = [m for m in pl_module.detector.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        if trainer.global_rank == 1:
+            generator = torch.Generator().manual_seed(123)
+            with torch.no_grad():
+                for norm in norms:
+                    self._saved.append(norm.weight.detach().clone())
+                    norm.weight.copy_(0.1 + torch.rand(norm.weight.shape, generator=generator))
+        self.local_choice = plan_pruning(pl_module.detector, ratio=slim.target_ratio, policy=slim.policy,
+                                         round_to=slim.round_to, min_channels=slim.min_channels).to_dict()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._saved:
+            norms = [m for m in pl_module.detector.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            with torch.no_grad():
+                for norm, weight in zip(norms, self._saved):
+                    norm.weight.copy_(weight)
+            self._saved = []
 
 
 def run_ddp(folder: Path, cache_dir: Path) -> None:
@@ -79,7 +113,7 @@ def run_ddp(folder: Path, cache_dir: Path) -> None:
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                         callbacks=[SlimCallback(method="targeted", warmup=0.0, hold=0.5, prune_epochs=1, ratio=0.5,
                                                 write_artifacts=False),
-                                   _RecordRank(folder)])
+                                   _DisagreeOnRankOne(), _RecordRank(folder)])
     trainer.fit(UsersModule(), datamodule=tiny_datamodule(cache_dir))
 
 

@@ -28,6 +28,7 @@ def test_prune_writes_a_loadable_smaller_checkpoint(trained_run, tmp_path, cli_e
     module = YOLOv5Module.load_from_checkpoint(pruned, map_location="cpu")
     assert count_parameters(module.inference_model) == after["params"]
     assert f"parameters {before['params']:,} -> {after['params']:,}" in (run_dir / "layers.txt").read_text()
+    assert (run_dir / "predictions.png").stat().st_size > 1000  # dense | pruned on validation images
     validated = run_cli(["val", f"ckpt={pruned}", "data.workers=0", "trainer.accelerator=cpu"], cli_environment)
     assert validated.returncode == 0, validated.stderr[-3000:]
     assert json.loads(validated.stdout[validated.stdout.index("{"):])["map"] == pytest.approx(after["map"], abs=1e-6)

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from PIL import Image
 from lightning.pytorch.loggers import TensorBoardLogger
 from slim_support import UsersModule, tiny_datamodule
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -132,9 +133,13 @@ def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic
     assert (tmp_path / "separation.csv").read_text().count("\n") == 4  # a header and one row per epoch
     for artifact in ("layers.txt", "gamma_histogram.png", "gamma_histogram_start.png", "channels.png"):
         assert (tmp_path / artifact).stat().st_size > 100, artifact
+    # predictions.png: the first validation images, dense | final, one row each, side by side.
+    with Image.open(tmp_path / "predictions.png") as sheet:
+        assert sheet.size == (2 * 64 + 4, 4 * (64 + 18))
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
     events.Reload()
-    assert set(events.Tags()["images"]) == {"slim/gamma_histogram_start", "slim/gamma_histogram", "slim/channels"}
+    assert set(events.Tags()["images"]) == {"slim/gamma_histogram_start", "slim/gamma_histogram", "slim/channels",
+                                            "slim/predictions"}
     channels = events.Images("slim/channels")[0]
     assert channels.width > 300 and channels.height > 200  # the PNG itself, not a placeholder
     assert "slim/gamma" in events.Tags()["histograms"]
@@ -189,6 +194,9 @@ def test_ddp_two_cpu_processes_prune_identically(tmp_path, synthetic_cache):
     assert ranks[0]["spec"] == ranks[1]["spec"]  # the same architecture on both ranks
     assert ranks[0]["digest"] == ranks[1]["digest"]  # and the same weights after fine-tuning
     assert ranks[0]["choice"] is not None and ranks[0]["choice"] == ranks[1]["choice"]  # one targeted choice
+    # Rank 1 held other γ at the choice: its own choice would have been another one, it took rank 0's.
+    assert ranks[1]["local_choice"] != ranks[0]["local_choice"]
+    assert ranks[0]["choice"] == ranks[0]["local_choice"]
     # (SyncBatchNorm needs CUDA under DDP; that compaction keeps it is tested in tests/slim/test_compact.py.)
     assert ranks[0]["params"] < 0.6 * count_parameters(YOLOv5("yolov5n", nc=4))
 

@@ -178,3 +178,27 @@ def test_iterative_prunes_keep_one_stage_entry_each(tmp_path, synthetic_cache):
     assert {"train", "pruned", "train_2", "pruned_2"} <= set(callback.stages)
     assert callback.stages["pruned_2"]["params"] < callback.stages["pruned"]["params"] < callback.stages["train"]["params"]
     assert len(module.pruning_plans) == 2  # the network's history holds both plans
+
+
+@pytest.mark.parametrize("spread,given,expected", [
+    (False, {}, ("fresh", 0.6, 0.15)),  # every γ still 1: the l1 warm-up must form a ranking first
+    (True, {}, ("trained", 0.0, 0.5)),  # trained γ already rank: choose at once
+    (True, {"warmup": 0.2}, ("trained", 0.2, 0.5)),  # a given value is kept, the other one defaults
+])
+def test_targeted_phases_default_by_where_the_sparse_phase_starts(spread, given, expected):
+    module = _Zero() if spread else YOLOv5Module(model=YOLOv5("yolov5n", nc=4))
+    callback = SlimCallback(method="targeted", prune_epochs=[], ratio=0.5, **given)
+    callback._bind(module)
+    method = callback.method
+    assert (method.start, method.settings.warmup, method.settings.hold) == expected
+    assert callback.describe()["start"] == expected[0] and callback.describe()["warmup"] == expected[1]
+    resumed = SlimCallback(method="targeted", prune_epochs=[], ratio=0.5, **given)
+    resumed.load_state_dict(callback.state_dict())
+    resumed._bind(YOLOv5Module(model=YOLOv5("yolov5n", nc=4)))  # a fresh network, but the run's start is kept
+    assert (resumed.method.start, resumed.method.settings.warmup) == expected[:2]
+
+
+def test_a_given_warmup_that_leaves_no_shrink_time_with_the_trained_hold_is_refused():
+    callback = SlimCallback(method="targeted", warmup=0.6, prune_epochs=[], ratio=0.5)
+    with pytest.raises(ValueError, match=r"warmup \+ hold < 1, found warmup=0.6 and hold=0.5 \(with the trained"):
+        callback._bind(_Zero())

@@ -1,9 +1,11 @@
-"""ONNX export: parity with onnxruntime, a dynamic batch, pruned models, settings errors.
+"""ONNX and TorchScript export: parity, a dynamic batch, pruned models, metadata, settings errors.
 
 Measured here (torch 2.14.1, onnxruntime 1.32, yolov5n nc=3 with random BatchNorms, 128x128, batch 2):
 the largest difference in decoded outputs is 1.5e-4 for the dense model and 9e-5 for the ratio-0.5
 compaction, on predictions up to ~400 (box sizes in pixels); the tests allow 1e-3.
 """
+
+import json
 
 import numpy as np
 import onnx
@@ -13,7 +15,7 @@ import torch
 from model_support import randomize_norms
 
 from yolo_slim.models import YOLOv5
-from yolo_slim.models.export import check_onnx, export_onnx
+from yolo_slim.models.export import check_onnx, check_torchscript, export_onnx, export_torchscript
 from yolo_slim.slim import compact, plan_pruning
 
 IMGSZ = 128
@@ -87,3 +89,21 @@ def test_settings_errors(dense, dense_file, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(ImportError, match="check_onnx needs onnxruntime: pip install onnxruntime"):
         check_onnx(dense, dense_file, IMGSZ)
+
+
+def test_the_onnx_file_carries_names_and_stride(dense_file):
+    metadata = {entry.key: entry.value for entry in onnx.load(str(dense_file)).metadata_props}
+    assert metadata["stride"] == "32" and json.loads(metadata["names"]) == {"0": "0", "1": "1", "2": "2"}
+
+
+def test_torchscript_parity_a_free_batch_axis_and_its_config(dense, tmp_path):
+    small = compact(dense, plan_pruning(dense, ratio=0.5))
+    for model in (dense, small):
+        path = export_torchscript(model, tmp_path / "model.torchscript", imgsz=IMGSZ)
+        assert check_torchscript(model, path, IMGSZ) < TOLERANCE  # traced at batch 1, checked at batch 2
+    extra = {"config.txt": ""}
+    loaded = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra["config.txt"]) == {"shape": [1, 3, IMGSZ, IMGSZ], "stride": 32,
+                                               "names": {"0": "0", "1": "1", "2": "2"}}
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in small.modules())  # the source keeps its BatchNorms
+    assert "batch_norm" not in str(loaded.inlined_graph)  # the file has them folded

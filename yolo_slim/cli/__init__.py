@@ -17,7 +17,8 @@ COMMANDS: dict[str, str] = {
     "val": "mAP of a trained checkpoint",
     "prune": "one-shot pruning of a checkpoint: plan, compact, evaluate before and after",
     "info": "per-layer table, parameters and GFLOPs of a model",
-    "export": "ONNX file of a checkpoint, checked against onnxruntime",
+    "predict": "detections on your images: annotated pictures, labels, COCO json; compare= two models",
+    "export": "deployable file of a checkpoint: ONNX, ultralytics .pt or TorchScript, each checked",
 }
 DEFAULT_COMMAND = "train"
 _USAGE = "usage: python -m yolo_slim <command> [key=value ...]\n\ncommands:\n"

@@ -24,7 +24,7 @@ from yolo_slim.cli.settings import checkpoint_datamodule, load_checkpoint_module
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
-from yolo_slim.lit.slim_artifacts import log_images
+from yolo_slim.lit.slim_artifacts import PredictionPictures, log_images
 from yolo_slim.lit.slim_callback import targeted_choice_in
 from yolo_slim.models import YOLOv5
 from yolo_slim.models.info import cpu_latency_ms
@@ -59,6 +59,8 @@ def run(config: DictConfig) -> None:
     trainer = L.Trainer(**plain(config.trainer), logger=False, enable_checkpointing=False, default_root_dir=run_dir)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     dense = module.inference_model
+    pictures_of_predictions = PredictionPictures()
+    pictures_of_predictions.capture_dense(None, dense, datamodule)
     plan = _stored_choice(Path(str(config.ckpt)), dense, arguments) or plan_pruning(dense, imgsz=imgsz, **arguments)
     small = compact(dense, plan, fold_removed=bool(config.prune.fold_removed))
     log.info("pruned %d of %d channels (threshold %.4g)", plan.removed_channels, plan.total_channels, plan.threshold)
@@ -76,6 +78,8 @@ def run(config: DictConfig) -> None:
     if finetune_epochs:
         stages["finetuned"], checkpoint = _finetune(config, module, datamodule, imgsz, finetune_epochs, run_dir,
                                                     pictures)
+    pictures_of_predictions.write(run_dir, module.inference_model, final_title=(
+        f"pruned + fine-tuned ({finetune_epochs} epochs)" if finetune_epochs else "pruned"))
     write_summary(run_dir, model=str(config.ckpt), imgsz=imgsz, data=str(data), stages=stages,
                   checkpoint=str(checkpoint))
     print(f"pruned {plan.removed_channels}/{plan.total_channels} channels: params {before['params']:,} -> "

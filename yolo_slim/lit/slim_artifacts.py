@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
 
 from yolo_slim.models import YOLOv5
 from yolo_slim.slim.report import producer_gammas
@@ -69,3 +71,46 @@ def append_separation_row(folder: Path, row: dict[str, float | int]) -> Path:
             writer.writeheader()
         writer.writerow(row)
     return path
+
+
+PREDICTIONS_FILE = "predictions.png"
+
+
+class PredictionPictures:
+    """``predictions.png``: a few validation images with the dense network's detections (taken just before
+    the first prune) beside the final network's (at the end), in the run folder and TensorBoard."""
+
+    def __init__(self, count: int = 4) -> None:
+        self.count = count
+        self.images: torch.Tensor | None = None  # (K, 3, S, S) uint8, letterboxed as validation sees them
+        self.dense: list[torch.Tensor] = []
+
+    def capture_dense(self, trainer: L.Trainer | None, network: YOLOv5, datamodule: Any = None) -> None:
+        from yolo_slim.predict import detect_batch
+
+        source = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
+        if source is None or not hasattr(source, "val_dataloader"):
+            return  # a fit without a datamodule: no validation images to draw
+        # A fresh loader's workers draw their seed from torch's global generator: fork it, so that
+        # drawing this picture leaves the rest of the run exactly as it would have been without it.
+        with torch.random.fork_rng(devices=[]):
+            batch = next(iter(source.val_dataloader()), None)
+        images = batch.get("images") if isinstance(batch, dict) else None
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            return  # not YOLODataModule's batches (B, 3, S, S) uint8: nothing this can draw on
+        self.images = images[: self.count].cpu()
+        self.dense = detect_batch(network, self.images)
+
+    def write(self, folder: Path, network: YOLOv5, trainer: L.Trainer | None = None,
+              final_title: str = "final") -> Path | None:
+        from yolo_slim.predict import comparison_sheet, detect_batch
+
+        if self.images is None:
+            return None
+        final = detect_batch(network, self.images)
+        path = Path(folder) / PREDICTIONS_FILE
+        comparison_sheet(self.images, self.dense, final, list(network.names), "dense (before the prune)",
+                         final_title).save(path)
+        if trainer is not None:
+            log_images(trainer, {"slim/predictions": path}, trainer.global_step)
+        return path

@@ -32,9 +32,8 @@ from torch.optim.swa_utils import AveragedModel
 from yolo_slim.lit import _lightning_internals as internals
 from yolo_slim.lit.network import averaged_copies, find_network, replace_submodule, store_network
 from yolo_slim.lit.slim_arguments import check_slim_arguments
-from yolo_slim.lit.slim_artifacts import append_separation_row, write_histogram, write_prune_charts
-from yolo_slim.lit.sparsity_methods import (DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method,
-                                            settings_in_force)
+from yolo_slim.lit.slim_artifacts import PredictionPictures, append_separation_row, write_histogram, write_prune_charts
+from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.slim import PruningPlan, compact, plan_pruning, sparsity_target
@@ -68,9 +67,11 @@ class SlimCallback(L.Callback):
         bias_sparsity: ``l1``/``polarize``: L1 strength on β (default 0: off).
         polarization_t: ``polarize``: weight ``t`` of the L1 pull (default 1.2, the paper's CIFAR value).
         warmup: ``targeted``: fraction of each sparse phase before the first choice, trained with
-            the ``l1`` penalty so that |γ| ranks the channels (default 0.6).
+            the ``l1`` penalty so that |γ| ranks the channels. Default: 0.6 from a fresh network
+            (every γ still 1), 0 from trained weights, whose |γ| already rank.
         hold: ``targeted``: final fraction of each sparse phase in which the choice is fixed and the
-            chosen channels lose their task gradient (default 0.15).
+            chosen channels lose their task gradient. Default: 0.15 from a fresh network, 0.5 from
+            trained weights (the shrink then spans the first half of the phase).
         warmup_sparsity: ``targeted``: the ``l1`` strength of the warm-up (default: ``l1``'s default).
         floor: Final strength fraction of the decaying schedules.
         sparsity_after_prune: ``l1``/``polarize``: keep the penalty on while fine-tuning.
@@ -119,6 +120,7 @@ class SlimCallback(L.Callback):
         self.stages: dict[str, dict[str, Any]] = {}
         self.original_prunable: int | None = None
         self._batch_fraction = 0.0
+        self._pictures = PredictionPictures()  # predictions.png: dense before the first prune | final
 
     @property
     def sparsity(self) -> float:
@@ -126,7 +128,7 @@ class SlimCallback(L.Callback):
 
     def describe(self) -> dict[str, Any]:
         """The settings in force, defaults resolved, as plain data (for ``summary.json``)."""
-        return {**settings_in_force(self.settings), "prune_epochs": list(self.prune_epochs),
+        return {**self.method.describe(), "prune_epochs": list(self.prune_epochs),
                 "ratio": list(self.ratios) if self.prune_epochs else self.target_ratio, "policy": self.policy,
                 "round_to": self.round_to, "min_channels": self.min_channels}
 
@@ -144,11 +146,14 @@ class SlimCallback(L.Callback):
             write_histogram(trainer, network, "gamma_histogram_start", "|gamma| before sparse training")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.completed_prunes and self.write_artifacts and trainer.is_global_zero:
+            network = _validated_network(pl_module, find_network(pl_module, self.model_attr)[1])
+            self._pictures.write(Path(trainer.default_root_dir), network, trainer,
+                                 f"pruned + fine-tuned (epoch {trainer.current_epoch})")
         # Sparse training only: no prune drew the "after" histogram, so draw it at the end, from the
         # weights a later `prune` run ranks (the EMA, when the module keeps one).
         if not self.prune_epochs and self.write_artifacts and trainer.is_global_zero:
-            network = getattr(pl_module, "inference_model", None)
-            network = network if isinstance(network, YOLOv5) else find_network(pl_module, self.model_attr)[1]
+            network = _validated_network(pl_module, find_network(pl_module, self.model_attr)[1])
             write_histogram(trainer, network, "gamma_histogram",
                             f"|gamma| after sparse training (epoch {trainer.current_epoch})")
 
@@ -288,6 +293,8 @@ class SlimCallback(L.Callback):
         imgsz = self.imgsz or int(getattr(pl_module, "hparams", {}).get("imgsz", 640))
         self.stages[f"train{suffix}"] = self._stage(trainer, pl_module, imgsz)
         path, network = find_network(pl_module, self.model_attr)
+        if index == 0 and self.write_artifacts and trainer.is_global_zero:
+            self._pictures.capture_dense(trainer, _validated_network(pl_module, network))
         # targeted prunes exactly what it shrank (identical on every rank: its choice was broadcast).
         plan = self.method.chosen_plan() or self._plan(trainer, network, index)
         figures = separation(network, plan).to_dict()
@@ -361,6 +368,12 @@ def targeted_choice_in(checkpoint: dict[str, Any], ratio: float, policy: str, ro
         if state.get("method") == "targeted" and choice is not None and state.get("choice_rules") == wanted:
             return PruningPlan.from_dict(choice)
     return None
+
+
+def _validated_network(pl_module: L.LightningModule, network: YOLOv5) -> YOLOv5:
+    """The network validation runs: the module's weight average when it keeps one (YOLOv5Module's EMA)."""
+    averaged = getattr(pl_module, "inference_model", None)
+    return averaged if isinstance(averaged, YOLOv5) else network
 
 
 def _prunable_channels(network: YOLOv5, policy: str) -> int:

@@ -10,6 +10,8 @@
   gradient is dropped; the shrink outpaces it). ``sparsity`` is the full-strength rate in e-folds per sparse phase:
   at full rate a channel the task did not hold up would shrink by ``exp(-sparsity)`` over the
   whole phase, whatever its number of steps (so it means the same on 200 steps and on 200,000).
+  Its warm-up and hold, when not given, depend on where the sparse phase starts
+  (:data:`TARGETED_PHASES`): from a fresh network a long l1 warm-up, from trained weights none.
   Tied to one ratio: the sparse model it makes is meant for the prune it was trained for.
 * ``polarize`` (Zhuang et al., NeurIPS 2020): ``sparsity`` is λ of ``t·Σ|γ| − Σ|γ − γ̄|``, with
   every γ clamped to [0, 1] after each optimizer step. Like ``l1``, not tied to a ratio, so one
@@ -40,6 +42,13 @@ METHODS = ("l1", "targeted", "polarize")
 # l1: 0.02 (its strength table, "How strong a penalty"); targeted: 30, the smallest of 10/30/60 that
 # makes the prune free; polarize: 0.005, the better of 0.02 and 0.005 (neither separates on our budgets).
 DEFAULT_STRENGTH = {"l1": 0.02, "targeted": 30.0, "polarize": 0.005}
+# targeted's (warmup, hold) when not given, by the start of the sparse phase. "fresh": every γ still at
+# BatchNorm's initial 1, so |γ| ranks nothing yet; 0.6 of the phase under l1 lets a ranking form (a
+# warm-up of 0.3 cost 0.04 mAP before the prune from scratch). "trained": |γ| of trained weights already
+# rank; choosing at once and shrinking over half the phase leaves the other half to adapt (from a
+# trained model, mAP before the prune 0.220 at 0.6/0.15, 0.263 at 0/0.5 against 0.278 dense).
+# benchmarks/README.md, "Sparsity methods", has the rows.
+TARGETED_PHASES: dict[str, tuple[float, float]] = {"fresh": (0.6, 0.15), "trained": (0.0, 0.5)}
 # Settings only some methods use: SlimCallback's argument -> (its MethodSettings field, the methods
 # it applies to). The one place that says so, for the argument checks and for summary.json.
 METHOD_SPECIFIC: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -67,7 +76,9 @@ class MethodSettings:
         warmup: ``targeted``: fraction of the sparse phase before the first choice, trained with
             the ``l1`` penalty at ``warmup_sparsity`` so that the |γ| ranking the choice reads
             carries information (without it γ hardly move from their start on short budgets).
-        hold: ``targeted``: final fraction of the sparse phase with the choice fixed at full strength.
+            None: from :data:`TARGETED_PHASES` when the method binds to the network.
+        hold: ``targeted``: final fraction of the sparse phase with the choice fixed at full strength;
+            None: as ``warmup``.
         warmup_sparsity: ``targeted``: the ``l1`` strength of the warm-up (0: none).
     """
 
@@ -77,8 +88,8 @@ class MethodSettings:
     floor: float = 0.1
     bias_strength: float = 0.0
     polarization_t: float = 1.2
-    warmup: float = 0.6
-    hold: float = 0.15
+    warmup: float | None = None
+    hold: float | None = None
     warmup_sparsity: float = DEFAULT_STRENGTH["l1"]
 
 
@@ -105,9 +116,17 @@ def check_method_settings(settings: MethodSettings, given: set[str]) -> None:
     if settings.polarization_t <= 1:
         raise ValueError(f"polarization_t must be > 1 (the L1 pull must beat the polarizing term below the "
                          f"mean), found {settings.polarization_t}")
-    if not (0 <= settings.warmup < 1 and 0 <= settings.hold < 1 and settings.warmup + settings.hold < 1):
-        raise ValueError(f"warmup and hold must be fractions of the sparse phase in [0, 1) with warmup + hold < 1, "
-                         f"found warmup={settings.warmup} and hold={settings.hold}")
+    check_phases(settings.warmup, settings.hold)
+
+
+def check_phases(warmup: float | None, hold: float | None, start: str | None = None) -> None:
+    """Raise a ValueError unless warmup and hold (None: not resolved yet) leave part of the phase to shrink in."""
+    given = [value for value in (warmup, hold) if value is not None]
+    if all(0 <= value < 1 for value in given) and sum(given) < 1:
+        return
+    defaults = f" (with the {start} start's default for the one not given: {TARGETED_PHASES[start]})" if start else ""
+    raise ValueError(f"warmup and hold must be fractions of the sparse phase in [0, 1) with warmup + hold < 1, "
+                     f"found warmup={warmup} and hold={hold}{defaults}")
 
 
 def settings_in_force(settings: MethodSettings) -> dict[str, Any]:
@@ -152,6 +171,10 @@ class SparsityMethod:
         """
         return None
 
+    def describe(self) -> dict[str, Any]:
+        """The settings in force (defaults resolved), as plain data."""
+        return settings_in_force(self.settings)
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -187,10 +210,15 @@ class TargetedMethod(SparsityMethod):
     def __init__(self, settings: MethodSettings, policy: str) -> None:
         super().__init__(settings, policy)
         self.choice: dict[str, Any] | None = None  # the plan (as a dict) whose removed channels are shrunk
+        self.start: str | None = None  # "fresh" or "trained": what the first bind found (TARGETED_PHASES)
         self._masks: tuple[torch.Tensor, ...] | None = None
 
     def bind(self, network: YOLOv5, copies: list[YOLOv5]) -> None:
         super().bind(network, copies)
+        if self.start is None:  # once per run (a resumed one restores it): after a prune γ are trained anyway
+            fresh = all(bool((w == 1).all()) for w in self._targets[0].weights)
+            self.start = "fresh" if fresh else "trained"
+        self._resolve_phases()
         self._masks = None
         if self.choice is not None:
             plan = PruningPlan.from_dict(self.choice)
@@ -241,11 +269,23 @@ class TargetedMethod(SparsityMethod):
             shrink(target.weights, self._masks, rate)
             shrink(target.biases, self._masks, rate)
 
+    def _resolve_phases(self) -> None:
+        """Fill the warm-up and hold not given with the defaults of this run's start."""
+        default_warmup, default_hold = TARGETED_PHASES[self.start]
+        warmup = default_warmup if self.settings.warmup is None else self.settings.warmup
+        hold = default_hold if self.settings.hold is None else self.settings.hold
+        check_phases(warmup, hold, self.start)
+        self.settings = dataclasses.replace(self.settings, warmup=warmup, hold=hold)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "start": self.start}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"choice": self.choice}
+        return {"choice": self.choice, "start": self.start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.choice = state.get("choice")
+        self.start = state.get("start", self.start)
 
 
 _CLASSES = {"l1": L1Method, "targeted": TargetedMethod, "polarize": PolarizeMethod}

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from yolo_slim.models.ultralytics_format import spec_in_yaml
 from yolo_slim.models.yolo import YOLOv5
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,11 @@ def _from_pickled_model(stored: _InertModule, path: str | Path) -> YOLOv5:
     names = attributes.get("names")
     if isinstance(names, Mapping):
         names = [names[k] for k in sorted(names)]
-    model = YOLOv5(dict(yaml_dict), in_channels=int(yaml_dict.get("ch", 3)), names=names)
+    written = spec_in_yaml(yaml_dict)
+    if written is not None:  # written by yolo_slim (export format=ultralytics): the exact, maybe pruned, spec
+        model = YOLOv5.from_spec(written["spec"], names=names, pruning_history=written.get("pruning_history") or ())
+    else:
+        model = YOLOv5(dict(yaml_dict), in_channels=int(yaml_dict.get("ch", 3)), names=names)
     _load_weights(model, _state_of(stored), path)
     stride = attributes.get("stride")
     if isinstance(stride, torch.Tensor) and not torch.equal(stride.float().cpu(), model.stride):

@@ -1,4 +1,4 @@
-"""ONNX export of a YOLOv5 (dense or compacted) and a parity check against onnxruntime.
+"""ONNX and TorchScript export of a YOLOv5 (dense or compacted), each with a parity check.
 
 The exported graph is the eval-mode network: input ``images`` (B, 3, H, W) float32 in [0, 1],
 output ``predictions`` (B, N, 5 + nc) decoded as in :meth:`YOLOv5.forward` (``cx, cy, w, h`` in
@@ -12,12 +12,14 @@ prune before any Conv+BN fusion (onnxruntime fuses at load time, which is harmle
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import warnings
 from pathlib import Path
 
 import torch
 
+from yolo_slim.models.fuse import fuse_batchnorm
 from yolo_slim.models.yolo import YOLOv5
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,21 @@ def export_onnx(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 
         torch.onnx.export(network, (example,), str(path), dynamo=False, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamic_axes=axes,
                           do_constant_folding=True)
+    _add_metadata(path, {"stride": str(int(network.stride.max())), "names": json.dumps(dict(enumerate(model.names)))})
     log.info("exported %s (%dx%d, opset %d, %.2f MB)", path, height, width, opset, path.stat().st_size / 1e6)
     return path
+
+
+def _add_metadata(path: Path, entries: dict[str, str]) -> None:
+    """Store ``entries`` in the ONNX file's metadata, where ``predict`` (and ultralytics' DetectMultiBackend)
+    read the class names and the stride."""
+    import onnx
+
+    saved = onnx.load(str(path))
+    for key, value in entries.items():
+        entry = saved.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(saved, str(path))
 
 
 def check_onnx(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 640, seed: int = 0) -> float:
@@ -97,16 +112,64 @@ def check_onnx(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 6
         raise ValueError(f"{path} takes images of {size[0]}x{size[1]} but imgsz={imgsz!r} was given; "
                          f"pass the imgsz it was exported at")
     batch = batch if isinstance(batch, int) else 2  # a file exported with dynamic_batch=False fixes it
-    network = copy.deepcopy(model).float().cpu().eval()
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.rand(batch, channels, height, width, generator=generator)  # (B, C, H, W)
-    with torch.no_grad():
-        expected = network(images)  # (B, N, 5 + nc)
+    images, expected = _reference_outputs(model, batch, channels, height, width, seed)
     (found,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+    return _difference(torch.from_numpy(found), expected, path, "onnxruntime")
+
+
+def export_torchscript(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 640) -> Path:
+    """Write ``model`` as a traced TorchScript file with its BatchNorms folded (``model`` is left untouched).
+
+    Same input and output as the ONNX file (the batch axis stays free, the image size is fixed at
+    ``imgsz``). The file carries ``config.txt`` with ``shape``, ``stride`` and ``names``, the extra
+    file ultralytics' ``export.py`` writes and their ``DetectMultiBackend`` reads, so their
+    ``detect.py --weights model.torchscript`` runs it too.
+
+    Raises:
+        ValueError: ``imgsz`` is not a positive multiple of the model's largest stride.
+    """
+    height, width = _checked_size(model, imgsz)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = fuse_batchnorm(copy.deepcopy(model).float().cpu())
+    example = torch.zeros(1, network.spec.in_channels, height, width)  # (B, C, H, W)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the forward's size check, as for ONNX
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates TorchScript; still what users load
+        traced = torch.jit.trace(network, example)
+    config = {"shape": list(example.shape), "stride": int(network.stride.max()), "names": dict(enumerate(model.names))}
+    traced.save(str(path), _extra_files={"config.txt": json.dumps(config)})
+    log.info("exported %s (%dx%d, %.2f MB)", path, height, width, path.stat().st_size / 1e6)
+    return path
+
+
+def check_torchscript(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 640, seed: int = 0) -> float:
+    """Largest absolute difference between the TorchScript file's and the unfused torch model's outputs on
+    a random batch of 2 (the trace was made at batch 1, so this also checks that the batch axis is free)."""
+    height, width = _checked_size(model, imgsz)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; the file format is not
+        scripted = torch.jit.load(str(path), map_location="cpu")
+    images, expected = _reference_outputs(model, 2, model.spec.in_channels, height, width, seed)
+    with torch.no_grad():
+        found = scripted(images)
+    return _difference(found, expected, path, "TorchScript")
+
+
+def _reference_outputs(model: YOLOv5, batch: int, channels: int, height: int, width: int,
+                       seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images (B, C, H, W) and the float32 eval model's decoded outputs (B, N, 5 + nc) on them."""
+    network = copy.deepcopy(model).float().cpu().eval()
+    images = torch.rand(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return images, network(images)
+
+
+def _difference(found: torch.Tensor, expected: torch.Tensor, path: str | Path, runtime: str) -> float:
     if tuple(found.shape) != tuple(expected.shape):
-        raise ValueError(f"{path} does not hold this model: onnxruntime returned shape {tuple(found.shape)}, "
+        raise ValueError(f"{path} does not hold this model: {runtime} returned shape {tuple(found.shape)}, "
                          f"torch {tuple(expected.shape)}")
-    return float((torch.from_numpy(found) - expected).abs().max())
+    return float((found.float() - expected).abs().max())
 
 
 def _checked_size(model: YOLOv5, imgsz: int | tuple[int, int]) -> tuple[int, int]:

@@ -1,0 +1,178 @@
+"""Does ultralytics' own, unmodified code load what ``export format=ultralytics`` writes? A check that prints a table.
+
+Not part of the test suite (yolo_slim must not depend on ultralytics): run it in a scratch environment
+that has both packages, set up as for ``benchmarks/compare_reference.py``::
+
+    python -m venv --system-site-packages /tmp/refenv
+    /tmp/refenv/bin/pip install --no-deps yolov5==7.0.14 thop
+    /tmp/refenv/bin/pip install pandas seaborn opencv-python-headless psutil onnxscript "numpy<2.4"
+    # yolov5 7.0.14 imports ultralytics.utils.checks.check_requirements: an offline stub of that function
+    SP=$(/tmp/refenv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    mkdir -p $SP/ultralytics/utils && touch $SP/ultralytics/__init__.py $SP/ultralytics/utils/__init__.py
+    printf 'def check_requirements(*a, **k):\\n    return True\\n' > $SP/ultralytics/utils/checks.py
+    # it asks the Hugging Face Hub first for every --weights: a stub whose "no such repository" sends it on
+    # to the local file (huggingface_hub/__init__.py with list_repo_files and hf_hub_download raising
+    # huggingface_hub.utils._validators.HFValidationError, and utils/_errors.py with RepositoryNotFoundError);
+    # and it downloads Arial.ttf for its plots: any TrueType font in its place will do
+    mkdir -p ~/.config/Ultralytics && cp $(python -c "import matplotlib, pathlib; print(pathlib.Path(matplotlib.__file__).parent / 'mpl-data/fonts/ttf/DejaVuSans.ttf')") ~/.config/Ultralytics/Arial.ttf
+    PYTHONPATH=. /tmp/refenv/bin/python benchmarks/ultralytics_check.py [--dense A.ckpt --pruned B.ckpt]
+
+Their v7.0 code predates numpy 2.4 (``np.trapz``) and torch's dynamo ONNX exporter (which needs
+onnxscript), hence the two extra pins above.
+
+What it checks:
+
+1. Predictions: for a dense and a pruned model of both generations (yolov5n, yolov5n-v5; the pruned
+   ones cut with uneven random γ so every group loses a different share), the fp32 file loaded by
+   their ``attempt_load`` gives the predictions of yolo_slim's model (unfused, and fused as their
+   detect/val run it).
+2. ``val.py`` and ``export.py --include onnx torchscript``, their scripts run as subprocesses on
+   the fp16 files ``python -m yolo_slim export ckpt=... format=ultralytics`` writes from two trained
+   yolo_slim checkpoints (``--dense``, ``--pruned``; skipped without them), on the built-in
+   synthetic validation set in YOLO layout; yolo_slim's own ``val`` on the same files and data beside
+   their mAP.
+
+torch >= 2.6 defaults ``torch.load`` to ``weights_only=True``, which refuses every whole-model
+``.pt``, ultralytics' own releases included; their v7.0 code predates that, so it runs here with
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, as users of it on a recent torch must.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # before torch is imported anywhere
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from yolo_slim import YOLOv5  # noqa: E402
+from yolo_slim.models import count_parameters  # noqa: E402
+from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint  # noqa: E402
+from yolo_slim.slim import compact, plan_pruning  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+THEIRS = Path(sysconfig.get_paths()["purelib"]) / "yolov5"  # the scripts of the PyPI package, unchanged
+
+
+def _pruned(cfg: str) -> YOLOv5:
+    torch.manual_seed(0)
+    model = YOLOv5(cfg, nc=3).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.copy_(torch.rand(module.weight.shape))
+                module.bias.uniform_(-0.5, 0.5)
+    return compact(model, plan_pruning(model, ratio=0.5, round_to=8, min_channels=8)).eval()
+
+
+def predictions(folder: Path) -> None:
+    from yolov5.models.experimental import attempt_load
+
+    from yolov5.models.yolo import DetectionModel
+
+    print("| model | params | their attempt_load + forward vs ours, max abs (fuse=False) | (fuse=True, as detect/val "
+          "load it) | Conv layers their fuse() folded | their DetectionModel(ckpt['model'].yaml), as train.py "
+          "--weights and the TF exports rebuild it |")
+    print("|---|---:|---:|---:|---:|---|")
+    for cfg in ("yolov5n", "yolov5n-v5"):
+        for kind in ("dense", "pruned"):
+            torch.manual_seed(1)
+            ours = YOLOv5(cfg, nc=3).eval() if kind == "dense" else _pruned(cfg)
+            path = write_ultralytics_checkpoint(ours, folder / f"{cfg}-{kind}.pt", half=False)
+            image = torch.rand(2, 3, 320, 256, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                expected = ours(image)
+                unfused = attempt_load(str(path), device="cpu", fuse=False)(image)[0]
+                fused_model = attempt_load(str(path), device="cpu", fuse=True)
+                fused = fused_model(image)[0]
+            # Their fuse() folds only the Conv class its own module imported: the PyPI package imports
+            # yolov5.models.common, a file naming models.common (as their releases do) is run unfolded.
+            convs = [m for m in fused_model.modules() if type(m).__name__ == "Conv"]
+            folded = sum(not hasattr(m, "bn") for m in convs)
+            try:
+                rebuilt = DetectionModel(unfused_model_yaml(path), nc=3)
+                shapes = {k: v.shape for k, v in rebuilt.state_dict().items()}
+                same = shapes == {k: v.shape for k, v in ours.state_dict().items()}
+                rebuild = "builds the same architecture" if same else "builds ANOTHER architecture"
+            except Exception as error:  # noqa: BLE001 - what their code raises is the figure
+                rebuild = f"refused: {type(error).__name__}: {error}"
+            print(f"| {cfg} {kind} | {count_parameters(ours):,} | {(unfused - expected).abs().max():.1e} | "
+                  f"{(fused - expected).abs().max():.1e} | {folded} of {len(convs)} | {rebuild} |", flush=True)
+
+
+def unfused_model_yaml(path: Path) -> dict:
+    """The ``yaml`` attribute of the model pickled in ``path``, as their loader sees it."""
+    return torch.load(path, map_location="cpu", weights_only=False)["model"].yaml
+
+
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def their_tools(checkpoints: dict[str, Path], data: Path, imgsz: int, folder: Path) -> None:
+    print(f"\n| checkpoint | exported .pt | their detect.py --save-txt on the val images | their val.py mAP50 / "
+          f"mAP50-95 | yolo_slim val on the .pt | their export.py --include onnx torchscript |")
+    print("|---|---|---|---:|---:|---|")
+    for kind, checkpoint in checkpoints.items():
+        exported = folder / f"{kind}.pt"
+        result = _run([sys.executable, "-m", "yolo_slim", "export", f"ckpt={checkpoint}", "format=ultralytics",
+                       f"output={exported}"], ROOT)
+        if result.returncode:
+            raise SystemExit(f"yolo_slim export failed:\n{result.stderr[-3000:]}")
+        detect = _run([sys.executable, str(THEIRS / "detect.py"), "--weights", str(exported), "--source",
+                       str(Path(data).parent / "images" / "val"), "--imgsz", str(imgsz), "--device", "cpu",
+                       "--save-txt", "--nosave", "--project", str(folder / "detect"), "--name", kind], folder)
+        labels = list((folder / "detect" / kind / "labels").glob("*.txt"))
+        boxes = sum(len(label.read_text().splitlines()) for label in labels)
+        detect_text = f"{len(labels)} images with boxes, {boxes} boxes" if detect.returncode == 0 else \
+            f"failed: {(detect.stderr or detect.stdout).strip().splitlines()[-1]}"
+        val = _run([sys.executable, str(THEIRS / "val.py"), "--weights", str(exported), "--data", str(data),
+                    "--imgsz", str(imgsz), "--batch-size", "16", "--device", "cpu", "--workers", "0",
+                    "--project", str(folder / "val"), "--name", kind], folder)
+        row = re.search(r"^\s+all\s+\d+\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", val.stdout + val.stderr,
+                        re.MULTILINE)
+        theirs = f"{float(row.group(3)):.3f} / {float(row.group(4)):.3f}" if row else \
+            f"failed: {(val.stderr or val.stdout).strip().splitlines()[-1]}"
+        ours_run = _run([sys.executable, "-m", "yolo_slim", "val", f"ckpt={exported}", f"data.path={data}",
+                         f"data.imgsz={imgsz}", "data.workers=0"], folder)
+        ours = json.loads(ours_run.stdout[ours_run.stdout.index("{"):]) if ours_run.returncode == 0 else None
+        ours_text = f"{ours['map50']:.3f} / {ours['map']:.3f}" if ours else f"failed ({ours_run.stderr[-200:]})"
+        export = _run([sys.executable, str(THEIRS / "export.py"), "--weights", str(exported), "--include", "onnx",
+                       "torchscript", "--imgsz", str(imgsz), "--device", "cpu"], folder)
+        written = [suffix for suffix in (".onnx", ".torchscript") if exported.with_suffix(suffix).is_file()]
+        export_text = ("succeeded: " + ", ".join(written)) if export.returncode == 0 and len(written) == 2 else \
+            f"failed ({export.returncode}): {(export.stderr or export.stdout).strip().splitlines()[-1]}"
+        print(f"| {checkpoint} ({kind}) | {exported.stat().st_size / 1e6:.2f} MB fp16 | {detect_text} | {theirs} | "
+              f"{ours_text} | "
+              f"{export_text} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dense", type=Path, help="a trained dense yolo_slim checkpoint")
+    parser.add_argument("--pruned", type=Path, help="a trained pruned yolo_slim checkpoint")
+    parser.add_argument("--data", type=Path, help="data.yaml (default: the built-in synthetic set)")
+    parser.add_argument("--imgsz", type=int, default=160)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        predictions(folder)
+        checkpoints = {kind: path for kind, path in (("dense", args.dense), ("pruned", args.pruned)) if path}
+        if checkpoints:
+            from yolo_slim.data.synthetic import ensure_synthetic_dataset
+
+            their_tools(checkpoints, args.data or ensure_synthetic_dataset(), args.imgsz, folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""`predict` through the CLI, as a subprocess: a folder with a corrupt image, labels, json, compare=, bad settings."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cli_support import run_cli
+from PIL import Image
+
+
+@pytest.fixture()
+def images(tmp_path, trained_run):
+    """Two images of the run's own validation set (one resized to 120 x 72, not square) and a corrupt file."""
+    data = json.loads((trained_run / "summary.json").read_text())["data"]
+    source = sorted((Path(data).parent / "images" / "val").glob("*"))[:2]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(source[0], folder / source[0].name)
+    Image.open(source[1]).resize((120, 72)).save(folder / "wide.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    return folder
+
+
+@pytest.mark.slow
+def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(trained_run, images, tmp_path,
+                                                                           cli_environment):
+    checkpoint = trained_run / "checkpoints" / "best.ckpt"
+    out = tmp_path / "predict"
+    result = run_cli(["predict", f"ckpt={checkpoint}", f"source={images}", "conf=0.001", "imgsz=96",
+                      f"compare={checkpoint}", f"hydra.run.dir={out}"], cli_environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped 1 unreadable image(s)" in result.stdout and "broken.jpg" in result.stdout
+    assert "ms inference" in result.stdout
+    pictures = sorted(p.name for p in out.iterdir() if p.suffix in (".jpg", ".png"))
+    assert len(pictures) == 2 and "wide.png" in pictures
+    assert Image.open(out / "wide.png").size == (120, 72)  # drawn on the original image
+    assert len(list((out / "compare").glob("*.jpg"))) == 2
+    assert Image.open(out / "compare" / "wide.jpg").size[0] == 2 * 120 + 4  # two pictures side by side
+    rows = json.loads((out / "predictions.json").read_text())
+    wide = [row for row in rows if row["image_id"] == "wide"]
+    assert wide, "the tiny model finds something at conf 0.001"
+    for row in wide:  # COCO [x, y, w, h] in the original 120 x 72 pixels
+        x, y, w, h = row["bbox"]
+        assert 0 <= x <= x + w <= 120 + 1e-3 and 0 <= y <= y + h <= 72 + 1e-3 and 0 < row["score"] <= 1
+    labels = (out / "labels" / "wide.txt").read_text().splitlines()
+    assert len(labels) == len(wide)
+    assert all(0 <= float(v) <= 1 for line in labels for v in line.split()[1:])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 2 and list(summary["skipped"]) == [str(images / "broken.jpg")]
+
+
+@pytest.mark.slow
+def test_bad_source_and_bad_format_name_the_setting(trained_run, tmp_path, cli_environment):
+    checkpoint = trained_run / "checkpoints" / "best.ckpt"
+    missing = run_cli(["predict", f"ckpt={checkpoint}", f"source={tmp_path / 'none'}",
+                       f"hydra.run.dir={tmp_path / 'out'}"], cli_environment)
+    assert missing.returncode != 0 and f"source='{tmp_path / 'none'}' does not exist" in missing.stderr
+    (tmp_path / "x.jpg").write_bytes(b"")
+    no_model = run_cli(["predict", f"ckpt={tmp_path / 'no.ckpt'}", f"source={tmp_path / 'x.jpg'}",
+                        f"hydra.run.dir={tmp_path / 'out'}"], cli_environment)
+    assert no_model.returncode != 0 and f"ckpt='{tmp_path / 'no.ckpt'}' does not exist" in no_model.stderr
+    bad_format = run_cli(["export", f"ckpt={checkpoint}", "format=tflite"], cli_environment)
+    assert "format must be one of onnx, ultralytics, torchscript, found 'tflite'" in bad_format.stderr

@@ -1,0 +1,144 @@
+"""``python -m yolo_slim predict ckpt=PATH source=IMAGES [compare=OTHER]``: detections on the user's images.
+
+Writes into the run folder: one annotated picture per image, ``labels/<image>.txt`` (YOLO rows with the
+score: ``class cx cy w h score``, normalised, as ultralytics' ``detect.py --save-txt --save-conf``),
+``predictions.json`` (COCO results: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] in pixels,
+``score``), ``compare/`` side-by-side pictures with ``compare=``, and ``summary.json`` (counts, skipped
+files, per-image times). Images that cannot be decoded are skipped and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torchvision.io import write_jpeg, write_png
+from tqdm import tqdm
+
+from yolo_slim.cli.settings import require_imgsz, require_positive_int
+from yolo_slim.data.dataset import decode_rgb
+from yolo_slim.models import CheckpointFormatError
+from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.predict import Detector, draw_detections, image_sources, load_detector, predict_image, side_by_side
+
+log = logging.getLogger(__name__)
+
+
+def run(config: DictConfig) -> None:
+    paths = image_sources(str(config.source))
+    imgsz = require_imgsz(config.imgsz, "imgsz")
+    nms = NMSConfig(conf_threshold=float(config.conf), iou_threshold=float(config.iou),
+                    max_det=require_positive_int(config.max_det, "max_det"), multi_label=False)
+    detectors = [_load(config.ckpt, "ckpt")] + ([_load(config.compare, "compare")] if config.compare else [])
+    sizes = [_size(detector, imgsz) for detector in detectors]
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    if len(detectors) > 1:
+        (folder / "compare").mkdir(exist_ok=True)
+    results: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    times = torch.zeros(len(detectors), 3)
+    names_used: set[str] = set()
+    for path in tqdm(paths, desc="predict", unit="image"):
+        try:
+            image = decode_rgb(str(path))
+        except Exception as error:  # noqa: BLE001 - any decoder failure means the same: skip and report it
+            skipped[str(path)] = f"{type(error).__name__}: {error}".splitlines()[0]
+            continue
+        name = _unique(path.stem, names_used)
+        predictions = [predict_image(d, image, size, nms) for d, size in zip(detectors, sizes)]
+        for row, prediction in enumerate(predictions):
+            times[row] += torch.tensor(prediction.milliseconds)
+        main = predictions[0]
+        _write_labels(folder / "labels" / f"{name}.txt", main)
+        results += _coco_rows(name, main)
+        if config.save_images or len(detectors) > 1:
+            pictures = [draw_detections(image, p.detections, _class_names(d, p.detections))
+                        for d, p in zip(detectors, predictions)]
+            if config.save_images:
+                _write_picture(pictures[0], folder / f"{name}{_picture_suffix(path)}")
+            if len(detectors) > 1:
+                titles = [f"{d.path.name}: {len(p.detections)} boxes, {p.milliseconds[1]:.1f} ms"
+                          for d, p in zip(detectors, predictions)]
+                side_by_side(pictures[1], pictures[0], titles[1], titles[0]).save(folder / "compare" / f"{name}.jpg")
+    (folder / "predictions.json").write_text(json.dumps(results))
+    done = len(paths) - len(skipped)
+    speeds = {str(d.path): dict(zip(("preprocess_ms", "inference_ms", "nms_ms"), (times[i] / max(done, 1)).tolist()))
+              for i, d in enumerate(detectors)}
+    (folder / "summary.json").write_text(json.dumps({"images": done, "skipped": skipped, "detections": len(results),
+                                                     "speed_per_image": speeds,
+                                                     "imgsz": sizes[0]}, indent=2))
+    for detector, size in zip(detectors, sizes):
+        speed = speeds[str(detector.path)]
+        print(f"{detector.path.name} ({detector.kind}): {speed['preprocess_ms']:.1f} ms pre-process, "
+              f"{speed['inference_ms']:.1f} ms inference, {speed['nms_ms']:.1f} ms NMS per image at 1x3x{size}x{size}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(f"{p} ({why})" for p, why in skipped.items()))
+    print(f"{done} images, {len(results)} detections -> {folder}")
+
+
+def _load(path: Any, setting: str) -> Detector:
+    try:
+        return load_detector(str(path))
+    except FileNotFoundError as error:
+        raise ValueError(f"{setting}={str(path)!r} does not exist; give a yolo_slim .ckpt, an ultralytics .pt, or "
+                         f"an exported .torchscript / .onnx") from error
+    except (CheckpointFormatError, pickle.UnpicklingError) as error:
+        raise ValueError(f"{setting}={str(path)!r} is not a model yolo_slim can read: {error}") from error
+
+
+def _size(detector: Detector, imgsz: int) -> int:
+    if detector.imgsz is not None and detector.imgsz != imgsz:
+        log.warning("%s was exported at %d px: it runs at that size, not imgsz=%d", detector.path, detector.imgsz,
+                    imgsz)
+        return detector.imgsz
+    if imgsz % detector.stride:
+        raise ValueError(f"imgsz must be a multiple of {detector.path.name}'s largest stride {detector.stride}, "
+                         f"found {imgsz}")
+    return imgsz
+
+
+def _class_names(detector: Detector, detections: torch.Tensor) -> list[str]:
+    if detector.names:
+        return detector.names
+    count = int(detections[:, 5].max()) + 1 if len(detections) else 0
+    return [str(i) for i in range(count)]
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3`` ... when images in different folders share a name."""
+    name, number = stem, 1
+    while name in used:
+        number += 1
+        name = f"{stem}_{number}"
+    used.add(name)
+    return name
+
+
+def _write_labels(path: Path, prediction: Any) -> None:
+    rows = []
+    for x1, y1, x2, y2, score, label in prediction.detections.tolist():
+        cx, cy = (x1 + x2) / 2 / prediction.width, (y1 + y2) / 2 / prediction.height
+        w, h = (x2 - x1) / prediction.width, (y2 - y1) / prediction.height
+        rows.append(f"{int(label)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f} {score:.5f}\n")
+    path.write_text("".join(rows))
+
+
+def _coco_rows(name: str, prediction: Any) -> list[dict[str, Any]]:
+    image_id: int | str = int(name) if name.isdigit() else name  # as ultralytics' val.py --save-json
+    return [{"image_id": image_id, "category_id": int(label), "bbox": [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)],
+             "score": round(score, 5)} for x1, y1, x2, y2, score, label in prediction.detections.tolist()]
+
+
+def _picture_suffix(path: Path) -> str:
+    return ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
+
+
+def _write_picture(picture: torch.Tensor, path: Path) -> None:
+    (write_jpeg if path.suffix == ".jpg" else write_png)(picture, str(path))
