@@ -15,6 +15,7 @@ def test_train_leaves_checkpoints_logs_and_summary(trained_run):
     assert any((trained_run / "tensorboard").glob("events.out.tfevents.*"))
     log = (trained_run / "train.log").read_text()
     assert "train split" in log and "Average Precision" not in log  # faster_coco_eval's tables stay out
+    assert "AutoAnchor: best possible recall" in log  # on by default (the built-in data's anchors fit: kept)
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["model"] == "yolov5n" and summary["imgsz"] == 96
     assert summary["checkpoint"] == str(best)
@@ -41,6 +42,9 @@ def test_bad_settings_fail_at_start_up(tmp_path, cli_environment):
     result = run_cli(["train", *TINY_TRAIN, "data.batch_size=0", f"hydra.run.dir={tmp_path}"], cli_environment, 120)
     assert result.returncode != 0
     assert "data.batch_size must be an int >= 1, found 0" in result.stderr
+    result = run_cli(["train", *TINY_TRAIN, "model.autoanchor=sometimes", f"hydra.run.dir={tmp_path}"],
+                     cli_environment, 120)
+    assert "model.autoanchor must be true or false, found 'sometimes'" in result.stderr
     result = run_cli(["train", *TINY_TRAIN, f"data.path={tmp_path / 'nothing.yaml'}", f"hydra.run.dir={tmp_path}"],
                      cli_environment, 120)
     assert result.returncode != 0 and "nothing.yaml" in result.stderr

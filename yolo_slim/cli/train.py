@@ -21,6 +21,7 @@ from yolo_slim.cli.settings import build_model, plain, require_imgsz, require_po
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
+from yolo_slim.lit.autoanchor import AutoAnchor
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.models.info import cpu_latency_ms
@@ -78,6 +79,11 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
                                   save_last=True, auto_insert_metric_name=False)
     callbacks: list[L.Callback] = [checkpoints, LearningRateMonitor(logging_interval="step")]
+    autoanchor = config.model.get("autoanchor", True)
+    if not isinstance(autoanchor, bool):
+        raise ValueError(f"model.autoanchor must be true or false, found {autoanchor!r}")
+    if autoanchor:
+        callbacks.append(AutoAnchor(seed=int(config.seed)))
     if config.get("prune") is not None:
         callbacks.append(build_slim_callback(config.prune, imgsz))
     trainer = L.Trainer(**trainer_args, accumulate_grad_batches=accumulate, default_root_dir=run_dir,

@@ -94,6 +94,14 @@ class YOLODataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self._paths)
 
+    def box_sizes(self) -> np.ndarray:
+        """(n, 2) width and height of every labelled box in pixels at the training size (each image's long
+        side scaled to ``imgsz``, before augmentation): what AutoAnchor fits anchors to."""
+        per_box_image = np.repeat(np.arange(len(self._paths)), np.diff(self._bounds))
+        heights, widths = self._sizes[per_box_image, 0], self._sizes[per_box_image, 1]
+        scale = self.imgsz / np.maximum(heights, widths)
+        return np.stack((self._labels[:, 3] * widths * scale, self._labels[:, 4] * heights * scale), axis=1)
+
     @property
     def resized_bytes(self) -> int:
         """Bytes of the split's images resized to ``imgsz`` as uint8: what :meth:`cache_images` holds.

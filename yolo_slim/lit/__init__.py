@@ -1,7 +1,8 @@
 """Lightning: the YOLOv5 training module and the slimming callback; joins graph, slimming and data."""
 
+from yolo_slim.lit.autoanchor import AutoAnchor
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.network import find_network, restore_pruned_network
 from yolo_slim.lit.slim_callback import SlimCallback
 
-__all__ = ["SlimCallback", "YOLOv5Module", "find_network", "restore_pruned_network"]
+__all__ = ["AutoAnchor", "SlimCallback", "YOLOv5Module", "find_network", "restore_pruned_network"]

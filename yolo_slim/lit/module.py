@@ -106,6 +106,15 @@ class YOLOv5Module(L.LightningModule):
         scaled = self.loss_config.scaled(detect.nl, detect.nc, self.hparams.imgsz)
         self.criterion = YOLOv5Loss(detect.anchors, detect.nc, scaled)
 
+    @torch.no_grad()
+    def set_anchors(self, anchors_px: torch.Tensor) -> None:
+        """New anchors (nl * na, 2) pixels for the network, its EMA and the loss (AutoAnchor's one entry point)."""
+        self.model.set_anchors(anchors_px)
+        if self.ema is not None:
+            self.ema.module.set_anchors(anchors_px)
+        self.criterion.anchors.copy_(self.model.detect.anchors.to(self.criterion.anchors.device))
+        self.hparams["model"] = self.model.spec.to_dict()  # load_from_checkpoint builds the spec with them
+
     @property
     def names(self) -> list[str]:
         return self.model.names

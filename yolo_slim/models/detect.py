@@ -37,12 +37,16 @@ class Detect(nn.Module):
         self.na = len(anchors[0]) // 2
         levels = _order_anchors_like_strides([[float(v) for v in level] for level in anchors], list(strides))
         stride = torch.tensor([float(s) for s in strides])
-        anchors_px = torch.tensor(levels).view(self.nl, self.na, 2)
+        # Pixels to grid units in Python floats, not tensor ops: the same float32 values (rounding a double
+        # quotient to float32 is exact for a float32 division), and no elementwise op when the network is
+        # built on the meta device (compact does), whose first one costs seconds of torch set-up.
+        grid_units = [[value / float(s) for value in level] for level, s in zip(levels, strides)]
         # Not persistent: ultralytics keeps the stride out of the state dict, and so must we for strict loading.
         self.register_buffer("stride", stride, persistent=False)
-        self.register_buffer("anchors", anchors_px / stride.view(-1, 1, 1))
+        self.register_buffer("anchors", torch.tensor(grid_units).view(self.nl, self.na, 2))
         self.m = nn.ModuleList(nn.Conv2d(c, self.na * self.no, 1) for c in in_channels)
-        self._initialize_biases([float(s) for s in strides])
+        if self.anchors.device.type != "meta":  # on meta there are no values to initialise
+            self._initialize_biases([float(s) for s in strides])
 
     @torch.no_grad()
     def _initialize_biases(self, strides: list[float], expected_objects: float = 8.0,

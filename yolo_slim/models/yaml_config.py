@@ -16,6 +16,7 @@ Module names resolve through :data:`_ROW_PARSERS`, never ``eval``: the strings `
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -25,6 +26,8 @@ from typing import Any
 import yaml
 
 from yolo_slim.models.spec import INPUT, LayerSpec, ModelSpec
+
+log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head")
 
@@ -78,7 +81,7 @@ def parse_model_yaml(data: Mapping[str, Any], nc: int | None = None, in_channels
         raise ValueError(f"model yaml: activation {activation!r} is not supported; only SiLU (the default)")
     context = _Context(
         nc=int(data["nc"]) if nc is None else int(nc),
-        anchors=_parse_anchors(data["anchors"]),
+        anchors=_anchor_count(data["anchors"]) if _is_count(data["anchors"]) else _parse_anchors(data["anchors"]),
         depth_multiple=float(data["depth_multiple"]),
         width_multiple=float(data["width_multiple"]),
     )
@@ -99,11 +102,15 @@ def parse_model_yaml(data: Mapping[str, Any], nc: int | None = None, in_channels
         channels.append(out)
     if layers[-1].module != "Detect":
         raise ValueError(f"the last row must be Detect, found {rows[-1]!r}")
-    return ModelSpec(layers=tuple(layers), nc=context.nc, anchors=context.anchors, in_channels=in_channels)
+    if isinstance(context.anchors, int):
+        log.warning("model yaml gives a count of anchors (%d per level), not their sizes: placeholder anchors "
+                    "until AutoAnchor fits them to the data at the start of `train`", context.anchors)
+    anchors = tuple(tuple(level) for level in layers[-1].params["anchors"])
+    return ModelSpec(layers=tuple(layers), nc=context.nc, anchors=anchors, in_channels=in_channels)
 
 
 class _Context:
-    def __init__(self, nc: int, anchors: tuple[tuple[float, ...], ...], depth_multiple: float,
+    def __init__(self, nc: int, anchors: tuple[tuple[float, ...], ...] | int, depth_multiple: float,
                  width_multiple: float) -> None:
         self.nc, self.anchors = nc, anchors
         self.depth_multiple, self.width_multiple = depth_multiple, width_multiple
@@ -111,18 +118,38 @@ class _Context:
     def width(self, channels: int) -> int:
         # ultralytics' make_divisible: round the scaled width up to a multiple of 8; a width equal to
         # the head's output count (na * (nc + 5)) is left alone, as ultralytics does.
-        if channels == len(self.anchors[0]) // 2 * (self.nc + 5):
+        if channels == self.anchors_per_level * (self.nc + 5):
             return channels
         return math.ceil(channels * self.width_multiple / 8) * 8
+
+    @property
+    def anchors_per_level(self) -> int:
+        return self.anchors if isinstance(self.anchors, int) else len(self.anchors[0]) // 2
 
     def depth(self, repeats: int) -> int:
         return max(round(repeats * self.depth_multiple), 1) if repeats > 1 else repeats
 
 
+def _is_count(anchors: Any) -> bool:
+    return isinstance(anchors, int) and not isinstance(anchors, bool)
+
+
+def _anchor_count(anchors: int) -> int:
+    if anchors < 1:
+        raise ValueError(f"model yaml: an anchor count must be >= 1, found {anchors}")
+    return anchors
+
+
+def _placeholder_anchors(count: int, levels: int) -> tuple[tuple[float, ...], ...]:
+    """What ultralytics' parse_model builds for ``anchors: N``: ``0, 1, ..., 2N-1`` on every level, until
+    AutoAnchor replaces them (kept equal to theirs so that both builds hold the same buffer)."""
+    return tuple(tuple(range(2 * count)) for _ in range(levels))
+
+
 def _parse_anchors(anchors: Any) -> tuple[tuple[float, ...], ...]:
-    if isinstance(anchors, int) or not isinstance(anchors, list) or not anchors:
-        raise ValueError(f"model yaml: anchors must be a list of per-level [w, h, w, h, ...] lists (pixels), "
-                         f"found {anchors!r}; an anchor count for auto-anchor is not supported")
+    if not isinstance(anchors, list) or not anchors:
+        raise ValueError(f"model yaml: anchors must be a list of per-level [w, h, w, h, ...] lists (pixels) or a "
+                         f"count of anchors per level (fitted by AutoAnchor), found {anchors!r}")
     levels = []
     for level in anchors:
         if not isinstance(level, list) or len(level) < 2 or len(level) % 2:
@@ -164,7 +191,8 @@ def _split_row(index: int, row: Any) -> tuple[list[int], int, str, list[Any]]:
 
 def _substitute(args: list[Any], context: _Context) -> list[Any]:
     """Replace the yaml's symbolic arguments: ``nc``, ``anchors`` and ``None``."""
-    symbols = {"nc": context.nc, "anchors": [list(a) for a in context.anchors], "None": None}
+    anchors = context.anchors if isinstance(context.anchors, int) else [list(a) for a in context.anchors]
+    symbols = {"nc": context.nc, "anchors": anchors, "None": None}
     return [symbols[a] if isinstance(a, str) and a in symbols else a for a in args]
 
 
@@ -274,9 +302,12 @@ def _concat(context: _Context, inputs: list[int], repeats: int, args: list[Any])
 def _detect(context: _Context, inputs: list[int], repeats: int, args: list[Any]) -> tuple[str, dict[str, Any], int]:
     _no_repeats(repeats, "Detect")
     nc = int(args[0]) if args else context.nc
-    anchors = _parse_anchors(args[1]) if len(args) > 1 else context.anchors
+    given = args[1] if len(args) > 1 else context.anchors
+    anchors = given if _is_count(given) else (_parse_anchors(given) if isinstance(given, list) else given)
     if nc != context.nc or anchors != context.anchors:
         raise ValueError("Detect's nc and anchors must be the yaml's own (write them as `nc` and `anchors`)")
+    if isinstance(anchors, int):
+        anchors = _placeholder_anchors(anchors, len(inputs))
     if len(anchors) != len(inputs):
         raise ValueError(f"Detect has {len(inputs)} inputs but {len(anchors)} anchor levels")
     return "Detect", {"nc": nc, "anchors": [list(a) for a in anchors], "in_channels": list(inputs)}, \

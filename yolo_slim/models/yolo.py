@@ -107,6 +107,24 @@ class YOLOv5(nn.Module):
         """Stride of each detection level, e.g. tensor([8., 16., 32.])."""
         return self.detect.stride
 
+    def anchors_px(self) -> torch.Tensor:
+        """The anchors in input pixels, (nl, na, 2), level by level as Detect holds them."""
+        return self.detect.anchors * self.stride.view(-1, 1, 1)
+
+    @torch.no_grad()
+    def set_anchors(self, anchors_px: torch.Tensor) -> None:
+        """Replace the anchors with ``anchors_px`` (nl * na, 2) pixels sorted by area: the smallest
+        go to the finest level, as ultralytics assigns them (the spec follows, being read from Detect)."""
+        detect = self.detect
+        pairs = torch.as_tensor(anchors_px, dtype=detect.anchors.dtype).reshape(-1, 2)
+        if pairs.shape[0] != detect.nl * detect.na:
+            raise ValueError(f"set_anchors needs {detect.nl * detect.na} (w, h) pairs, got {pairs.shape[0]}")
+        pairs = pairs[pairs.prod(dim=1).argsort()]
+        levels = torch.empty_like(detect.anchors)
+        for rank, level in enumerate(detect.stride.argsort().tolist()):  # finest stride first
+            levels[level] = pairs[rank * detect.na:(rank + 1) * detect.na] / detect.stride[level]
+        detect.anchors.copy_(levels.to(detect.anchors.device))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """(B, C, H, W) with H and W multiples of the largest stride."""
         largest = self._largest_stride

@@ -106,35 +106,40 @@ def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float 
     require_unfused(model, "plan_pruning")
     graph = trace_channels(model.spec, policy)
     importance = group_importance(model, graph, aggregate)
+    # Each group's channels, most important first (equal scores: lower index first), sorted once
+    # for every plan below (the FLOPs bisection makes ~log2(channels) of them).
+    orders = {name: torch.sort(-scores, stable=True).indices for name, scores in importance.items()}
+    names = list(importance)
     if threshold is not None:
-        counts = {name: int((scores >= threshold).sum()) for name, scores in importance.items()}
-        return _plan_from_counts(graph, importance, counts, threshold, policy, round_to, min_channels)
-    ranking = _global_ranking(importance)
+        counts = [int((importance[name] >= threshold).sum()) for name in names]
+        return _plan_from_counts(graph, orders, dict(zip(names, counts)), threshold, policy, round_to, min_channels)
+    ranked_groups, ranked_scores = _global_ranking(importance)
+    sizes = torch.tensor([len(importance[name]) for name in names])
 
     def remove_lowest(removed: int) -> PruningPlan:
-        counts = {name: len(scores) for name, scores in importance.items()}
-        for name, _ in ranking[:removed]:
-            counts[name] -= 1
-        cut = ranking[removed][1] if removed < len(ranking) else math.inf
-        return _plan_from_counts(graph, importance, counts, cut, policy, round_to, min_channels)
+        counts = (sizes - torch.bincount(ranked_groups[:removed], minlength=len(names))).tolist()
+        cut = float(ranked_scores[removed]) if removed < len(ranked_scores) else math.inf
+        return _plan_from_counts(graph, orders, dict(zip(names, counts)), cut, policy, round_to, min_channels)
 
     if ratio is not None:
-        return remove_lowest(int(ratio * len(ranking)))
-    return _plan_for_flops(model, len(ranking), remove_lowest, flops_target, imgsz, round_to, min_channels)
+        return remove_lowest(int(ratio * len(ranked_scores)))
+    return _plan_for_flops(model, len(ranked_scores), remove_lowest, flops_target, imgsz, round_to, min_channels)
 
 
-def _global_ranking(importance: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
-    """Every prunable channel as (group, importance), least important first.
+def _global_ranking(importance: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every prunable channel, least important first: (its group's index in ``importance``, its importance).
 
     Ties (common: untouched γ are all 1.0) are broken by the channel's relative position in its
-    group, so that a ratio removes exactly that many channels, spread over the groups in
-    proportion to their sizes, instead of none (or whole groups).
+    group, then by the group's order, so that a ratio removes exactly that many channels, spread
+    over the groups in proportion to their sizes, instead of none (or whole groups). One vectorised
+    lexicographic sort: stable sorts from the last key to the first.
     """
-    entries = [(float(score), channel / len(scores), position, name)
-               for position, (name, scores) in enumerate(importance.items())
-               for channel, score in enumerate(scores.tolist())]
-    entries.sort()
-    return [(name, score) for score, _, _, name in entries]
+    scores = torch.cat([s.double() for s in importance.values()])
+    relative = torch.cat([torch.arange(len(s), dtype=torch.float64) / len(s) for s in importance.values()])
+    groups = torch.cat([torch.full((len(s),), i) for i, s in enumerate(importance.values())])
+    order = torch.sort(relative, stable=True).indices  # groups are already in order: the last key holds
+    order = order[torch.sort(scores[order], stable=True).indices]
+    return groups[order], scores[order]
 
 
 def check_plan_arguments(ratio: float | None = None, threshold: float | None = None,
@@ -160,20 +165,18 @@ def check_plan_arguments(ratio: float | None = None, threshold: float | None = N
             raise ValueError(f"{name} must be an int >= 1, found {value!r}")
 
 
-def _plan_from_counts(graph: ChannelGraph, importance: dict[str, torch.Tensor], counts: dict[str, int], cut: float,
+def _plan_from_counts(graph: ChannelGraph, orders: dict[str, torch.Tensor], counts: dict[str, int], cut: float,
                       policy: str, round_to: int, min_channels: int) -> PruningPlan:
-    """Keep the ``counts[group]`` most important channels of each group, after min_channels and round_to."""
+    """Keep the ``counts[group]`` first channels of each group's importance ``orders``, after min_channels and
+    round_to."""
     keep = {}
     for name, group in graph.groups.items():
-        if name not in importance:
+        if name not in orders:
             keep[name] = list(range(group.size))
             continue
-        scores = importance[name]
         count = max(counts[name], min_channels)
         count = min(math.ceil(count / round_to) * round_to, group.size)
-        # Stable order: equal scores keep the lower channel index.
-        order = sorted(range(group.size), key=lambda c: (-float(scores[c]), c))
-        keep[name] = sorted(order[:count])
+        keep[name] = orders[name][:count].sort().values.tolist()
     return PruningPlan(keep=keep, policy=policy, threshold=float(cut),
                        sizes={name: group.size for name, group in graph.groups.items()})
 

@@ -1,0 +1,55 @@
+"""AutoAnchor inside a real (tiny) fit: bad anchors are refitted for network, EMA and loss; good ones kept."""
+
+import lightning as L
+import pytest
+import torch
+from slim_support import tiny_datamodule
+
+from yolo_slim.lit import AutoAnchor, YOLOv5Module
+from yolo_slim.models import YOLOv5
+
+
+def _fit(module, callback, tmp_path, synthetic_cache, **kwargs):
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_train_batches=1, limit_val_batches=0, default_root_dir=tmp_path, callbacks=[callback])
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache), **kwargs)
+    return trainer
+
+
+def test_bad_anchors_are_refitted_everywhere_the_run_reads_them(tmp_path, synthetic_cache):
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    module.set_anchors(torch.full((9, 2), 600.0))  # far larger than any box of a 64 px image
+    callback = AutoAnchor(generations=50, seed=0)
+    _fit(module, callback, tmp_path, synthetic_cache)
+    result = callback.result
+    assert result["changed"] and result["recall_before"] == 0.0 and result["recall_after"] > 0.9
+    anchors = module.model.detect.anchors
+    fitted = torch.tensor(result["anchors"], dtype=anchors.dtype)
+    assert torch.allclose(module.model.anchors_px().reshape(-1, 2), fitted)
+    assert torch.equal(module.ema.module.detect.anchors, anchors)  # the EMA copy
+    assert torch.equal(module.criterion.anchors, anchors)  # and the loss, which keeps its own copy
+    assert module.hparams["model"]["anchors"] == [list(level) for level in module.model.spec.anchors]
+
+
+def test_fitting_anchors_are_kept_and_a_resume_is_left_alone(tmp_path, synthetic_cache):
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    module.set_anchors(torch.tensor([[8.0, 8], [10, 10], [12, 12], [16, 16], [20, 20], [24, 24], [30, 30],
+                                     [36, 36], [44, 44]]))
+    before = module.model.detect.anchors.clone()
+    callback = AutoAnchor(generations=50)
+    trainer = _fit(module, callback, tmp_path, synthetic_cache)
+    assert not callback.result["changed"] and callback.result["recall_before"] >= 0.98
+    assert torch.equal(module.model.detect.anchors, before)
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    resumed = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    resumed_callback = AutoAnchor()
+    _fit(resumed, resumed_callback, tmp_path, synthetic_cache, ckpt_path=tmp_path / "run.ckpt")
+    assert resumed_callback.result is None  # not checked again: the checkpoint's anchors were trained
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="anchor_t must be > 1"):
+        AutoAnchor(anchor_t=1.0)
+    with pytest.raises(ValueError, match="generations must be >= 0"):
+        AutoAnchor(generations=-1)
