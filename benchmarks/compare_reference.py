@@ -41,9 +41,17 @@ def compare(name: str, sizes: list[tuple[int, int]], check_checkpoint: bool) -> 
     torch.manual_seed(0)
     theirs = DetectionModel(str(yaml_path), ch=3, nc=80).eval()
     ours = YOLOv5(name, nc=80).eval()
+    # Our own build's anchors (grid units, level order) before theirs are loaded over them.
+    anchors_equal = torch.equal(ours.detect.anchors, theirs.model[-1].anchors)
     ours.load_state_dict(theirs.state_dict(), strict=True)
     DetectionModel(str(yaml_path), ch=3, nc=80).load_state_dict(ours.state_dict(), strict=True)
     worst_abs, worst_rel = 0.0, 0.0
+    largest = int(max(ours.spec.downsampling()))  # P6 / P7 layouts need multiples of 64 / 128
+
+    def fit(length: int) -> int:
+        return -(-length // largest) * largest
+
+    sizes = [(fit(h), fit(w)) for h, w in sizes]
     for height, width in sizes:
         image = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(height + width))
         with torch.no_grad():
@@ -53,12 +61,12 @@ def compare(name: str, sizes: list[tuple[int, int]], check_checkpoint: bool) -> 
         worst_abs = max(worst_abs, float((got - expected).abs().max()))
         worst_rel = max(worst_rel, _relative_error(got, expected))
     # Training-mode maps: BN uses batch statistics in both, so they must agree too.
-    image = torch.rand(2, 3, 128, 160, generator=torch.Generator().manual_seed(1))
+    image = torch.rand(2, 3, fit(128), fit(160), generator=torch.Generator().manual_seed(1))
     theirs_train, ours_train = deepcopy(theirs).train(), deepcopy(ours).train()
     train_diff = max(float((a - b).abs().max()) for a, b in zip(ours_train(image), theirs_train(image)))
     line = (f"{name:<12} params ours {count_parameters(ours):>11,} theirs {sum(p.numel() for p in theirs.parameters()):>11,}"
             f"  GFLOPs@640 ours {count_gflops(ours, 640):7.2f}  eval max|diff| {worst_abs:.2e} max rel {worst_rel:.2e}"
-            f"  train max|diff| {train_diff:.2e}")
+            f"  train max|diff| {train_diff:.2e}  anchors equal {anchors_equal}")
     if check_checkpoint:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"{name}.pt"
@@ -66,7 +74,7 @@ def compare(name: str, sizes: list[tuple[int, int]], check_checkpoint: bool) -> 
                         "epoch": -1, "date": "reference"}, path)
             loaded = load_yolov5(path)
             half_theirs = deepcopy(theirs).half().float()
-            image = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(7))
+            image = torch.rand(1, 3, fit(320), fit(320), generator=torch.Generator().manual_seed(7))
             with torch.no_grad():
                 ckpt_diff = float((loaded(image) - half_theirs(image)[0]).abs().max())
         line += f"  fp16 .pt via load_yolov5 max|diff| {ckpt_diff:.2e}"

@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,25 +17,35 @@ GOLDEN_PARAMETERS = {
     "yolov5l": 46_563_709,
     "yolov5x": 86_749_405,
     "yolov5s-v5": 7_276_605,
+    "yolov5n6": 3_246_940,  # the hub layouts: ultralytics' counts from benchmarks/compare_reference.py
+    "yolov5-p34": 5_331_518,
+    "yolov5-p2": 47_493_372,
 }
 
 
-def test_ships_both_generations_of_every_size():
-    expected = {f"yolov5{size}{suffix}" for size in "nsmlx" for suffix in ("", "-v5")}
+def test_ships_both_generations_of_every_size_and_the_hub_layouts():
+    expected = {f"yolov5{size}{suffix}" for size in "nsmlx" for suffix in ("", "-v5", "6")}
+    expected |= {f"yolov5-{name}" for name in ("fpn", "panet", "bifpn", "p2", "p34", "p6", "p7")}
     assert expected <= set(shipped_configs())
+    conf = Path(__file__).parents[2] / "conf" / "model"
+    assert {path.stem for path in conf.glob("*.yaml")} == set(shipped_configs())  # model=NAME for each
 
 
 @pytest.mark.parametrize("name", shipped_configs())
 def test_every_shipped_config_builds_and_runs(name):
     model = YOLOv5(name, nc=80)
-    image = torch.rand(2, 3, 64, 96)
+    strides = [int(s) for s in model.stride.tolist()]
+    # P3-P5 for most; P3-P6 for the *6 and -p6 layouts, P2-P5 for -p2, P3-P4 for -p34, P3-P7 for -p7.
+    assert strides in ([8, 16, 32], [8, 16, 32, 64], [4, 8, 16, 32], [8, 16], [8, 16, 32, 64, 128]), strides
+    largest = int(max(model.spec.downsampling()))  # what the input must divide by (32 for -p34 too)
+    height, width = 2 * largest, 3 * largest
+    image = torch.rand(2, 3, height, width)
     with torch.no_grad():
         decoded = model.eval()(image)
         raw = model.train()(image)
-    # 3 anchors per cell on 8x12, 4x6 and 2x3 grids
-    assert decoded.shape == (2, 3 * (8 * 12 + 4 * 6 + 2 * 3), 85)
-    assert [tuple(level.shape) for level in raw] == [(2, 3, 8, 12, 85), (2, 3, 4, 6, 85), (2, 3, 2, 3, 85)]
-    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+    grids = [(height // s, width // s) for s in strides]
+    assert decoded.shape == (2, 3 * sum(h * w for h, w in grids), 85)  # 3 anchors per cell on every level
+    assert [tuple(level.shape) for level in raw] == [(2, 3, h, w, 85) for h, w in grids]
 
 
 @pytest.mark.parametrize("name,expected", GOLDEN_PARAMETERS.items())
