@@ -120,8 +120,8 @@ def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def their_tools(checkpoints: dict[str, Path], data: Path, imgsz: int, folder: Path) -> None:
-    print(f"\n| checkpoint | exported .pt | their detect.py --save-txt on the val images | their val.py mAP50 / "
-          f"mAP50-95 | yolo_slim val on the .pt | their export.py --include onnx torchscript |")
+    print("\n| checkpoint | exported .pt | their detect.py --save-txt on the val images | their val.py mAP50 / "
+          "mAP50-95 | yolo_slim val on the .pt | their export.py --include onnx torchscript |")
     print("|---|---|---|---:|---:|---|")
     for kind, checkpoint in checkpoints.items():
         exported = folder / f"{kind}.pt"
