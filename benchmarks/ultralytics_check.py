@@ -52,7 +52,7 @@ from pathlib import Path
 os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # before torch is imported anywhere
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
+from random_norms import randomize_norms  # noqa: E402
 
 from yolo_slim import YOLOv5  # noqa: E402
 from yolo_slim.models import count_parameters  # noqa: E402
@@ -65,12 +65,7 @@ THEIRS = Path(sysconfig.get_paths()["purelib"]) / "yolov5"  # the scripts of the
 
 def _pruned(cfg: str) -> YOLOv5:
     torch.manual_seed(0)
-    model = YOLOv5(cfg, nc=3).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.copy_(torch.rand(module.weight.shape))
-                module.bias.uniform_(-0.5, 0.5)
+    model = randomize_norms(YOLOv5(cfg, nc=3))
     return compact(model, plan_pruning(model, ratio=0.5, round_to=8, min_channels=8)).eval()
 
 

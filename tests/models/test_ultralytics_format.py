@@ -10,6 +10,7 @@ import zipfile
 
 import pytest
 import torch
+from model_support import randomize_norms
 from torch import nn
 
 from yolo_slim.models import YOLOv5, load_pretrained, load_yolov5, parse_model_yaml
@@ -20,14 +21,7 @@ from yolo_slim.slim import compact, plan_pruning
 
 def _pruned(cfg: str) -> YOLOv5:
     torch.manual_seed(0)
-    model = YOLOv5(cfg, nc=3, names=["a", "b", "c"]).eval()
-    with torch.no_grad():  # uneven γ, so that the plan cuts each group differently
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.copy_(torch.rand(module.weight.shape))
-                module.bias.uniform_(-0.5, 0.5)
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
+    model = randomize_norms(YOLOv5(cfg, nc=3, names=["a", "b", "c"]))  # uneven γ: each group cut differently
     return compact(model, plan_pruning(model, ratio=0.5, round_to=1, min_channels=4)).eval()
 
 

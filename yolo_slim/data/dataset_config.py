@@ -145,9 +145,9 @@ def _split_images(split: str, value: Any, root: Path, yaml_path: Path) -> list[P
         source = Path(entry).expanduser()
         source = source if source.is_absolute() else Path(os.path.normpath(root / source))
         if source.is_dir():
-            images.update(_images_in_folder(source))
+            images.update(images_in_folder(source))
         elif source.is_file() and source.suffix.lower() == ".txt":
-            images.update(_images_in_list(source, root))
+            images.update(images_in_list(source, root))
         else:
             kind = "is not a folder or a .txt list" if source.exists() else "does not exist"
             raise DataConfigError(f"data.yaml {str(yaml_path)!r}: split '{split}' entry {str(entry)!r} "
@@ -159,7 +159,8 @@ def _split_images(split: str, value: Any, root: Path, yaml_path: Path) -> list[P
     return sorted(images)
 
 
-def _images_in_folder(folder: Path) -> Iterable[Path]:
+def images_in_folder(folder: Path) -> Iterable[Path]:
+    """Every file below ``folder`` with an image suffix (also `predict`'s folder sources)."""
     # os.walk rather than Path.rglob: a large dataset folder lists several times faster.
     for directory, _, files in os.walk(folder, followlinks=True):
         for name in files:
@@ -167,7 +168,8 @@ def _images_in_folder(folder: Path) -> Iterable[Path]:
                 yield Path(directory, name)
 
 
-def _images_in_list(list_path: Path, root: Path) -> list[Path]:
+def images_in_list(list_path: Path, root: Path) -> list[Path]:
+    """The image entries of a ``.txt`` list (also `predict`'s list sources, with ``root`` the list's folder)."""
     # ultralytics' convention: an entry starting with './' is relative to the list's folder.
     # Other relative entries are taken relative to the dataset root (ultralytics uses the working
     # directory, which would make a dataset depend on where training was started).

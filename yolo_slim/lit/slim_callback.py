@@ -343,7 +343,7 @@ class SlimCallback(L.Callback):
         """Validate now (the fit's own validation loop) and measure the network."""
         internals.run_validation(trainer)
         _, network = find_network(pl_module, self.model_attr)
-        measured = getattr(pl_module, "inference_model", network)
+        measured = _validated_network(pl_module, network)
         metrics = trainer.callback_metrics
         return {"epoch": trainer.current_epoch,
                 "map50": float(metrics["val/map50"]) if "val/map50" in metrics else None,

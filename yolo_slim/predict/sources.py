@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import glob
-import os
 from pathlib import Path
 
-from yolo_slim.data.dataset_config import IMAGE_SUFFIXES
+from yolo_slim.data.dataset_config import IMAGE_SUFFIXES, images_in_folder, images_in_list
 
 
 def image_sources(source: str | Path) -> list[Path]:
     """The image files ``source`` names, sorted (a folder is searched recursively).
 
-    A ``.txt`` source lists one image per line, relative to the list's folder unless absolute.
+    A ``.txt`` source lists one image per line, relative to the list's folder unless absolute (entries
+    without an image suffix are skipped with a warning, as in a data.yaml split).
     Files are chosen by suffix only; whether they decode is found out when they are read.
 
     Raises:
@@ -22,11 +22,9 @@ def image_sources(source: str | Path) -> list[Path]:
     path = Path(text)
     allowed = ", ".join(sorted(IMAGE_SUFFIXES))
     if path.is_dir():
-        found = [Path(directory, name) for directory, _, names in os.walk(path, followlinks=True)
-                 for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+        found = list(images_in_folder(path))
     elif path.is_file() and path.suffix.lower() == ".txt":
-        entries = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        found = [entry if entry.is_absolute() else path.parent / entry for entry in map(Path, entries)]
+        found = images_in_list(path, path.parent)  # data.yaml's rules, relative entries from the list's folder
         missing = [str(p) for p in found if not p.is_file()]
         if missing:
             raise ValueError(f"source={text!r} lists {len(missing)} files that do not exist, e.g. {missing[0]!r}")
