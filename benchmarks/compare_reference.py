@@ -35,15 +35,21 @@ def _relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 
 
 def compare(name: str, sizes: list[tuple[int, int]], check_checkpoint: bool) -> None:
+    from yolov5.models.common import Conv
     from yolov5.models.yolo import DetectionModel
 
     yaml_path = resources.files("yolo_slim.models") / "configs" / f"{name}.yaml"
     torch.manual_seed(0)
+    # Their parse_model sets the yaml's activation as a class attribute of Conv, which stays for every
+    # later model of the process: reset to their default before each build.
+    Conv.default_act = torch.nn.SiLU()
     theirs = DetectionModel(str(yaml_path), ch=3, nc=80).eval()
     ours = YOLOv5(name, nc=80).eval()
     # Our own build's anchors (grid units, level order) before theirs are loaded over them.
     anchors_equal = torch.equal(ours.detect.anchors, theirs.model[-1].anchors)
+    keys_equal = list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict(), strict=True)
+    Conv.default_act = torch.nn.SiLU()
     DetectionModel(str(yaml_path), ch=3, nc=80).load_state_dict(ours.state_dict(), strict=True)
     worst_abs, worst_rel = 0.0, 0.0
     largest = int(max(ours.spec.downsampling()))  # P6 / P7 layouts need multiples of 64 / 128
@@ -64,7 +70,7 @@ def compare(name: str, sizes: list[tuple[int, int]], check_checkpoint: bool) -> 
     image = torch.rand(2, 3, fit(128), fit(160), generator=torch.Generator().manual_seed(1))
     theirs_train, ours_train = deepcopy(theirs).train(), deepcopy(ours).train()
     train_diff = max(float((a - b).abs().max()) for a, b in zip(ours_train(image), theirs_train(image)))
-    line = (f"{name:<12} params ours {count_parameters(ours):>11,} theirs {sum(p.numel() for p in theirs.parameters()):>11,}"
+    line = (f"{name:<20} keys in order {keys_equal}  params ours {count_parameters(ours):>11,} theirs {sum(p.numel() for p in theirs.parameters()):>11,}"
             f"  GFLOPs@640 ours {count_gflops(ours, 640):7.2f}  eval max|diff| {worst_abs:.2e} max rel {worst_rel:.2e}"
             f"  train max|diff| {train_diff:.2e}  anchors equal {anchors_equal}")
     if check_checkpoint:

@@ -22,7 +22,8 @@ onnxscript), hence the two extra pins above.
 
 What it checks:
 
-1. Predictions: for a dense and a pruned model of both generations (yolov5n, yolov5n-v5; the pruned
+1. Predictions: for a dense and a pruned model of both generations (yolov5n, yolov5n-v5) and of the hub
+   layouts with blocks of their own (LeakyReLU, ghost, transformer, yolov3-tiny, yolov3 narrowed; the pruned
    ones cut with uneven random γ so every group loses a different share), the fp32 file loaded by
    their ``attempt_load`` gives the predictions of yolo_slim's model (unfused, and fused as their
    detect/val run it).
@@ -55,7 +56,7 @@ import torch  # noqa: E402
 from random_norms import randomize_norms  # noqa: E402
 
 from yolo_slim import YOLOv5  # noqa: E402
-from yolo_slim.models import count_parameters  # noqa: E402
+from yolo_slim.models import count_parameters, load_model_yaml  # noqa: E402
 from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint  # noqa: E402
 from yolo_slim.slim import compact, plan_pruning  # noqa: E402
 
@@ -63,10 +64,23 @@ ROOT = Path(__file__).resolve().parents[1]
 THEIRS = Path(sysconfig.get_paths()["purelib"]) / "yolov5"  # the scripts of the PyPI package, unchanged
 
 
-def _pruned(cfg: str) -> YOLOv5:
+def _pruned(cfg: str | dict) -> YOLOv5:
     torch.manual_seed(0)
     model = randomize_norms(YOLOv5(cfg, nc=3))
     return compact(model, plan_pruning(model, ratio=0.5, round_to=8, min_channels=8)).eval()
+
+
+def _narrowed(name: str, width: float) -> dict:
+    """A shipped layout at another width multiple (yolov3's 62M parameters are slow to write and run on CPU)."""
+    data = load_model_yaml(name)
+    data["width_multiple"] = width
+    return data
+
+
+# Both generations, and the hub layouts whose blocks only they use: the activation key, Ghost and
+# transformer blocks, MaxPool2d / ZeroPad2d rows, repeated Bottleneck rows.
+LAYOUTS = {"yolov5n": "yolov5n", "yolov5n-v5": "yolov5n-v5", "yolov5s-LeakyReLU": "yolov5s-LeakyReLU",
+           "yolov5s-ghost": "yolov5s-ghost", "yolov5s-transformer": "yolov5s-transformer", "yolov3-tiny": "yolov3-tiny"}
 
 
 def predictions(folder: Path) -> None:
@@ -78,11 +92,12 @@ def predictions(folder: Path) -> None:
           "load it) | Conv layers their fuse() folded | their DetectionModel(ckpt['model'].yaml), as train.py "
           "--weights and the TF exports rebuild it |")
     print("|---|---:|---:|---:|---:|---|")
-    for cfg in ("yolov5n", "yolov5n-v5"):
+    layouts: dict[str, str | dict] = {**LAYOUTS, "yolov3 (width 0.25)": _narrowed("yolov3", 0.25)}
+    for label, cfg in layouts.items():
         for kind in ("dense", "pruned"):
             torch.manual_seed(1)
             ours = YOLOv5(cfg, nc=3).eval() if kind == "dense" else _pruned(cfg)
-            path = write_ultralytics_checkpoint(ours, folder / f"{cfg}-{kind}.pt", half=False)
+            path = write_ultralytics_checkpoint(ours, folder / f"{label.split()[0]}-{kind}.pt", half=False)
             image = torch.rand(2, 3, 320, 256, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 expected = ours(image)
@@ -100,7 +115,7 @@ def predictions(folder: Path) -> None:
                 rebuild = "builds the same architecture" if same else "builds ANOTHER architecture"
             except Exception as error:  # noqa: BLE001 - what their code raises is the figure
                 rebuild = f"refused: {type(error).__name__}: {error}"
-            print(f"| {cfg} {kind} | {count_parameters(ours):,} | {(unfused - expected).abs().max():.1e} | "
+            print(f"| {label} {kind} | {count_parameters(ours):,} | {(unfused - expected).abs().max():.1e} | "
                   f"{(fused - expected).abs().max():.1e} | {folded} of {len(convs)} | {rebuild} |", flush=True)
 
 

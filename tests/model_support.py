@@ -3,6 +3,7 @@
 import torch
 
 from yolo_slim.models import YOLOv5
+from yolo_slim.slim import PruningPlan, trace_channels
 
 
 def randomize_norms(model: YOLOv5, seed: int = 0) -> YOLOv5:
@@ -17,3 +18,16 @@ def randomize_norms(model: YOLOv5, seed: int = 0) -> YOLOv5:
                 module.running_mean.copy_(torch.randn(size, generator=generator) * 0.1)
                 module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
     return model.eval()
+
+
+def kill_removed(model: YOLOv5, plan: PruningPlan, zero_bias: bool = True) -> None:
+    """Zero γ (and β if asked) of every removed channel, in every member of its group."""
+    graph = trace_channels(model.spec, plan.policy)
+    with torch.no_grad():
+        for name, group in graph.groups.items():
+            removed = sorted(set(range(group.size)) - set(plan.keep[name]))
+            for path in group.members:
+                norm = model.model.get_submodule(path).bn
+                norm.weight[removed] = 0
+                if zero_bias:
+                    norm.bias[removed] = 0

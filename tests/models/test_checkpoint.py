@@ -52,8 +52,6 @@ class _FakeUltralytics:
         for module in layers.modules():
             if type(module) in self.classes:
                 module.__class__ = self.classes[type(module)]
-            elif isinstance(module, blocks.Upsample):
-                module.__class__ = nn.Upsample  # ultralytics uses torch's own class
         if v5_anchor_grid:  # v5.0's Detect kept this persistent buffer
             detect = layers[-1]
             detect.register_buffer("anchor_grid", (detect.anchors * detect.stride.view(-1, 1, 1)).view(3, 1, -1, 1, 1, 2))

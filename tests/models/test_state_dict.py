@@ -13,7 +13,8 @@ from yolo_slim.models.detect import Detect
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.mark.parametrize("name", ["yolov5n", "yolov5n-v5"])
+@pytest.mark.parametrize("name", ["yolov5n", "yolov5n-v5", "yolov3", "yolov3-tiny", "yolov5s-ghost",
+                                  "yolov5s-transformer"])
 def test_keys_and_shapes_equal_ultralytics(name):
     # Golden files written by benchmarks/dump_reference_keys.py from ultralytics yolov5==7.0.14,
     # in their order (strict loading does not care about order, but the listing makes diffs readable).

@@ -20,12 +20,19 @@ GOLDEN_PARAMETERS = {
     "yolov5n6": 3_246_940,  # the hub layouts: ultralytics' counts from benchmarks/compare_reference.py
     "yolov5-p34": 5_331_518,
     "yolov5-p2": 47_493_372,
+    "yolov3": 61_949_149,
+    "yolov3-spp": 62_998_749,
+    "yolov3-tiny": 8_852_366,
+    "yolov5s-ghost": 3_897_605,
+    "yolov5s-transformer": 7_235_645,
+    "yolov5s-LeakyReLU": 7_235_389,
 }
 
 
 def test_ships_both_generations_of_every_size_and_the_hub_layouts():
     expected = {f"yolov5{size}{suffix}" for size in "nsmlx" for suffix in ("", "-v5", "6")}
     expected |= {f"yolov5-{name}" for name in ("fpn", "panet", "bifpn", "p2", "p34", "p6", "p7")}
+    expected |= {"yolov5s-LeakyReLU", "yolov5s-ghost", "yolov5s-transformer", "yolov3", "yolov3-spp", "yolov3-tiny"}
     assert expected <= set(shipped_configs())
     conf = Path(__file__).parents[2] / "conf" / "model"
     assert {path.stem for path in conf.glob("*.yaml")} == set(shipped_configs())  # model=NAME for each
@@ -35,8 +42,9 @@ def test_ships_both_generations_of_every_size_and_the_hub_layouts():
 def test_every_shipped_config_builds_and_runs(name):
     model = YOLOv5(name, nc=80)
     strides = [int(s) for s in model.stride.tolist()]
-    # P3-P5 for most; P3-P6 for the *6 and -p6 layouts, P2-P5 for -p2, P3-P4 for -p34, P3-P7 for -p7.
-    assert strides in ([8, 16, 32], [8, 16, 32, 64], [4, 8, 16, 32], [8, 16], [8, 16, 32, 64, 128]), strides
+    # P3-P5 for most; P3-P6 for the *6 and -p6 layouts, P2-P5 for -p2, P3-P4 for -p34, P3-P7 for -p7,
+    # P4-P5 for yolov3-tiny.
+    assert strides in ([8, 16, 32], [8, 16, 32, 64], [4, 8, 16, 32], [8, 16], [8, 16, 32, 64, 128], [16, 32]), strides
     largest = int(max(model.spec.downsampling()))  # what the input must divide by (32 for -p34 too)
     height, width = 2 * largest, 3 * largest
     image = torch.rand(2, 3, height, width)
@@ -62,6 +70,43 @@ def test_parameter_counts_match_ultralytics(name, expected):
 def test_c3_depth_arithmetic(name, repeats):
     spec = YOLOv5(name).spec
     assert [len(layer.params["bottlenecks"]) for layer in spec.layers if layer.module == "C3"] == repeats
+
+
+def test_repeated_rows_are_copies_in_a_sequential_as_ultralytics_builds_them():
+    spec = YOLOv5("yolov3").spec
+    assert spec.layers[4].module == "Repeat" and spec.layers[4].params["module"] == "Bottleneck"
+    assert [len(layer.params["copies"]) for layer in spec.layers if layer.module == "Repeat"] == [2, 8, 8, 4, 2]
+    assert spec.layers[2].module == "Bottleneck"  # a number of 1 stays the block itself (keys model.2.cv1...)
+    data = load_model_yaml("yolov3")
+    data["depth_multiple"] = 0.33  # the depth gain applies to every repeated row: round(8 * 0.33) = 3, 2 and 4 -> 1
+    assert [len(layer.params["copies"]) for layer in parse_model_yaml(data).layers if layer.module == "Repeat"] == [3, 3]
+
+
+@pytest.mark.parametrize("text,canonical", [
+    ("nn.LeakyReLU(0.1)", "nn.LeakyReLU(0.1)"), ("LeakyReLU(negative_slope=0.1)", "nn.LeakyReLU(0.1)"),
+    ("nn.SiLU()", "nn.SiLU()"), ("SiLU", "nn.SiLU()"), ("torch.nn.ReLU(inplace=True)", "nn.ReLU()"),
+    ("nn.Hardswish()", "nn.Hardswish()"),
+])
+def test_activation_key_without_eval(text, canonical):
+    data = load_model_yaml("yolov5n")
+    data["activation"] = text
+    model = YOLOv5(data)
+    assert model.spec.activation == canonical
+    assert ModelSpec.from_dict(json.loads(json.dumps(model.spec.to_dict()))).activation == canonical
+    acts = {type(m.act).__name__ for m in model.modules() if hasattr(m, "act") and not isinstance(m.act, torch.nn.Identity)}
+    assert acts == {canonical.removeprefix("nn.").split("(")[0]}
+
+
+def test_leaky_relu_slope_reaches_every_conv_and_changes_the_output():
+    torch.manual_seed(0)
+    silu = YOLOv5("yolov5s").eval()
+    leaky = YOLOv5("yolov5s-LeakyReLU").eval()
+    leaky.load_state_dict(silu.state_dict())
+    slopes = {m.act.negative_slope for m in leaky.modules() if isinstance(getattr(m, "act", None), torch.nn.LeakyReLU)}
+    assert slopes == {0.1}
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (leaky(image) - silu(image)).abs().max() > 1e-3
 
 
 def test_width_arithmetic_rounds_up_to_multiples_of_eight():
@@ -140,7 +185,8 @@ def _yaml_with(edit):
     (lambda d: d["backbone"].__setitem__(1, ["x", 1, "Conv", [128, 3, 2]]), r"row 1 .*from must be an int"),
     (lambda d: d["backbone"].__setitem__(1, [-1, 1, "Conv"]), r"row 1: expected \[from, number, module, args\]"),
     (lambda d: d["backbone"].__setitem__(1, [-1, 0, "Conv", [128, 3, 2]]), r"row 1 .*number must be a positive int"),
-    (lambda d: d["backbone"].__setitem__(1, [-1, 2, "Conv", [128, 3, 2]]), r"row 1 .*only supported for C3"),
+    (lambda d: d["backbone"].__setitem__(1, [-1, 9, "Conv", [128, 3, 2]]),
+     r"row 1 .*number 9 repeats Conv, which needs one input and as many output channels as input"),
     (lambda d: d["backbone"].__setitem__(2, [-1, 3, "C3", [128, "yes"]]), r"row 2 .*shortcut must be True or False"),
     (lambda d: d["backbone"].__setitem__(1, [-1, 1, "Conv", []]), r"row 1 .*bad arguments for Conv"),
     (lambda d: d.__setitem__("anchors", 0), "an anchor count must be >= 1, found 0"),
@@ -149,7 +195,9 @@ def _yaml_with(edit):
     (lambda d: d["head"].__setitem__(2, [[-1, 4], 1, "Concat", [1]]),
      r"layer 12 \(Concat\) joins inputs of different resolutions"),
     (lambda d: d["head"].pop(), "the last row must be Detect"),
-    (lambda d: d.__setitem__("activation", "nn.ReLU()"), "activation 'nn.ReLU\\(\\)' is not supported"),
+    (lambda d: d.__setitem__("activation", "__import__('os').system('true')"), "activation .* is not supported"),
+    (lambda d: d.__setitem__("activation", "nn.Softmax(1)"), "activation 'nn.Softmax\\(1\\)' is not supported"),
+    (lambda d: d.__setitem__("activation", "nn.LeakyReLU(0.1, 0.2)"), "takes at most 1 numeric argument"),
 ])
 def test_bad_yamls_name_the_problem(edit, message):
     with pytest.raises(ValueError, match=message):

@@ -71,3 +71,20 @@ def test_grouped_convs_and_multi_group_shortcuts_are_frozen():
 def test_unknown_policy():
     with pytest.raises(ValueError, match=r"policy must be one of \('grouped', 'seed'\), found 'all'"):
         trace_channels(YOLOv5("yolov5n").spec, policy="all")
+
+
+def test_blocks_left_whole_inside_are_reported_with_the_reason():
+    graph = trace_channels(YOLOv5("yolov5s-transformer").spec)
+    assert graph.whole_layers == {8: ("transformer at 8.m left whole",)}
+    assert graph.groups["8.cv1"].frozen and not graph.groups["8.cv2"].frozen and not graph.groups["8.cv3"].frozen
+    ghost = trace_channels(YOLOv5("yolov5s-ghost").spec)
+    # Depthwise convolutions freeze both halves of every GhostConv; the C3Ghost's cv2 and cv3 still prune.
+    assert ghost.groups["1.cv1"].frozen and ghost.groups["1.cv2"].frozen and ghost.groups["2.cv1"].frozen
+    assert not ghost.groups["2.cv2"].frozen and not ghost.groups["2.cv3"].frozen
+    assert "grouped convolution at 1.cv2 (groups=32)" in ghost.whole_layers[1]
+
+
+def test_repeated_bottlenecks_share_one_residual_group():
+    graph = trace_channels(YOLOv5("yolov3").spec)
+    assert graph.groups["5"].members == ("5", *(f"6.{j}.cv2" for j in range(8)))
+    assert not graph.groups["5"].frozen and graph.groups["6.3.cv1"].members == ("6.3.cv1",)

@@ -73,7 +73,26 @@ class Bottleneck(nn.Module):
         return x + y if self.shortcut else y
 
 
-class C3(nn.Module):
+class _CSP(nn.Module):
+    """The cross-stage-partial shape of C3 and its variants: ``cv3(cat(m(cv1(x)), cv2(x)))``."""
+
+    cv1: Conv
+    cv2: Conv
+    cv3: Conv
+    m: nn.Module
+
+    def _convs(self, in_channels: int, cv1_channels: int, cv2_channels: int, inner_out: int,
+               out_channels: int) -> None:
+        self.cv1 = Conv(in_channels, cv1_channels, 1, 1)
+        self.cv2 = Conv(in_channels, cv2_channels, 1, 1)
+        # cv3 before m: ultralytics registers them in this order, so state dicts list keys alike.
+        self.cv3 = Conv(inner_out + cv2_channels, out_channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), dim=1))
+
+
+class C3(_CSP):
     """CSP block: ``cv3(cat(m(cv1(x)), cv2(x)))`` with a chain of Bottlenecks ``m``.
 
     Args:
@@ -91,16 +110,103 @@ class C3(nn.Module):
                  bottlenecks: Sequence[Sequence[int]], out_channels: int,
                  shortcut: bool = True, groups: int = 1) -> None:
         super().__init__()
-        self.cv1 = Conv(in_channels, cv1_channels, 1, 1)
-        self.cv2 = Conv(in_channels, cv2_channels, 1, 1)
         chain_in = [cv1_channels] + [out for _, out in bottlenecks[:-1]]
-        # cv3 before m: ultralytics registers them in this order, so state dicts list keys alike.
-        self.cv3 = Conv((bottlenecks[-1][1] if bottlenecks else cv1_channels) + cv2_channels, out_channels, 1, 1)
+        self._convs(in_channels, cv1_channels, cv2_channels, bottlenecks[-1][1] if bottlenecks else cv1_channels,
+                    out_channels)
         self.m = nn.Sequential(*(Bottleneck(c_in, hidden, out, shortcut, groups)
                                  for c_in, (hidden, out) in zip(chain_in, bottlenecks)))
 
+
+class GhostConv(nn.Module):
+    """Ghost convolution (GhostNet): a Conv to half the outputs, then a cheap depthwise 5x5 Conv of
+    those, both halves concatenated."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 groups: int = 1, act: bool = True) -> None:
+        super().__init__()
+        hidden = out_channels // 2
+        self.cv1 = Conv(in_channels, hidden, kernel_size, stride, None, groups, act=act)
+        self.cv2 = Conv(hidden, hidden, 5, 1, None, hidden, act=act)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), dim=1))
+        y = self.cv1(x)
+        return torch.cat((y, self.cv2(y)), dim=1)
+
+
+class GhostBottleneck(nn.Module):
+    """Two GhostConvs (a depthwise Conv between them at stride 2) plus a shortcut: the input itself at
+    stride 1, a depthwise + pointwise Conv at stride 2."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
+        super().__init__()
+        hidden = out_channels // 2
+        # ultralytics' DWConv is a Conv whose groups are gcd(in, out); the same module, so the same keys.
+        self.conv = nn.Sequential(
+            GhostConv(in_channels, hidden, 1, 1),
+            Conv(hidden, hidden, kernel_size, stride, groups=hidden, act=False) if stride == 2 else nn.Identity(),
+            GhostConv(hidden, out_channels, 1, 1, act=False))
+        self.shortcut = nn.Sequential(
+            Conv(in_channels, in_channels, kernel_size, stride, groups=in_channels, act=False),
+            Conv(in_channels, out_channels, 1, 1, act=False)) if stride == 2 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.shortcut(x)
+
+
+class C3Ghost(_CSP):
+    """C3 whose chain holds ``depth`` GhostBottlenecks of ``cv1_channels``."""
+
+    def __init__(self, in_channels: int, cv1_channels: int, cv2_channels: int, out_channels: int,
+                 depth: int = 1) -> None:
+        super().__init__()
+        self._convs(in_channels, cv1_channels, cv2_channels, cv1_channels, out_channels)
+        self.m = nn.Sequential(*(GhostBottleneck(cv1_channels, cv1_channels) for _ in range(depth)))
+
+
+class TransformerLayer(nn.Module):
+    """Multi-head self-attention and a two-layer projection, each with a residual (no LayerNorm, as
+    ultralytics' ViT-style layer); works on (tokens, batch, channels)."""
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        self.q = nn.Linear(channels, channels, bias=False)
+        self.k = nn.Linear(channels, channels, bias=False)
+        self.v = nn.Linear(channels, channels, bias=False)
+        self.ma = nn.MultiheadAttention(embed_dim=channels, num_heads=heads)
+        self.fc1 = nn.Linear(channels, channels, bias=False)
+        self.fc2 = nn.Linear(channels, channels, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ma(self.q(x), self.k(x), self.v(x))[0] + x
+        return self.fc2(self.fc1(x)) + x
+
+
+class TransformerBlock(nn.Module):
+    """A feature map as tokens (one per pixel), a learned position embedding, ``layers`` TransformerLayers."""
+
+    def __init__(self, in_channels: int, out_channels: int, heads: int, layers: int) -> None:
+        super().__init__()
+        self.conv = Conv(in_channels, out_channels) if in_channels != out_channels else None
+        self.linear = nn.Linear(out_channels, out_channels)
+        self.tr = nn.Sequential(*(TransformerLayer(out_channels, heads) for _ in range(layers)))
+        self.c2 = out_channels  # ultralytics' attribute name: their forward reads it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is not None:
+            x = self.conv(x)
+        batch, _, height, width = x.shape
+        tokens = x.flatten(2).permute(2, 0, 1)
+        return self.tr(tokens + self.linear(tokens)).permute(1, 2, 0).reshape(batch, self.c2, height, width)
+
+
+class C3TR(_CSP):
+    """C3 whose chain is a TransformerBlock of ``cv1_channels`` with ``heads`` heads and ``layers`` layers."""
+
+    def __init__(self, in_channels: int, cv1_channels: int, cv2_channels: int, out_channels: int,
+                 heads: int = 4, layers: int = 1) -> None:
+        super().__init__()
+        self._convs(in_channels, cv1_channels, cv2_channels, cv1_channels, out_channels)
+        self.m = TransformerBlock(cv1_channels, cv1_channels, heads, layers)
 
 
 class SPP(nn.Module):
@@ -143,10 +249,3 @@ class Concat(nn.Module):
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(xs, dim=self.dimension)
-
-
-class Upsample(nn.Upsample):
-    """``nn.Upsample`` taking the spec's keyword names (``scale_factor``, ``mode``)."""
-
-    def __init__(self, scale_factor: float = 2.0, mode: str = "nearest") -> None:
-        super().__init__(scale_factor=scale_factor, mode=mode)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from yolo_slim.models.registry import ultralytics_class_names
 from yolo_slim.models.ultralytics_format import spec_in_yaml
 from yolo_slim.models.yolo import YOLOv5
 
@@ -41,11 +42,13 @@ class CheckpointFormatError(ValueError):
 
 
 # Packages whose module classes become inert stand-ins. The YOLOv5 class names are listed so that
-# a file from some other project that happens to use the same package name is refused, not guessed at.
+# a file from some other project that happens to use the same package name is refused, not guessed at:
+# every class a registered block is written as (models/registry.py), the model classes, and a few
+# ultralytics blocks yolo_slim does not build, so that their files fail at the yaml with the block named.
 _YOLOV5_MODULES = ("models.yolo", "models.common", "models.experimental",
                    "yolov5.models.yolo", "yolov5.models.common", "yolov5.models.experimental")
-_YOLOV5_CLASSES = frozenset({"Model", "DetectionModel", "BaseModel", "Detect", "Conv", "Focus", "Bottleneck",
-                             "C3", "SPP", "SPPF", "Concat", "BottleneckCSP", "CrossConv", "C3x", "DWConv"})
+_YOLOV5_OTHER_CLASSES = frozenset({"Model", "DetectionModel", "BaseModel", "BottleneckCSP", "CrossConv", "C3x",
+                                   "DWConv", "C3SPP", "MixConv2d", "Contract", "Expand"})
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
@@ -92,7 +95,7 @@ class _SafeUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         if module.startswith("torch.nn.modules."):
             return _stand_in(module, name)
-        if module in _YOLOV5_MODULES and name in _YOLOV5_CLASSES:
+        if module in _YOLOV5_MODULES and (name in _YOLOV5_OTHER_CLASSES or name in ultralytics_class_names()):
             return _stand_in(module, name)
         raise UnsafeCheckpointError(
             f"checkpoint refers to {module}.{name}, which yolo_slim does not load: only tensors, plain "

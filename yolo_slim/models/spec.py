@@ -4,7 +4,8 @@ A :class:`ModelSpec` is what the network *is*: for every layer, which earlier la
 and the exact keyword arguments of its block (every channel count spelled out). It is built
 from an ultralytics model yaml by :mod:`yolo_slim.models.yaml_config`, rewritten by the
 slimming code when channels are removed, stored in checkpoints as a JSON-able dict, and turned
-back into modules by :class:`yolo_slim.models.yolo.YOLOv5`. Nothing here imports torch.
+back into modules by :class:`yolo_slim.models.yolo.YOLOv5`. What each module name means (its output
+width, its stride) comes from the block registry, :mod:`yolo_slim.models.registry`.
 
 Worked example (yolov5n, layer 2)::
 
@@ -19,8 +20,12 @@ Layer indices are absolute; :data:`INPUT` (-1) stands for the input image.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from yolo_slim.models.activations import DEFAULT_ACTIVATION, canonical_activation
+from yolo_slim.models.registry import block_type
 
 INPUT = -1
 """Source index of the input image."""
@@ -28,12 +33,6 @@ INPUT = -1
 SPEC_FORMAT = 1
 """Version of the dict layout written by :meth:`ModelSpec.to_dict`."""
 
-# Modules whose output channel count is their ``out_channels`` parameter.
-_CONV_LIKE = frozenset({"Conv", "Focus", "Bottleneck", "C3", "SPP", "SPPF"})
-# Modules that pass their single input through with unchanged channels.
-_PASS_THROUGH = frozenset({"Upsample"})
-MODULES = tuple(sorted(_CONV_LIKE | _PASS_THROUGH | {"Concat", "Detect"}))
-"""Module names a spec may hold (the canonical names; yaml aliases map onto these)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class LayerSpec:
 
     Attributes:
         sources: Absolute indices of the layers whose outputs feed this one (``INPUT`` for the image).
-        module: Canonical module name, one of :data:`MODULES`.
+        module: A registered block name (:func:`yolo_slim.models.registry.block_types`).
         params: Keyword arguments of the block's constructor: ints, floats, bools, lists.
     """
 
@@ -69,12 +68,14 @@ class ModelSpec:
         anchors: Per detection level, the anchor (w, h) pairs in input pixels, flattened
             (``[[10, 13, 16, 30, 33, 23], ...]`` as in the yaml).
         in_channels: Channels of the input image.
+        activation: What every Conv unit with ``act=True`` applies (``"nn.SiLU()"``, ``"nn.LeakyReLU(0.1)"``).
     """
 
     layers: tuple[LayerSpec, ...]
     nc: int
     anchors: tuple[tuple[float, ...], ...]
     in_channels: int = 3
+    activation: str = DEFAULT_ACTIVATION
 
     def __post_init__(self) -> None:
         self.validate()
@@ -104,7 +105,7 @@ class ModelSpec:
             if len(set(inputs)) > 1:
                 raise ValueError(f"layer {index} ({layer.module}) joins inputs of different resolutions: "
                                  f"sources {list(layer.sources)} have strides {inputs}")
-            strides.append(inputs[0] * _layer_stride(layer))
+            strides.append(inputs[0] * block_type(layer.module).stride(layer.params))
         return strides
 
     @property
@@ -121,7 +122,7 @@ class ModelSpec:
         """The same network with a Detect head for ``nc`` classes."""
         detect = self.layers[-1]
         head = LayerSpec(sources=detect.sources, module="Detect", params={**copy.deepcopy(detect.params), "nc": nc})
-        return ModelSpec(layers=(*self.layers[:-1], head), nc=nc, anchors=self.anchors, in_channels=self.in_channels)
+        return dataclasses.replace(self, layers=(*self.layers[:-1], head), nc=nc)
 
     # ------------------------------------------------------------------ checks and (de)serialisation
     def validate(self) -> None:
@@ -129,13 +130,19 @@ class ModelSpec:
 
         Raises:
             ValueError: a source that is not an earlier layer, an unknown module, an ``in_channels``
-                that disagrees with what its sources produce, or a last layer that is not Detect.
+                that disagrees with what its sources produce, a last layer that is not Detect, or an
+                activation outside the allow-list.
         """
         if not self.layers:
             raise ValueError("a model spec needs at least one layer (the Detect head)")
+        if canonical_activation(self.activation) != self.activation:
+            raise ValueError(f"activation {self.activation!r} is not in canonical form "
+                             f"({canonical_activation(self.activation)!r})")
         for index, layer in enumerate(self.layers):
-            if layer.module not in MODULES:
-                raise ValueError(f"layer {index}: unknown module {layer.module!r}; allowed: {', '.join(MODULES)}")
+            try:
+                block_type(layer.module)
+            except ValueError as error:
+                raise ValueError(f"layer {index}: {error}") from None
             if not layer.sources:
                 raise ValueError(f"layer {index} ({layer.module}) has no sources")
             for source in layer.sources:
@@ -147,13 +154,11 @@ class ModelSpec:
         channels: list[int] = []
         for index, layer in enumerate(self.layers):
             inputs = [self.in_channels if s == INPUT else channels[s] for s in layer.sources]
-            expected = layer.params.get("in_channels")
-            if expected is not None and layer.module != "Detect" and expected != sum(inputs):
+            expected = block_type(layer.module).expected_inputs(layer.params)
+            produced = inputs if isinstance(expected, list) else sum(inputs)
+            if expected is not None and (list(expected) if isinstance(expected, list) else expected) != produced:
                 raise ValueError(f"layer {index} ({layer.module}) expects {expected} input channels "
-                                 f"but its sources {list(layer.sources)} produce {sum(inputs)}")
-            if layer.module == "Detect" and list(layer.params["in_channels"]) != inputs:
-                raise ValueError(f"layer {index} (Detect) expects input channels {layer.params['in_channels']} "
-                                 f"but its sources {list(layer.sources)} produce {inputs}")
+                                 f"but its sources {list(layer.sources)} produce {produced}")
             channels.append(_layer_output_channels(layer, inputs, index))
         detect = self.layers[-1].params
         if detect["nc"] != self.nc or [list(a) for a in self.anchors] != [list(a) for a in detect["anchors"]]:
@@ -161,9 +166,12 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable description (ints, floats, bools, strings, lists, dicts only)."""
-        return {"format": SPEC_FORMAT, "nc": self.nc, "in_channels": self.in_channels,
+        data = {"format": SPEC_FORMAT, "nc": self.nc, "in_channels": self.in_channels,
                 "anchors": [list(a) for a in self.anchors],
                 "layers": [layer.to_dict() for layer in self.layers]}
+        if self.activation != DEFAULT_ACTIVATION:  # absent means SiLU, as in every file written before the key
+            data["activation"] = self.activation
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
@@ -179,29 +187,12 @@ class ModelSpec:
         if data["format"] != SPEC_FORMAT:
             raise ValueError(f"model spec format {data['format']!r} is not supported (this version reads {SPEC_FORMAT})")
         return cls(layers=tuple(LayerSpec.from_dict(layer) for layer in data["layers"]), nc=int(data["nc"]),
-                   anchors=tuple(tuple(a) for a in data["anchors"]), in_channels=int(data.get("in_channels", 3)))
+                   anchors=tuple(tuple(a) for a in data["anchors"]), in_channels=int(data.get("in_channels", 3)),
+                   activation=str(data.get("activation", DEFAULT_ACTIVATION)))
 
 
 def _layer_output_channels(layer: LayerSpec, inputs: list[int], index: int) -> int:
-    if layer.module in _CONV_LIKE:
-        return int(layer.params["out_channels"])
-    if layer.module in _PASS_THROUGH:
-        if len(inputs) != 1:
-            raise ValueError(f"layer {index} ({layer.module}) takes one input, got sources {list(layer.sources)}")
-        return inputs[0]
-    if layer.module == "Concat":
-        return sum(inputs)
-    # Detect: one output map per level, na * (nc + 5) channels each.
-    params = layer.params
-    return len(params["anchors"]) * (len(params["anchors"][0]) // 2) * (params["nc"] + 5)
-
-
-def _layer_stride(layer: LayerSpec) -> float:
-    params = layer.params
-    if layer.module == "Conv":
-        return float(params.get("stride", 1))
-    if layer.module == "Focus":
-        return 2.0 * float(params.get("stride", 1))  # space-to-depth halves H and W before its conv
-    if layer.module == "Upsample":
-        return 1.0 / float(params["scale_factor"])
-    return 1.0
+    try:
+        return block_type(layer.module).output_channels(layer.params, inputs)
+    except ValueError as error:
+        raise ValueError(f"layer {index} ({layer.module}): {error}") from None

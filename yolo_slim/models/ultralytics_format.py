@@ -36,30 +36,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolo_slim.models import blocks
+from yolo_slim.models.activations import DEFAULT_ACTIVATION
 from yolo_slim.models.detect import Detect
+from yolo_slim.models.registry import REPEAT, block_type, ultralytics_class
 from yolo_slim.models.spec import INPUT, ModelSpec
 from yolo_slim.models.yaml_config import parse_model_yaml
 from yolo_slim.models.yolo import YOLOv5
 
-# yolo_slim's block -> the (module, class) ultralytics yolov5 v7.0 defines it as. The one table of
-# class paths this file writes; the safe loader (models/checkpoint.py) allows the same names.
-ULTRALYTICS_CLASSES: dict[type[nn.Module], tuple[str, str]] = {
-    blocks.Conv: ("models.common", "Conv"),
-    blocks.Focus: ("models.common", "Focus"),
-    blocks.Bottleneck: ("models.common", "Bottleneck"),
-    blocks.C3: ("models.common", "C3"),
-    blocks.SPP: ("models.common", "SPP"),
-    blocks.SPPF: ("models.common", "SPPF"),
-    blocks.Concat: ("models.common", "Concat"),
-    Detect: ("models.yolo", "Detect"),
-}
 MODEL_CLASS = ("models.yolo", "DetectionModel")
 # The module a pruned model's yaml rows name: ultralytics' parse_model evaluates it and stops with
 # "NameError: name 'YoloSlimPrunedWidths_rebuild_with_yolo_slim' is not defined".
 UNBUILDABLE_MODULE = "YoloSlimPrunedWidths_rebuild_with_yolo_slim"
 SPEC_KEY = "yolo_slim"  # in the pickled model's yaml: {"spec": ..., "pruning_history": [...]}
-_ULTRALYTICS_YAML_NAMES = {"Upsample": "nn.Upsample"}  # spec module -> the name ultralytics' yamls use
 
 
 class _StandIn(nn.Module):
@@ -104,6 +92,8 @@ def ultralytics_yaml(network: YOLOv5) -> dict[str, Any]:
     spec = network.spec
     head = {"nc": spec.nc, "depth_multiple": 1.0, "width_multiple": 1.0, "anchors": [list(a) for a in spec.anchors],
             "ch": spec.in_channels}
+    if spec.activation != DEFAULT_ACTIVATION:
+        head["activation"] = spec.activation
     rows = _yaml_rows(spec)
     if rows is not None:
         candidate = {**head, "backbone": rows, "head": []}
@@ -182,19 +172,14 @@ def _relabel(module: nn.Module) -> nn.Module:
     """Give ``module`` and its sub-blocks ultralytics' classes and attributes (in place)."""
     for name, child in list(module.named_children()):
         module._modules[name] = _relabel(child)
-    if isinstance(module, blocks.Upsample):
-        module.__class__ = nn.Upsample  # ultralytics' yamls use torch's own
-        return module
-    path = ULTRALYTICS_CLASSES.get(type(module))
-    if path is None:
+    found = ultralytics_class(type(module))
+    if found is None:
         if type(module).__module__.startswith("torch.nn"):
             return module
         raise TypeError(f"{type(module).__name__} has no ultralytics counterpart to write it as")
-    if isinstance(module, blocks.Bottleneck):
-        module.__dict__["add"] = module.shortcut
-    elif isinstance(module, blocks.Concat):
-        module.__dict__["d"] = module.dimension
-    elif isinstance(module, Detect):
+    path, attributes = found
+    module.__dict__.update(attributes(module))
+    if isinstance(module, Detect):
         stride = module._buffers.pop("stride")
         module._non_persistent_buffers_set.discard("stride")
         module.__dict__["stride"] = stride  # a plain attribute in ultralytics, set by the model at build
@@ -206,9 +191,15 @@ def _relabel(module: nn.Module) -> nn.Module:
 
 
 def _class_path(module: nn.Module) -> tuple[str, str]:
-    if isinstance(module, blocks.Upsample):
-        return ("torch.nn.modules.upsampling", "Upsample")
-    return ULTRALYTICS_CLASSES[type(module)]
+    """What ultralytics' ``type`` attribute names for a layer (a repeated row: the class of its copies)."""
+    if isinstance(module, nn.Sequential) and len(module):
+        module = module[0]
+    found = ultralytics_class(type(module))
+    if found is not None:
+        return found[0]
+    if type(module).__module__.startswith("torch.nn"):
+        return (type(module).__module__, type(module).__name__)
+    raise TypeError(f"{type(module).__name__} has no ultralytics counterpart to write it as")
 
 
 def _as_list(source: int | list[int]) -> list[int]:
@@ -222,33 +213,14 @@ def _yaml_rows(spec: ModelSpec) -> list[list[Any]] | None:
     for index, layer in enumerate(spec.layers):
         sources = [-1 if s in (index - 1, INPUT) else s for s in layer.sources]
         source: int | list[int] = sources[0] if len(sources) == 1 else sources
-        params = layer.params
-        module, repeats = _ULTRALYTICS_YAML_NAMES.get(layer.module, layer.module), 1
-        if layer.module in ("Conv", "Focus"):
-            names = ("kernel_size", "stride", "padding", "groups", "dilation", "act")
-            args = [params["out_channels"], *(params[n] for n in names if n in params)]
-        elif layer.module == "C3":
-            hidden = params["cv1_channels"]
-            if params["cv2_channels"] != hidden or any(pair != [hidden, hidden] for pair in params["bottlenecks"]):
-                return None
-            repeats = max(len(params["bottlenecks"]), 1)
-            args = [params["out_channels"], params["shortcut"], params["groups"], hidden / params["out_channels"]]
-        elif layer.module == "Bottleneck":
-            args = [params["out_channels"], params["shortcut"], params["groups"],
-                    params["hidden_channels"] / params["out_channels"]]
-        elif layer.module == "SPP":
-            args = [params["out_channels"], list(params["kernel_sizes"])]
-        elif layer.module == "SPPF":
-            args = [params["out_channels"], params["kernel_size"]]
-        elif layer.module == "Upsample":
-            args = [None, params["scale_factor"], params["mode"]]
-        elif layer.module == "Concat":
-            args = [params["dimension"]]
-        elif layer.module == "Detect":
-            args = ["nc", "anchors"]
-        else:
+        block, params = block_type(layer.module), layer.params
+        if layer.module == REPEAT:
+            block = block_type(params["module"])
+        written = block_type(layer.module).yaml_args(params) if block_type(layer.module).yaml_args else None
+        if written is None or not block.names:
             return None
-        rows.append([source, repeats, module, args])
+        repeats, args = written
+        rows.append([source, repeats, block.names[0], args])
     return rows
 
 

@@ -9,22 +9,26 @@ follow ultralytics' ``parse_model`` exactly (that is what makes their weights fi
   (Python's round: ties go to even), and a ``number`` of 1 stays 1;
 * a C3's hidden width is ``int(out_channels * e)`` (e = 0.5), an SPP/SPPF's is ``in_channels // 2``.
 
-Module names resolve through :data:`_ROW_PARSERS`, never ``eval``: the strings ``nc`` and
-``anchors`` in args stand for the yaml's values and ``None`` for null, as in ultralytics.
+Module names resolve through the block registry (:mod:`yolo_slim.models.registry`, one entry per
+block), never ``eval``; the strings ``nc`` and ``anchors`` in args stand for the yaml's values and
+``None`` for null, as in ultralytics, and ``activation:`` names one of a short allow-list
+(:mod:`yolo_slim.models.activations`). A row whose ``number`` (after the depth multiple) exceeds 1
+holds that many copies of its block, except for C3 and kin, whose ``number`` is their own depth.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from yolo_slim.models.activations import DEFAULT_ACTIVATION, canonical_activation
+from yolo_slim.models.registry import REPEAT, Row, yaml_names
 from yolo_slim.models.spec import INPUT, LayerSpec, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -76,58 +80,51 @@ def parse_model_yaml(data: Mapping[str, Any], nc: int | None = None, in_channels
     missing = [key for key in REQUIRED_KEYS if key not in data and not (key == "nc" and nc is not None)]
     if missing:
         raise ValueError(f"model yaml lacks {', '.join(missing)}; required keys: {', '.join(REQUIRED_KEYS)}")
-    activation = data.get("activation")
-    if activation not in (None, "nn.SiLU()", "SiLU"):
-        raise ValueError(f"model yaml: activation {activation!r} is not supported; only SiLU (the default)")
-    context = _Context(
-        nc=int(data["nc"]) if nc is None else int(nc),
-        anchors=_anchor_count(data["anchors"]) if _is_count(data["anchors"]) else _parse_anchors(data["anchors"]),
-        depth_multiple=float(data["depth_multiple"]),
-        width_multiple=float(data["width_multiple"]),
-    )
+    try:
+        activation = canonical_activation(data.get("activation") or DEFAULT_ACTIVATION)
+    except ValueError as error:
+        raise ValueError(f"model yaml: {error}") from None
+    classes = int(data["nc"]) if nc is None else int(nc)
+    anchors = _anchor_count(data["anchors"]) if _is_count(data["anchors"]) else _parse_anchors(data["anchors"])
+    depth_multiple, width_multiple = float(data["depth_multiple"]), float(data["width_multiple"])
     rows = list(data["backbone"] or []) + list(data["head"] or [])
     if not rows:
         raise ValueError("model yaml has no rows in backbone + head")
+    known = yaml_names()
     channels: list[int] = []
     layers: list[LayerSpec] = []
     for index, row in enumerate(rows):
-        sources, repeats, module, args = _split_row(index, row)
+        sources, number, name, args = _split_row(index, row, known)
+        block = known[name]
         inputs = [in_channels if s == INPUT else channels[s] for s in sources]
-        parser = _ROW_PARSERS[module]
+        # ultralytics' depth gain, for every module: a number of 1 stays 1, Python's round otherwise.
+        repeats = max(round(number * depth_multiple), 1) if number > 1 else number
         try:
-            canonical, params, out = parser(context, inputs, repeats, _substitute(args, context))
-        except (TypeError, IndexError, ValueError) as error:
-            raise ValueError(f"row {index} {row!r}: bad arguments for {module}: {error}") from error
-        layers.append(LayerSpec(sources=tuple(sources), module=canonical, params=params))
+            parsed = Row(inputs=inputs, args=_substitute(args, classes, anchors),
+                         repeats=repeats if block.own_depth else 1, nc=classes, anchors=anchors,
+                         width_multiple=width_multiple)
+            module, params = block.name, block.parse(parsed)
+            out = block.output_channels(params, inputs)
+            if repeats > 1 and not block.own_depth:
+                if len(inputs) != 1 or out != inputs[0]:
+                    # ultralytics builds every copy with the row's own arguments, so a chain whose first copy
+                    # changes the width only runs when in == out; refused here rather than built differently.
+                    raise ValueError(f"number {number} repeats {name}, which needs one input and as many output "
+                                     f"channels as input channels (found {inputs} -> {out})")
+                module, params = REPEAT, {"module": block.name, "copies": [copy.deepcopy(params)
+                                                                             for _ in range(repeats)]}
+        except (TypeError, IndexError, ValueError, KeyError) as error:
+            raise ValueError(f"row {index} {row!r}: bad arguments for {name}: {error}") from error
+        layers.append(LayerSpec(sources=tuple(sources), module=module, params=params))
         channels.append(out)
     if layers[-1].module != "Detect":
         raise ValueError(f"the last row must be Detect, found {rows[-1]!r}")
-    if isinstance(context.anchors, int):
+    if isinstance(anchors, int):
         log.warning("model yaml gives a count of anchors (%d per level), not their sizes: placeholder anchors "
-                    "until AutoAnchor fits them to the data at the start of `train`", context.anchors)
-    anchors = tuple(tuple(level) for level in layers[-1].params["anchors"])
-    return ModelSpec(layers=tuple(layers), nc=context.nc, anchors=anchors, in_channels=in_channels)
-
-
-class _Context:
-    def __init__(self, nc: int, anchors: tuple[tuple[float, ...], ...] | int, depth_multiple: float,
-                 width_multiple: float) -> None:
-        self.nc, self.anchors = nc, anchors
-        self.depth_multiple, self.width_multiple = depth_multiple, width_multiple
-
-    def width(self, channels: int) -> int:
-        # ultralytics' make_divisible: round the scaled width up to a multiple of 8; a width equal to
-        # the head's output count (na * (nc + 5)) is left alone, as ultralytics does.
-        if channels == self.anchors_per_level * (self.nc + 5):
-            return channels
-        return math.ceil(channels * self.width_multiple / 8) * 8
-
-    @property
-    def anchors_per_level(self) -> int:
-        return self.anchors if isinstance(self.anchors, int) else len(self.anchors[0]) // 2
-
-    def depth(self, repeats: int) -> int:
-        return max(round(repeats * self.depth_multiple), 1) if repeats > 1 else repeats
+                    "until AutoAnchor fits them to the data at the start of `train`", anchors)
+    spec_anchors = tuple(tuple(level) for level in layers[-1].params["anchors"])
+    return ModelSpec(layers=tuple(layers), nc=classes, anchors=spec_anchors, in_channels=in_channels,
+                     activation=activation)
 
 
 def _is_count(anchors: Any) -> bool:
@@ -138,12 +135,6 @@ def _anchor_count(anchors: int) -> int:
     if anchors < 1:
         raise ValueError(f"model yaml: an anchor count must be >= 1, found {anchors}")
     return anchors
-
-
-def _placeholder_anchors(count: int, levels: int) -> tuple[tuple[float, ...], ...]:
-    """What ultralytics' parse_model builds for ``anchors: N``: ``0, 1, ..., 2N-1`` on every level, until
-    AutoAnchor replaces them (kept equal to theirs so that both builds hold the same buffer)."""
-    return tuple(tuple(range(2 * count)) for _ in range(levels))
 
 
 def _parse_anchors(anchors: Any) -> tuple[tuple[float, ...], ...]:
@@ -161,12 +152,13 @@ def _parse_anchors(anchors: Any) -> tuple[tuple[float, ...], ...]:
     return tuple(levels)
 
 
-def _split_row(index: int, row: Any) -> tuple[list[int], int, str, list[Any]]:
+def _split_row(index: int, row: Any, known: Mapping[str, Any]) -> tuple[list[int], int, str, list[Any]]:
     if not isinstance(row, list) or len(row) != 4:
         raise ValueError(f"row {index}: expected [from, number, module, args], found {row!r}")
     source, repeats, module, args = row
-    if module not in _ROW_PARSERS:
-        raise ValueError(f"row {index} {row!r}: unknown module {module!r}; allowed: {', '.join(sorted(_ROW_PARSERS))}")
+    if module not in known:
+        raise ValueError(f"row {index} {row!r}: unknown module {module!r}; allowed: {', '.join(sorted(known))} "
+                         f"(register others with yolo_slim.models.register_block)")
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ValueError(f"row {index} {row!r}: number must be a positive int, found {repeats!r}")
     if args is None:
@@ -189,141 +181,7 @@ def _split_row(index: int, row: Any) -> tuple[list[int], int, str, list[Any]]:
     return sources, repeats, module, args
 
 
-def _substitute(args: list[Any], context: _Context) -> list[Any]:
+def _substitute(args: list[Any], nc: int, anchors: tuple[tuple[float, ...], ...] | int) -> list[Any]:
     """Replace the yaml's symbolic arguments: ``nc``, ``anchors`` and ``None``."""
-    anchors = context.anchors if isinstance(context.anchors, int) else [list(a) for a in context.anchors]
-    symbols = {"nc": context.nc, "anchors": anchors, "None": None}
+    symbols = {"nc": nc, "anchors": anchors if isinstance(anchors, int) else [list(a) for a in anchors], "None": None}
     return [symbols[a] if isinstance(a, str) and a in symbols else a for a in args]
-
-
-def _single_input(inputs: list[int], module: str) -> int:
-    if len(inputs) != 1:
-        raise ValueError(f"{module} takes one input, got {len(inputs)}")
-    return inputs[0]
-
-
-def _no_repeats(repeats: int, module: str) -> None:
-    # ultralytics would stack `number` copies in an nn.Sequential; no official layout does that for
-    # these modules, and supporting it would complicate every pruned spec, so it is refused.
-    if repeats != 1:
-        raise ValueError(f"number > 1 is only supported for C3, found {repeats} for {module}")
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, found {value!r}")
-    return value
-
-
-RowParser = Callable[[_Context, list[int], int, list[Any]], tuple[str, dict[str, Any], int]]
-
-
-def _conv(context: _Context, inputs: list[int], repeats: int, args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    _no_repeats(repeats, "Conv")
-    in_channels, out = _single_input(inputs, "Conv"), context.width(args[0])
-    names = ("kernel_size", "stride", "padding", "groups", "dilation", "act")  # ultralytics' positional order
-    if len(args) - 1 > len(names):
-        raise ValueError(f"Conv takes at most [out_channels, {', '.join(names)}], got {args}")
-    params: dict[str, Any] = {"in_channels": in_channels, "out_channels": out, "kernel_size": 1, "stride": 1,
-                              "padding": None, "groups": 1, "dilation": 1, "act": True}
-    params.update(zip(names, args[1:]))
-    params["act"] = _as_bool(params["act"], "act")
-    return "Conv", params, out
-
-
-def _focus(context: _Context, inputs: list[int], repeats: int, args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    _no_repeats(repeats, "Focus")
-    in_channels, out = _single_input(inputs, "Focus"), context.width(args[0])
-    names = ("kernel_size", "stride", "padding", "groups", "act")
-    if len(args) - 1 > len(names):
-        raise ValueError(f"Focus takes at most [out_channels, {', '.join(names)}], got {args}")
-    params: dict[str, Any] = {"in_channels": in_channels, "out_channels": out, "kernel_size": 1, "stride": 1,
-                              "padding": None, "groups": 1, "act": True}
-    params.update(zip(names, args[1:]))
-    return "Focus", params, out
-
-
-def _bottleneck(context: _Context, inputs: list[int], repeats: int,
-                args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    _no_repeats(repeats, "Bottleneck")
-    in_channels, out = _single_input(inputs, "Bottleneck"), context.width(args[0])
-    shortcut = _as_bool(args[1], "shortcut") if len(args) > 1 else True
-    groups = int(args[2]) if len(args) > 2 else 1
-    expansion = float(args[3]) if len(args) > 3 else 0.5
-    return "Bottleneck", {"in_channels": in_channels, "hidden_channels": int(out * expansion), "out_channels": out,
-                          # ultralytics only adds the residual when the widths allow it
-                          "shortcut": shortcut and in_channels == out, "groups": groups}, out
-
-
-def _c3(context: _Context, inputs: list[int], repeats: int, args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    in_channels, out = _single_input(inputs, "C3"), context.width(args[0])
-    shortcut = _as_bool(args[1], "shortcut") if len(args) > 1 else True
-    groups = int(args[2]) if len(args) > 2 else 1
-    hidden = int(out * (float(args[3]) if len(args) > 3 else 0.5))
-    return "C3", {"in_channels": in_channels, "cv1_channels": hidden, "cv2_channels": hidden,
-                  "bottlenecks": [[hidden, hidden] for _ in range(context.depth(repeats))],
-                  "out_channels": out, "shortcut": shortcut, "groups": groups}, out
-
-
-def _spp(context: _Context, inputs: list[int], repeats: int, args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    _no_repeats(repeats, "SPP")
-    in_channels, out = _single_input(inputs, "SPP"), context.width(args[0])
-    kernels = [int(k) for k in (args[1] if len(args) > 1 else (5, 9, 13))]
-    return "SPP", {"in_channels": in_channels, "hidden_channels": in_channels // 2, "out_channels": out,
-                   "kernel_sizes": kernels}, out
-
-
-def _sppf(context: _Context, inputs: list[int], repeats: int, args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    _no_repeats(repeats, "SPPF")
-    in_channels, out = _single_input(inputs, "SPPF"), context.width(args[0])
-    kernel = int(args[1]) if len(args) > 1 else 5
-    return "SPPF", {"in_channels": in_channels, "hidden_channels": in_channels // 2, "out_channels": out,
-                    "kernel_size": kernel}, out
-
-
-def _upsample(context: _Context, inputs: list[int], repeats: int,
-              args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    _no_repeats(repeats, "Upsample")
-    channels = _single_input(inputs, "Upsample")
-    size, scale, mode = (list(args) + [None, 2, "nearest"][len(args):])[:3]
-    if size is not None or scale is None:
-        raise ValueError(f"Upsample needs [None, scale_factor, mode] (a fixed output size is not supported), got {args}")
-    return "Upsample", {"scale_factor": scale, "mode": str(mode)}, channels
-
-
-def _concat(context: _Context, inputs: list[int], repeats: int, args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    _no_repeats(repeats, "Concat")
-    dimension = int(args[0]) if args else 1
-    if dimension != 1:
-        raise ValueError(f"Concat must join channels (dimension 1), got {dimension}")
-    return "Concat", {"dimension": 1}, sum(inputs)
-
-
-def _detect(context: _Context, inputs: list[int], repeats: int, args: list[Any]) -> tuple[str, dict[str, Any], int]:
-    _no_repeats(repeats, "Detect")
-    nc = int(args[0]) if args else context.nc
-    given = args[1] if len(args) > 1 else context.anchors
-    anchors = given if _is_count(given) else (_parse_anchors(given) if isinstance(given, list) else given)
-    if nc != context.nc or anchors != context.anchors:
-        raise ValueError("Detect's nc and anchors must be the yaml's own (write them as `nc` and `anchors`)")
-    if isinstance(anchors, int):
-        anchors = _placeholder_anchors(anchors, len(inputs))
-    if len(anchors) != len(inputs):
-        raise ValueError(f"Detect has {len(inputs)} inputs but {len(anchors)} anchor levels")
-    return "Detect", {"nc": nc, "anchors": [list(a) for a in anchors], "in_channels": list(inputs)}, \
-        len(anchors) * (len(anchors[0]) // 2) * (nc + 5)
-
-
-_ROW_PARSERS: dict[str, RowParser] = {
-    "Conv": _conv,
-    "Focus": _focus,
-    "Bottleneck": _bottleneck,
-    "C3": _c3,
-    "SPP": _spp,
-    "SPPF": _sppf,
-    "nn.Upsample": _upsample,
-    "Upsample": _upsample,
-    "Concat": _concat,
-    "Detect": _detect,
-}
-"""yaml module name -> parser returning (canonical module, block params, output channels)."""

@@ -10,21 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolo_slim.models import blocks
+from yolo_slim.models.activations import DEFAULT_ACTIVATION, make_activation
+from yolo_slim.models.blocks import Conv
 from yolo_slim.models.detect import Detect
-from yolo_slim.models.spec import INPUT, LayerSpec, ModelSpec
+from yolo_slim.models.registry import block_type
+from yolo_slim.models.spec import INPUT, ModelSpec
 from yolo_slim.models.yaml_config import load_model_yaml, parse_model_yaml
-
-_BLOCKS: dict[str, type[nn.Module]] = {
-    "Conv": blocks.Conv,
-    "Focus": blocks.Focus,
-    "Bottleneck": blocks.Bottleneck,
-    "C3": blocks.C3,
-    "SPP": blocks.SPP,
-    "SPPF": blocks.SPPF,
-    "Upsample": blocks.Upsample,
-    "Concat": blocks.Concat,
-}
 
 
 class YOLOv5(nn.Module):
@@ -60,7 +51,14 @@ class YOLOv5(nn.Module):
         strides = spec.downsampling()  # also checks that every Concat joins maps of one resolution
         self._spec = spec
         self._largest_stride = int(max(strides))
-        self.model = nn.ModuleList(_build_layer(layer, strides) for layer in spec.layers)
+        self.model = nn.ModuleList(block_type(layer.module).make(layer.params, [strides[s] for s in layer.sources
+                                                                                if s != INPUT] or [1.0])
+                                   for layer in spec.layers)
+        if spec.activation != DEFAULT_ACTIVATION:
+            # As ultralytics' Conv.default_act, but per network: every Conv unit built with act=True.
+            for unit in self.model.modules():
+                if isinstance(unit, Conv) and not isinstance(unit.act, nn.Identity):
+                    unit.act = make_activation(spec.activation)
         # Which outputs must be kept during forward: those read by a later layer other than the next.
         self._sources = [layer.sources for layer in spec.layers]
         self._kept = {s for i, layer in enumerate(spec.layers) for s in layer.sources if s not in (INPUT, i - 1)}
@@ -138,12 +136,6 @@ class YOLOv5(nn.Module):
             if index in self._kept:
                 outputs[index] = x
         return x
-
-
-def _build_layer(layer: LayerSpec, strides: list[float]) -> nn.Module:
-    if layer.module == "Detect":
-        return Detect(**layer.params, strides=[strides[s] for s in layer.sources])
-    return _BLOCKS[layer.module](**layer.params)
 
 
 def _tidy(value: float) -> float | int:

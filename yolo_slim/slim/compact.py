@@ -16,17 +16,24 @@ In training mode BatchNorm subtracts the batch mean, which absorbs such constant
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
+from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.conv import _ConvNd
 
 from yolo_slim.models import ModelSpec, YOLOv5
+from yolo_slim.models.activations import make_activation
 from yolo_slim.models.fuse import require_unfused
-from yolo_slim.models.spec import LayerSpec
+from yolo_slim.models.registry import block_type
 from yolo_slim.slim.graph import ChannelGraph, Consumer, trace_channels
 from yolo_slim.slim.plan import PruningPlan
+from yolo_slim.slim.rules import resize_block
 
 
 def pruned_spec(spec: ModelSpec, plan: PruningPlan) -> ModelSpec:
@@ -38,20 +45,15 @@ def pruned_spec(spec: ModelSpec, plan: PruningPlan) -> ModelSpec:
     graph = trace_channels(spec, plan.policy)
     _check_plan(graph, plan)
     width = {producer: len(plan.keep[group.name]) for group in graph.groups.values() for producer in group.members}
-    layers = [_resize_layer(index, layer, width) for index, layer in enumerate(spec.layers)]
-    # Input widths follow from the new output widths, layer by layer.
+    # Output widths from the plan, then input widths from the new output widths, layer by layer.
     channels: list[int] = []
     resized = []
-    for layer in layers:
+    for index, layer in enumerate(spec.layers):
+        block = block_type(layer.module)
         inputs = [spec.in_channels if s < 0 else channels[s] for s in layer.sources]
-        params = dict(layer.params)
-        if layer.module == "Detect":
-            params["in_channels"] = inputs
-        elif "in_channels" in params:
-            params["in_channels"] = sum(inputs)
-        layer = dataclasses.replace(layer, params=params)
-        resized.append(layer)
-        channels.append(_output_width(layer, inputs))
+        params = block.set_inputs(resize_block(layer.module, copy.deepcopy(layer.params), str(index), width), inputs)
+        resized.append(dataclasses.replace(layer, params=params))
+        channels.append(block.output_channels(params, inputs))
     return dataclasses.replace(spec, layers=tuple(resized))
 
 
@@ -72,36 +74,40 @@ def compact(model: YOLOv5, plan: PruningPlan, fold_removed: bool = True) -> YOLO
     graph = trace_channels(model.spec, plan.policy)
     spec = pruned_spec(model.spec, plan)
     reference = next(model.parameters())
-    # Built on the meta device, then given uninitialised storage: the random initialisation of every
-    # weight, all overwritten below, was a third of compact's time. Everything the loop does not copy
-    # is set after it (Detect's stride, its only non-persistent buffer, and the anchors).
-    with torch.device("meta"):
+    # Built with the weight initialisers switched off (every tensor is overwritten below): they were
+    # two thirds of the build, and the build most of compact's time. Everything the loop does not copy
+    # (the anchors, Detect's stride, the insides of blocks left whole) is copied after it.
+    with _initialisers_skipped():
         small = YOLOv5.from_spec(spec, names=list(model.names), pruning_history=[*model.pruning_history,
                                                                                  plan.to_dict()])
-    # Module._apply with plain torch.empty, not Module.to_empty: to_empty's empty_like on meta tensors goes
-    # through torch's Python reference implementations, whose first use imports sympy (0.4 s, cold).
-    small = small._apply(lambda t: torch.empty(t.shape, device=reference.device,
-                                               dtype=reference.dtype if t.is_floating_point() else t.dtype))
-    keep = {producer: torch.tensor(plan.keep[group.name], device=reference.device)
-            for group in graph.groups.values() for producer in group.members}
+    if (reference.device, reference.dtype) != (torch.device("cpu"), torch.get_default_dtype()):
+        small = small.to(device=reference.device, dtype=reference.dtype)
+    channels = _Channels(model, graph, plan, reference.device)
+    keep = {producer: channels.kept[group.name] for group in graph.groups.values() for producer in group.members}
     with torch.no_grad():
         for consumer in graph.consumers:
-            columns = _input_indices(consumer, plan, reference.device)
+            columns, removed, constants = channels.columns(consumer)
             source = model.model.get_submodule(consumer.path)
             target = small.model.get_submodule(consumer.path)
             # index_select, not advanced indexing: several times faster on large conv weights.
+            grouped = not consumer.detect and source.conv.groups != 1
             if consumer.detect:
                 target.weight.copy_(source.weight.index_select(1, columns))
                 target.bias.copy_(source.bias)
+            elif grouped:
+                # A grouped conv's weight holds in/groups input channels: the tracer froze all of them and
+                # all its outputs, so it is copied whole (the check below guards that promise).
+                _require_whole(consumer.path, keep[consumer.path], columns, source.conv)
+                target.conv.weight.copy_(source.conv.weight)
+                _copy_norm(source.bn, target.bn, keep[consumer.path])
             else:
                 rows = keep[consumer.path]
                 target.conv.weight.copy_(source.conv.weight.index_select(0, rows).index_select(1, columns))
                 _copy_norm(source.bn, target.bn, rows)
-            if fold_removed:
-                _fold_removed_inputs(model, graph, consumer, columns, source, target,
-                                     None if consumer.detect else keep[consumer.path])
-        small.detect.anchors.copy_(model.detect.anchors)
-        small.detect.stride.copy_(model.detect.stride)
+            if fold_removed and not grouped:  # a grouped conv loses no inputs
+                _fold_removed_inputs(source.weight if consumer.detect else source.conv.weight, removed, constants,
+                                     target, None if consumer.detect else keep[consumer.path])
+        _copy_unwritten(model, small, graph)
     if any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
         small = nn.SyncBatchNorm.convert_sync_batchnorm(small)
     return small.train(model.training)
@@ -119,39 +125,26 @@ def _check_plan(graph: ChannelGraph, plan: PruningPlan) -> None:
             raise ValueError(f"plan prunes group {name!r}, which policy {plan.policy!r} keeps whole")
 
 
-def _resize_layer(index: int, layer: LayerSpec, width: dict[str, int]) -> LayerSpec:
-    params = copy.deepcopy(layer.params)
-    prefix = f"{index}"
-    if layer.module == "Conv":
-        params["out_channels"] = width[prefix]
-    elif layer.module == "Focus":
-        params["out_channels"] = width[f"{prefix}.conv"]
-    elif layer.module == "C3":
-        params["cv1_channels"] = width[f"{prefix}.cv1"]
-        params["cv2_channels"] = width[f"{prefix}.cv2"]
-        params["bottlenecks"] = [[width[f"{prefix}.m.{j}.cv1"], width[f"{prefix}.m.{j}.cv2"]]
-                                 for j in range(len(params["bottlenecks"]))]
-        params["out_channels"] = width[f"{prefix}.cv3"]
-    elif layer.module in ("SPP", "SPPF", "Bottleneck"):
-        params["hidden_channels"] = width[f"{prefix}.cv1"]
-        params["out_channels"] = width[f"{prefix}.cv2"]
-    return dataclasses.replace(layer, params=params)
+def _require_whole(path: str, rows: torch.Tensor, columns: torch.Tensor, conv: nn.Conv2d) -> None:
+    if len(rows) != conv.out_channels or len(columns) != conv.in_channels:
+        raise ValueError(f"the plan prunes the grouped convolution at {path}, which must be kept whole")
 
 
-def _output_width(layer: LayerSpec, inputs: list[int]) -> int:
-    if "out_channels" in layer.params:
-        return layer.params["out_channels"]
-    return sum(inputs) if layer.module == "Concat" else (inputs[0] if inputs else 0)
-
-
-def _input_indices(consumer: Consumer, plan: PruningPlan, device: torch.device) -> torch.Tensor:
-    """Indices of the consumer's input channels that survive, in the dense input's numbering."""
-    pieces, offset = [], 0
-    for segment in consumer.segments:
-        kept = plan.keep[segment.group] if segment.group is not None else range(segment.size)
-        pieces.append(torch.tensor([offset + i for i in kept], dtype=torch.long))
-        offset += segment.size
-    return torch.cat(pieces).to(device)
+def _copy_unwritten(model: YOLOv5, small: YOLOv5, graph: ChannelGraph) -> None:
+    """Copy every tensor the consumer loop did not write (the anchors and strides, the insides of blocks
+    left whole: a transformer, a custom block) from ``model`` as it is; its shape must not have changed."""
+    units = {f"model.{c.path}" for c in graph.consumers if not c.detect}  # their conv.weight, bn.*
+    heads = {f"model.{c.path}" for c in graph.consumers if c.detect}  # weight, bias
+    for name, tensor in [*small.named_parameters(), *small.named_buffers()]:
+        if name.rsplit(".", 2)[0] in units or name.rsplit(".", 1)[0] in heads:
+            continue
+        owner, _, attribute = name.rpartition(".")
+        dense = getattr(model.get_submodule(owner), attribute, None)
+        if not isinstance(dense, torch.Tensor) or dense.shape != tensor.shape:
+            raise ValueError(f"compaction cannot fill {name}: the plan changed the width of a tensor no slimming "
+                             f"rule resizes (dense {tuple(dense.shape) if isinstance(dense, torch.Tensor) else None}, "
+                             f"pruned {tuple(tensor.shape)})")
+        tensor.copy_(dense)
 
 
 def _copy_norm(source: nn.BatchNorm2d, target: nn.BatchNorm2d, rows: torch.Tensor) -> None:
@@ -162,29 +155,81 @@ def _copy_norm(source: nn.BatchNorm2d, target: nn.BatchNorm2d, rows: torch.Tenso
     target.num_batches_tracked.copy_(source.num_batches_tracked)
 
 
-def _removed_constants(model: YOLOv5, graph: ChannelGraph, consumer: Consumer) -> torch.Tensor:
-    """What each dense input channel of ``consumer`` carries when its γ is zero: Σ act(β) over its sources."""
-    values = []
-    for segment in consumer.segments:
-        total = None
-        for producer in segment.sources:
-            bias = model.model.get_submodule(producer).bn.bias.detach()
-            value = nn.functional.silu(bias) if graph.activations[producer] else bias
-            total = value if total is None else total + value
-        values.append(total if total is not None else torch.zeros(segment.size, device=model.detect.anchors.device))
-    return torch.cat(values)
+@contextlib.contextmanager
+def _initialisers_skipped() -> Iterator[None]:
+    """Module construction without the random initialisation of convs, linears, attention and norms.
+
+    torch has no switch for this (``torch.device("meta")`` still runs the initialisers, on meta tensors,
+    through a Python dispatch mode: no faster); the same temporary swap of ``reset_parameters`` is what
+    Hugging Face's ``no_init_weights`` does. Only for networks whose every tensor is then overwritten.
+    """
+    swapped = [(_ConvNd, "reset_parameters"), (_NormBase, "reset_parameters"), (_NormBase, "reset_running_stats"),
+               (nn.Linear, "reset_parameters"), (nn.MultiheadAttention, "_reset_parameters")]
+    saved = [(owner, name, owner.__dict__[name]) for owner, name in swapped]
+    try:
+        for owner, name in swapped:
+            setattr(owner, name, _no_initialisation)
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
 
 
-def _fold_removed_inputs(model: YOLOv5, graph: ChannelGraph, consumer: Consumer, columns: torch.Tensor,
-                         source: nn.Module, target: nn.Module, rows: torch.Tensor | None) -> None:
-    weight = source.weight if consumer.detect else source.conv.weight  # (out, in, k, k)
-    removed = torch.ones(weight.shape[1], dtype=torch.bool, device=weight.device)
-    removed[columns] = False
-    if not removed.any():
+def _no_initialisation(module: nn.Module) -> None:
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _activation(name: str) -> nn.Module:
+    return make_activation(name)  # stateless: one module per activation serves every call
+
+
+class _Channels:
+    """Per group its kept and removed channel indices, and per producer the constant ``act(β)`` a removed
+    channel still emits, each computed once per compaction (a network has many more consumers than groups)."""
+
+    def __init__(self, model: YOLOv5, graph: ChannelGraph, plan: PruningPlan, device: torch.device) -> None:
+        self.model, self.graph, self.device = model, graph, device
+        self.kept = {name: torch.tensor(plan.keep[name], dtype=torch.long, device=device) for name in graph.groups}
+        self.removed = {}
+        for name, group in graph.groups.items():
+            mask = torch.ones(group.size, dtype=torch.bool)
+            mask[plan.keep[name]] = False
+            self.removed[name] = mask.nonzero().flatten().to(device)
+        self._constants: dict[str, torch.Tensor] = {}
+
+    def columns(self, consumer: Consumer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The consumer's kept input channels, its removed ones (dense numbering) and their constants."""
+        kept, removed, constants, offset = [], [], [], 0
+        for segment in consumer.segments:
+            if segment.group is None:
+                kept.append(torch.arange(offset, offset + segment.size, device=self.device))
+            else:
+                kept.append(self.kept[segment.group] + offset)
+                lost = self.removed[segment.group]
+                if len(lost) and segment.sources:
+                    removed.append(lost + offset)
+                    constants.append(sum(self._constant(p) for p in segment.sources)[lost])
+            offset += segment.size
+        if not removed:
+            return torch.cat(kept), torch.empty(0, dtype=torch.long), torch.empty(0)
+        return torch.cat(kept), torch.cat(removed), torch.cat(constants)
+
+    def _constant(self, producer: str) -> torch.Tensor:
+        if producer not in self._constants:
+            bias = self.model.model.get_submodule(producer).bn.bias.detach()
+            activation = self.graph.activations[producer]
+            self._constants[producer] = _activation(activation)(bias) if activation is not None else bias
+        return self._constants[producer]
+
+
+def _fold_removed_inputs(weight: torch.Tensor, removed: torch.Tensor, constants: torch.Tensor,
+                         target: nn.Module, rows: torch.Tensor | None) -> None:
+    """Fold the constants the removed input channels still carry into the consumer (weight: (out, in, k, k))."""
+    if not len(removed):
         return
-    constants = _removed_constants(model, graph, consumer).to(weight.dtype)  # (in,)
     # (out,) shift of the conv output: each removed input's constant through the kernel's sum.
-    shift = weight.sum(dim=(2, 3))[:, removed] @ constants[removed]
+    shift = weight.index_select(1, removed).sum(dim=(2, 3)) @ constants.to(weight.dtype)
     if rows is None:  # Detect output conv: a plain bias
         target.bias.add_(shift)
     else:  # BN computes (conv - mean): a lost +shift is the same as a mean lowered by it

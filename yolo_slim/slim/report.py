@@ -15,7 +15,7 @@ Worked example, yolov5n (nc=80, BatchNorms randomized as in tests/slim/conftest.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
@@ -54,6 +54,7 @@ class SlimReport:
     gflops_after: float
     imgsz: tuple[int, int]
     gammas: dict[str, list[float]]
+    left_whole: dict[int, tuple[str, ...]] = field(default_factory=dict)  # layer -> why (some of) it was not pruned
 
     @property
     def params_ratio(self) -> float:
@@ -75,6 +76,7 @@ class SlimReport:
             "gflops_after": self.gflops_after,
             "gflops_ratio": self.gflops_ratio,
             "gammas": {producer: list(values) for producer, values in self.gammas.items()},
+            "left_whole": {str(layer): list(reasons) for layer, reasons in self.left_whole.items()},
         }
 
 
@@ -103,9 +105,11 @@ def report(before: YOLOv5, after: YOLOv5, imgsz: int | tuple[int, int] = 640) ->
                     params_before=old.params, params_after=new.params,
                     gflops_before=old.gflops, gflops_after=new.gflops)
         for old, new in zip(info_before.layers, info_after.layers))
+    policy = after.pruning_history[-1].get("policy", "grouped") if after.pruning_history else "grouped"
     return SlimReport(layers=layers, params_before=info_before.params, params_after=info_after.params,
                       gflops_before=info_before.gflops, gflops_after=info_after.gflops,
-                      imgsz=info_before.imgsz, gammas=producer_gammas(before))
+                      imgsz=info_before.imgsz, gammas=producer_gammas(before),
+                      left_whole=dict(trace_channels(before.spec, policy).whole_layers))
 
 
 def format_report(slim_report: SlimReport) -> str:
@@ -125,6 +129,9 @@ def format_report(slim_report: SlimReport) -> str:
                  f"(ratio {slim_report.params_ratio:.3f})")
     lines.append(f"GFLOPs at {height}x{width} {slim_report.gflops_before:.2f} -> {slim_report.gflops_after:.2f} "
                  f"(ratio {slim_report.gflops_ratio:.3f})")
+    if slim_report.left_whole:
+        lines.append("channels kept whole (not pruned):")
+        lines.extend(f"  layer {layer}: {'; '.join(reasons)}" for layer, reasons in slim_report.left_whole.items())
     return "\n".join(lines)
 
 
