@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from yolo_slim.cli import split_command
+from yolo_slim.cli.errors import UsageError
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -17,7 +18,7 @@ def test_split_command():
     # No command word: train (Lightning's DDP children re-run argv without it).
     assert split_command(["trainer.max_epochs=1"]) == ("train", ["trainer.max_epochs=1"])
     assert split_command([]) == ("train", [])
-    with pytest.raises(SystemExit, match="unknown command 'bogus'"):
+    with pytest.raises(UsageError, match="unknown command 'bogus'"):
         split_command(["bogus"])
 
 

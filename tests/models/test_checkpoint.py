@@ -1,6 +1,7 @@
 """load_yolov5: ultralytics-layout pickles read without their code, hostile pickles refused."""
 
 import os
+import re
 import sys
 import types
 
@@ -143,3 +144,45 @@ def test_checkpoint_without_a_model(tmp_path):
         load_yolov5(tmp_path / "empty.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_yolov5(tmp_path / "missing.pt")
+
+
+def _truncated(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save({"model": YOLOv5("yolov5n").state_dict()}, path)
+    data = path.read_bytes()
+    (tmp_path / "file.pt").write_bytes(data[: len(data) // 2])
+
+
+def _resnet_weights(tmp_path):
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.ones(64), "fc.bias": torch.zeros(10)},
+               tmp_path / "file.pt")
+
+
+@pytest.mark.parametrize("write,found", [
+    (lambda tmp: (tmp / "file.pt").write_bytes(b""), r"is empty \(0 bytes\)"),
+    (_truncated, r"is a zip archive torch cannot read \([\d,]+ bytes: truncated"),
+    (lambda tmp: (tmp / "file.pt").write_text("garbage\nmore garbage\n"), r"is a text file, not a checkpoint \(it begins 'garbage'\)"),
+    (lambda tmp: torch.save([1, 2, 3], tmp / "file.pt"), r"holds no YOLOv5 model: .* found a pickled list"),
+    (lambda tmp: torch.save({"epoch": 1, "loss": 0.5}, tmp / "file.pt"), r"found a dict with keys \['epoch', 'loss'\]"),
+    (_resnet_weights, r"holds the weights of another network \(keys conv1.weight, bn1.weight, fc.bias"),
+    (lambda tmp: torch.save({"state_dict": {"w": torch.zeros(1)}, "pytorch-lightning_version": "2.4.0"},
+                            tmp / "file.pt"), r"is a Lightning checkpoint of another LightningModule"),
+    (lambda tmp: (tmp / "file.pt").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100)), r"is an HDF5 file"),
+], ids=["empty", "truncated", "text", "list", "other-dict", "other-network", "other-lightning", "hdf5"])
+def test_corrupt_and_foreign_files_are_named_and_described(tmp_path, write, found):
+    write(tmp_path)
+    path = tmp_path / "file.pt"
+    with pytest.raises(CheckpointFormatError) as error:
+        load_yolov5(path)
+    assert str(error.value).startswith(str(path))  # the file is named first
+    assert error.value.args[0] == str(error.value) and "\n" not in str(error.value)
+    assert re.search(found, str(error.value)), str(error.value)
+
+
+def test_a_newer_ultralytics_package_is_named(tmp_path):
+    with _FakeUltralytics("ultralytics.nn.tasks") as fake:  # what a YOLOv8 / YOLO11 .pt pickles
+        impostor = type("DetectionModel", (nn.Module,), {"__module__": "ultralytics.nn.tasks"})
+        fake.modules["ultralytics.nn.tasks"].DetectionModel = impostor
+        torch.save({"model": impostor()}, tmp_path / "yolov8n.pt")
+    with pytest.raises(UnsafeCheckpointError, match=r"yolov8n.pt: .*ultralytics' newer package \(YOLOv8, YOLO11"):
+        load_yolov5(tmp_path / "yolov8n.pt")

@@ -3,12 +3,16 @@
 Hydra parses ``sys.argv`` itself and would take a bare ``train`` for a malformed override, so
 the dispatcher pops the command word first. An argument list without a command means ``train``:
 Lightning's DDP launcher re-runs ``sys.argv[1:]`` (already without the command) in its child
-processes, and they must land in the same command.
+processes, and they must land in the same command. ``train resume=RUN`` is rewritten here into a
+Hydra run of that folder's own saved config (:mod:`yolo_slim.cli.resume`). Errors the user caused
+come out as one line and exit status 2 (:mod:`yolo_slim.cli.errors`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -35,25 +39,71 @@ def config_dir() -> Path:
 
 
 def split_command(argv: list[str]) -> tuple[str, list[str]]:
-    """Return (command, remaining arguments); no leading command word means ``train``."""
+    """Return (command, remaining arguments); no leading command word means ``train``.
+
+    Raises:
+        UsageError: an unknown command word.
+    """
+    from yolo_slim.cli.errors import UsageError
+
     if argv and argv[0] in COMMANDS:
         return argv[0], argv[1:]
     if argv and not argv[0].startswith("-") and "=" not in argv[0]:
-        known = ", ".join(COMMANDS)
-        raise SystemExit(f"yolo_slim: unknown command {argv[0]!r}; commands: {known}")
+        raise UsageError(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}")
     return DEFAULT_COMMAND, argv
+
+
+# Hydra re-raises a job's exception only when HYDRA_FULL_ERROR is set; yolo_slim sets it to print user
+# errors itself, and marks that it did, so that a user's own HYDRA_FULL_ERROR=1 (full tracebacks for
+# every error) is told apart, in child processes too.
+_SET_BY_US = "YOLO_SLIM_SET_HYDRA_FULL_ERROR"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Dispatch to the command's Hydra app; ``argv`` defaults to ``sys.argv[1:]``."""
+    from yolo_slim.cli.errors import EXIT_USAGE, UsageError, describe_hydra_error, report
+
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] in (["-h"], ["--help"]) or arguments[:1] == ["help"]:
         print(_USAGE + "\n".join(f"  {name:<8} {text}" for name, text in COMMANDS.items()))
         print("\nHydra's own help for a command: python -m yolo_slim <command> --help")
         return
-    command, rest = split_command(arguments)
-    import hydra  # deferred: `import yolo_slim` must not pull Hydra in
+    tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(_SET_BY_US) != "1"
+    if not tracebacks:
+        os.environ.update({"HYDRA_FULL_ERROR": "1", _SET_BY_US: "1"})
+    command, overrides = "", arguments
+    try:
+        command, rest = split_command(arguments)
+        import hydra  # deferred: `import yolo_slim` must not pull Hydra in
 
-    task = importlib.import_module(f"yolo_slim.cli.{command}").run
-    sys.argv = [sys.argv[0], *rest]
-    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=command)(task)()
+        task = importlib.import_module(f"yolo_slim.cli.{command}").run
+        config_path, config_name, overrides = str(config_dir()), command, rest
+        from yolo_slim.cli.resume import is_resume, resume_arguments
+
+        if command == "train" and any(is_resume(argument) for argument in rest):
+            config_path, config_name, overrides = resume_arguments(rest)
+        sys.argv = [sys.argv[0], *overrides]
+        failed: list[str] = []
+        sweep = bool({"-m", "--multirun"} & set(overrides))
+
+        @functools.wraps(task)  # Hydra names the job (and its log file) after the task's module
+        def job(config: object) -> None:
+            try:
+                task(config)
+            except UsageError as error:
+                if sweep or tracebacks:
+                    raise  # a sweep records the failed job and goes on; HYDRA_FULL_ERROR=1 wants the traceback
+                report(command, str(error))  # here, inside the job, its log file is still open
+                failed.append(str(error))
+
+        hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(job)()
+        if failed:
+            raise SystemExit(EXIT_USAGE)
+    except Exception as error:
+        if tracebacks:
+            raise
+        message = str(error) if isinstance(error, UsageError) else describe_hydra_error(error, command, overrides)
+        if message is None:
+            raise
+        report(command, message)
+        raise SystemExit(EXIT_USAGE) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.settings import require_imgsz, require_positive_int
 from yolo_slim.models import CheckpointFormatError, count_parameters, load_yolov5
 from yolo_slim.models.export import check_onnx, check_torchscript, export_onnx, export_torchscript
@@ -16,24 +17,25 @@ SUFFIXES = {"onnx": ".onnx", "ultralytics": ".pt", "torchscript": ".torchscript"
 
 
 def run(config: DictConfig) -> None:
-    checkpoint = Path(str(config.ckpt))
-    kind = str(config.format)
-    if kind not in SUFFIXES:
-        raise ValueError(f"format must be one of {', '.join(SUFFIXES)}, found {kind!r}")
-    if not checkpoint.is_file():
-        raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a yolo_slim .ckpt (from `train` or "
-                         f"`prune`) or an ultralytics .pt")
-    if not isinstance(config.half, bool):
-        raise ValueError(f"half must be true or false, found {config.half!r}")
-    imgsz = require_imgsz(config.imgsz, "imgsz")
-    opset = require_positive_int(config.opset, "opset", minimum=11)
-    output = checkpoint.with_suffix(SUFFIXES[kind]) if config.output is None else Path(str(config.output))
-    if output.resolve() == checkpoint.resolve():
-        raise ValueError(f"output would overwrite ckpt={str(checkpoint)!r}; give output=OTHER_PATH")
-    try:
-        model = load_yolov5(checkpoint)
-    except (CheckpointFormatError, pickle.UnpicklingError) as error:
-        raise ValueError(f"ckpt={str(checkpoint)!r} is not a YOLOv5 checkpoint yolo_slim can read: {error}") from error
+    with users_input():
+        checkpoint = Path(str(config.ckpt))
+        kind = str(config.format)
+        if kind not in SUFFIXES:
+            raise ValueError(f"format must be one of {', '.join(SUFFIXES)}, found {kind!r}")
+        if not checkpoint.is_file():
+            raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a yolo_slim .ckpt (from `train` or "
+                             f"`prune`) or an ultralytics .pt")
+        if not isinstance(config.half, bool):
+            raise ValueError(f"half must be true or false, found {config.half!r}")
+        imgsz = require_imgsz(config.imgsz, "imgsz")
+        opset = require_positive_int(config.opset, "opset", minimum=11)
+        output = checkpoint.with_suffix(SUFFIXES[kind]) if config.output is None else Path(str(config.output))
+        if output.resolve() == checkpoint.resolve():
+            raise ValueError(f"output would overwrite ckpt={str(checkpoint)!r}; give output=OTHER_PATH")
+        try:
+            model = load_yolov5(checkpoint)
+        except (CheckpointFormatError, pickle.UnpicklingError) as error:
+            raise ValueError(f"ckpt={str(checkpoint)!r} is not a YOLOv5 checkpoint yolo_slim can read: {error}") from error
     size = f"{count_parameters(model):,} parameters"
     if kind == "onnx":
         export_onnx(model, output, imgsz=imgsz, opset=opset)

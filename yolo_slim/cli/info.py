@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.settings import build_model, require_imgsz
 from yolo_slim.models.info import format_table, model_info
 
 
 def run(config: DictConfig) -> None:
-    imgsz = require_imgsz(config.imgsz, "imgsz")
-    model = build_model(config.model)
+    with users_input():
+        imgsz = require_imgsz(config.imgsz, "imgsz")
+        model = build_model(config.model)
     print(format_table(model_info(model, imgsz)))

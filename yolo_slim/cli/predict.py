@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torchvision.io import write_jpeg, write_png
 from tqdm import tqdm
 
+from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.settings import require_imgsz, require_positive_int
 from yolo_slim.data.dataset import decode_rgb
 from yolo_slim.models import CheckpointFormatError
@@ -31,12 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def run(config: DictConfig) -> None:
-    paths = image_sources(str(config.source))
-    imgsz = require_imgsz(config.imgsz, "imgsz")
-    nms = NMSConfig(conf_threshold=float(config.conf), iou_threshold=float(config.iou),
-                    max_det=require_positive_int(config.max_det, "max_det"), multi_label=False)
-    detectors = [_load(config.ckpt, "ckpt")] + ([_load(config.compare, "compare")] if config.compare else [])
-    sizes = [_size(detector, imgsz) for detector in detectors]
+    with users_input():
+        paths = image_sources(str(config.source))
+        imgsz = require_imgsz(config.imgsz, "imgsz")
+        nms = NMSConfig(conf_threshold=float(config.conf), iou_threshold=float(config.iou),
+                        max_det=require_positive_int(config.max_det, "max_det"), multi_label=False)
+        detectors = [_load(config.ckpt, "ckpt")] + ([_load(config.compare, "compare")] if config.compare else [])
+        sizes = [_size(detector, imgsz) for detector in detectors]
     folder = Path(HydraConfig.get().runtime.output_dir)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     if len(detectors) > 1:

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
+from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.settings import checkpoint_datamodule, load_checkpoint_module, plain, require_positive_int
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
@@ -49,14 +50,17 @@ def plan_arguments(prune: DictConfig) -> dict:
 
 
 def run(config: DictConfig) -> None:
-    arguments = plan_arguments(config.prune)
-    module = load_checkpoint_module(Path(str(config.ckpt)), NMSConfig(**plain(config.nms)))
-    # Augmentation only touches the fine-tune; evaluation letterboxes the validation split as usual.
-    datamodule, imgsz = checkpoint_datamodule(config.data, module, augment=AugmentConfig())
-    data = datamodule.data_yaml
-    finetune_epochs = require_positive_int(config.prune.get("finetune_epochs", 0), "prune.finetune_epochs", minimum=0)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    trainer = L.Trainer(**plain(config.trainer), logger=False, enable_checkpointing=False, default_root_dir=run_dir)
+    with users_input():
+        arguments = plan_arguments(config.prune)
+        module = load_checkpoint_module(Path(str(config.ckpt)), NMSConfig(**plain(config.nms)))
+        # Augmentation only touches the fine-tune; evaluation letterboxes the validation split as usual.
+        datamodule, imgsz = checkpoint_datamodule(config.data, module, augment=AugmentConfig())
+        data = datamodule.data_yaml
+        finetune_epochs = require_positive_int(config.prune.get("finetune_epochs", 0), "prune.finetune_epochs",
+                                               minimum=0)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        trainer = L.Trainer(**plain(config.trainer), logger=False, enable_checkpointing=False,
+                            default_root_dir=run_dir)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     dense = module.inference_model
     pictures_of_predictions = PredictionPictures()

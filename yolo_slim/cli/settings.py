@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from omegaconf import DictConfig
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.models import YOLOv5, load_pretrained, load_yolov5, shipped_configs
+from yolo_slim.models.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from yolo_slim.models.postprocess import NMSConfig
 
 LARGEST_STRIDE = 32
@@ -69,7 +71,10 @@ def load_checkpoint_module(checkpoint: Path, nms: NMSConfig) -> YOLOv5Module:
     if not checkpoint.is_file():
         raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a checkpoint written by `train` "
                          f"(e.g. outputs/train/<run>/checkpoints/best.ckpt) or an ultralytics .pt")
-    if checkpoint.suffix == ".ckpt":
+    # Through the safe reader first, whatever the suffix: a corrupt, foreign or hostile file is refused
+    # with its name before Lightning's own (unrestricted) unpickling sees it.
+    content = read_checkpoint(checkpoint)
+    if isinstance(content, Mapping) and CHECKPOINT_KEY in content:
         return YOLOv5Module.load_from_checkpoint(checkpoint, map_location="cpu", nms=nms)
     network = load_yolov5(checkpoint)
     return YOLOv5Module(network.train(), names=network.names, nms=nms, data=None)

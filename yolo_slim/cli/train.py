@@ -17,13 +17,17 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
+from yolo_slim.cli.errors import users_input
+from yolo_slim.cli.resume import AUTO, own_checkpoint
 from yolo_slim.cli.settings import build_model, plain, require_imgsz, require_positive_int
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
 from yolo_slim.lit.autoanchor import AutoAnchor
+from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
+from yolo_slim.models.checkpoint import read_checkpoint
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
 
@@ -76,9 +80,14 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
         loss=plain(config.loss),  # the module turns the dict into a LossConfig
         nms=NMSConfig(**plain(config.nms)), ema_decay=float(optim.ema_decay), ema_ramp=float(optim.ema_ramp),
         data=str(datamodule.data_yaml))
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
-                                  save_last=True, auto_insert_metric_name=False)
-    callbacks: list[L.Callback] = [checkpoints, LearningRateMonitor(logging_interval="step")]
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
+                           save_last=False, auto_insert_metric_name=False)
+    # last.ckpt from a checkpoint callback of its own, every epoch: Lightning's save_last=True writes it
+    # only when the monitored checkpoint is saved too, so a run whose mAP stalls would resume from an old
+    # epoch. Listed after `best`, which stays trainer.checkpoint_callback.
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           every_n_epochs=1, enable_version_counter=False)
+    callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="step")]
     autoanchor = config.model.get("autoanchor", True)
     if not isinstance(autoanchor, bool):
         raise ValueError(f"model.autoanchor must be true or false, found {autoanchor!r}")
@@ -88,10 +97,25 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
         callbacks.append(build_slim_callback(config.prune, imgsz))
     trainer = L.Trainer(**trainer_args, accumulate_grad_batches=accumulate, default_root_dir=run_dir,
                         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
-                        callbacks=callbacks)
+                        callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     model_name = str(config.model.weights or config.model.cfg)
     return TrainingJob(trainer=trainer, module=module, datamodule=datamodule, run_dir=run_dir, imgsz=imgsz,
                        model_name=model_name)
+
+
+def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
+    """``resume``: null (a fresh run), ``auto`` (this folder's last.ckpt if an earlier attempt left one), or
+    the checkpoint ``resume=RUN`` found (cli/resume.py rewrote it into a path)."""
+    if resume is None:
+        return None
+    if resume == AUTO:
+        found = own_checkpoint(run_dir)
+        return None if found is None else str(found)
+    checkpoint = Path(str(resume))
+    if not checkpoint.is_file():
+        raise ValueError(f"resume={resume} does not exist; give a train run folder or its checkpoints/last.ckpt")
+    read_checkpoint(checkpoint)  # a truncated or foreign file is named now, not deep inside Lightning
+    return str(checkpoint)
 
 
 def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
@@ -114,10 +138,14 @@ def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
 
 
 def run(config: DictConfig) -> None:
-    L.seed_everything(config.seed, workers=True)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    job = build_job(config, run_dir)
-    job.trainer.fit(job.module, datamodule=job.datamodule)
+    with users_input():
+        L.seed_everything(config.seed, workers=True, verbose=False)  # its notice would precede an error line
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        resume = _checkpoint_to_resume(config.get("resume"), run_dir)
+        job = build_job(config, run_dir)
+    if resume is not None:
+        log.info("resuming %s from %s", run_dir, resume)
+    job.trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume)
     slim = next((c for c in job.trainer.callbacks if isinstance(c, SlimCallback)), None)
     if slim is None:
         best = job.trainer.checkpoint_callback.best_model_path or None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import pickle
 import types
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,6 +98,11 @@ class _SafeUnpickler(pickle.Unpickler):
             return _stand_in(module, name)
         if module in _YOLOV5_MODULES and (name in _YOLOV5_OTHER_CLASSES or name in ultralytics_class_names()):
             return _stand_in(module, name)
+        if module.split(".")[0] == "ultralytics":
+            raise UnsafeCheckpointError(
+                f"checkpoint refers to {module}.{name}: a model of ultralytics' newer package (YOLOv8, YOLO11 ...), "
+                f"which yolo_slim does not read; expected a YOLOv5 checkpoint (ultralytics/yolov5 v5.0 to v7.0, "
+                f"or one written by yolo_slim)")
         raise UnsafeCheckpointError(
             f"checkpoint refers to {module}.{name}, which yolo_slim does not load: only tensors, plain "
             f"containers and YOLOv5/torch.nn module classes are allowed (the file may be corrupt, from "
@@ -115,14 +121,51 @@ def read_checkpoint(path: str | Path) -> Any:
     """Unpickle ``path`` through the allow-list (on CPU); module objects come back as stand-ins.
 
     Raises:
-        UnsafeCheckpointError: the file names a class or function outside the allow-list.
+        UnsafeCheckpointError: the file names a class or function outside the allow-list (the message
+            names the file).
+        CheckpointFormatError: the file is empty, truncated, or not a torch checkpoint at all; the
+            message names the file and says what it looks like.
         FileNotFoundError: no such file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    # weights_only=False is what lets a custom unpickler run at all; the allow-list above is the guard.
-    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_safe_pickle)
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointFormatError(f"{path} is empty (0 bytes); {_EXPECTED}")
+    try:
+        # weights_only=False is what lets a custom unpickler run at all; the allow-list above is the guard.
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_safe_pickle)
+    except UnsafeCheckpointError as error:
+        raise UnsafeCheckpointError(f"{path}: {error}") from None
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, UnicodeDecodeError, IndexError,
+            zipfile.BadZipFile) as error:
+        # torch's own messages ("PytorchStreamReader failed reading zip archive", "invalid load key")
+        # name neither the file nor what it is; what it is comes from its first bytes.
+        raise CheckpointFormatError(f"{path} is {_what_the_file_is(path, size)}; {_EXPECTED}") from error
+
+
+_EXPECTED = ("expected a checkpoint written by torch.save: an ultralytics YOLOv5 .pt, or a yolo_slim .ckpt from "
+             "`train` or `prune`")
+
+
+def _what_the_file_is(path: Path, size: int) -> str:
+    with path.open("rb") as file:
+        head = file.read(512)
+    if head.startswith(b"PK\x03\x04"):
+        return f"a zip archive torch cannot read ({size:,} bytes: truncated, or not torch's layout)"
+    if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
+        return f"a pickle torch cannot read ({size:,} bytes: truncated or corrupt)"
+    if head.startswith(b"\x89HDF"):
+        return "an HDF5 file (Keras or TensorFlow weights?)"
+    if len(head) > 8 and head[8:9] == b"{":
+        return "a safetensors file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a torch checkpoint (it begins with the bytes {head[:8].hex(' ')})"
+    first_line = text.strip().splitlines()[0][:60] if text.strip() else ""
+    return f"a text file, not a checkpoint (it begins {first_line!r})"
 
 
 def load_yolov5(path: str | Path, cfg: str | Path | Mapping[str, Any] | None = None) -> YOLOv5:
@@ -150,6 +193,9 @@ def load_yolov5(path: str | Path, cfg: str | Path | Mapping[str, Any] | None = N
     if isinstance(stored, _InertModule):
         model = _from_pickled_model(stored, path)
     elif isinstance(stored, Mapping) and _is_state_dict(stored):
+        if not any(key.startswith("model.0.") for key in stored):
+            raise CheckpointFormatError(f"{path} holds the weights of another network (keys {', '.join(list(stored)[:3])} "
+                                        f"...); expected YOLOv5's (model.0.conv.weight, ..., model.N.m.0.weight)")
         if cfg is None:
             raise CheckpointFormatError(f"{path} holds a plain state dict: pass cfg= (the model yaml it was "
                                         f"trained with), e.g. load_yolov5(path, cfg='yolov5s.yaml')")
@@ -157,10 +203,15 @@ def load_yolov5(path: str | Path, cfg: str | Path | Mapping[str, Any] | None = N
         nc = _nc_from_state(state)
         model = YOLOv5(cfg, nc=nc)
         _load_weights(model, state, path)
+    elif isinstance(content, Mapping) and "pytorch-lightning_version" in content:
+        raise CheckpointFormatError(f"{path} is a Lightning checkpoint of another LightningModule (no "
+                                    f"{CHECKPOINT_KEY!r} entry); expected one written by yolo_slim's `train` or "
+                                    f"`prune`, or by a module trained with SlimCallback")
     else:
-        keys = sorted(content) if isinstance(content, Mapping) else type(content).__name__
+        found = f"a dict with keys {sorted(map(str, content))[:8]}" if isinstance(content, Mapping) else \
+            f"a pickled {type(content).__name__}"
         raise CheckpointFormatError(f"{path} holds no YOLOv5 model: expected an ultralytics checkpoint "
-                                    f"(keys 'model'/'ema') or a state dict, found {keys}")
+                                    f"(keys 'model'/'ema'), a yolo_slim checkpoint or a state dict, found {found}")
     return model.float().eval()
 
 

@@ -1,0 +1,89 @@
+"""Errors the user caused print one line `yolo_slim <command>: error: ...` on stderr and exit with status 2;
+a bug keeps its traceback (run as subprocesses, as users meet them)."""
+
+import os
+
+import pytest
+import torch
+import yaml
+from cli_support import TINY_TRAIN, run_cli
+
+from yolo_slim.cli.errors import UsageError, describe_hydra_error, users_input
+
+
+def _assert_one_line(result, command: str, *fragments: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"yolo_slim {command}: error: "), lines[0]
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_settings_and_overrides(tmp_path, cli_environment):
+    run = [f"hydra.run.dir={tmp_path / 'run'}"]
+    _assert_one_line(run_cli(["train", *TINY_TRAIN, "trainer.max_epoch=3", *run], cli_environment, 120), "train",
+                     "no setting trainer.max_epoch", "+trainer.max_epoch=3", "did you mean trainer.max_epochs?")
+    _assert_one_line(run_cli(["train", "model=yolov9", *run], cli_environment, 120), "train",
+                     "Could not find 'model/yolov9'", "yolov5s-ghost")
+    _assert_one_line(run_cli(["train", "trainer.max_epochs", *run], cli_environment, 120), "train",
+                     "Error parsing override 'trainer.max_epochs'")
+    _assert_one_line(run_cli(["train", *TINY_TRAIN, "+prune=sparse", "prune.ratio=2", *run], cli_environment, 120),
+                     "train", "ratio must be in [0, 1), found 2.0")
+    line = _assert_one_line(run_cli(["train", *TINY_TRAIN, f"data.path={tmp_path / 'none.yaml'}", *run],
+                                    cli_environment, 120), "train", "none.yaml")
+    assert line in (tmp_path / "run" / "train.log").read_text()  # and in the run's log
+
+
+@pytest.mark.slow
+def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_run, cli_environment):
+    _assert_one_line(run_cli(["val", f"ckpt={tmp_path / 'none.ckpt'}"], cli_environment, 120), "val",
+                     "does not exist")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("garbage\n")
+    _assert_one_line(run_cli(["val", f"ckpt={garbage}"], cli_environment, 120), "val",
+                     f"{garbage} is a text file, not a checkpoint")
+    whole = (trained_run / "checkpoints" / "best.ckpt").read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(whole[: len(whole) // 3])
+    _assert_one_line(run_cli(["prune", f"ckpt={truncated}", "prune.ratio=0.5"], cli_environment, 120), "prune",
+                     f"{truncated} is a zip archive torch cannot read")
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"model": _RunsCommand(f"touch {tmp_path / 'pwned'}")}, hostile)
+    _assert_one_line(run_cli(["export", f"ckpt={hostile}"], cli_environment, 120), "export",
+                     "refers to", "system, which yolo_slim does not load")
+    assert not (tmp_path / "pwned").exists()
+    data = yaml.safe_load(open(_trained_data(trained_run)))
+    data["names"] = ["a", "b"]  # 2 classes against the checkpoint's 4
+    data.pop("nc", None)
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
+    best = trained_run / "checkpoints" / "best.ckpt"
+    _assert_one_line(run_cli(["val", f"ckpt={best}", f"data.path={tmp_path / 'two.yaml'}"], cli_environment, 120),
+                     "val", "has 2 classes but the checkpoint's model has 4")
+
+
+def _trained_data(run) -> str:
+    import json
+
+    return json.loads((run / "summary.json").read_text())["data"]
+
+
+class _RunsCommand:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_only_set_up_errors_become_usage_errors():
+    with pytest.raises(UsageError, match="data.batch_size must be"):
+        with users_input():
+            raise ValueError("data.batch_size must be an int >= 1, found 0")
+    with pytest.raises(RuntimeError, match="a bug"):  # anything else keeps its type (and so its traceback)
+        with users_input():
+            raise RuntimeError("a bug")
+    assert describe_hydra_error(RuntimeError("a bug"), "train", []) is None

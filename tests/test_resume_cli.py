@@ -1,0 +1,97 @@
+"""`train resume=RUN` continues a run killed with SIGKILL: same folder, same config, no second prune, the
+epochs going on where they stopped, summary.json complete (subprocesses, tiny settings)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from cli_support import TINY_TRAIN, run_cli
+
+FOUR_EPOCHS = [a for a in TINY_TRAIN if not a.startswith("trainer.max_epochs=")] + ["trainer.max_epochs=4"]
+
+
+def _train_until_killed(arguments, run_dir, environment, ready, timeout=300):
+    """Start `train`, SIGKILL it once its last.ckpt satisfies ``ready``; the checkpoint it was killed after."""
+    process = subprocess.Popen([sys.executable, "-m", "yolo_slim", "train", *arguments, f"hydra.run.dir={run_dir}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"the run ended (status {process.returncode}) before it could be killed")
+            if last.is_file():
+                checkpoint = torch.load(last, map_location="cpu", weights_only=False)  # whole: saves are atomic
+                if ready(checkpoint):
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                    return checkpoint
+            time.sleep(0.05)
+        pytest.fail("the run did not reach the state to kill it in")
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _resume(target, environment):
+    result = run_cli(["train", f"resume={target}"], environment, 300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_a_pruned_run_killed_after_its_prune_resumes_without_a_second_prune(tmp_path, cli_environment):
+    run_dir = tmp_path / "run"
+    killed = _train_until_killed([*FOUR_EPOCHS, "+prune=sparse", "prune.epoch=1"], run_dir, cli_environment,
+                                 ready=lambda checkpoint: bool(checkpoint["yolo_slim"]["plans"]))
+    assert len(killed["yolo_slim"]["plans"]) == 1 and not (run_dir / "summary.json").exists()
+    result = _resume(run_dir / "checkpoints" / "last.ckpt", cli_environment)  # the checkpoint works as the folder does
+    output = result.stdout + result.stderr  # the progress bar writes to stdout
+    assert "Restored all states from the checkpoint" in output
+    # The epochs go on after the one the kill followed; none is trained twice.
+    assert f"Epoch {killed['epoch']}:" not in output and "Epoch 3:" in output
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["epoch"] == 3 and len(final["yolo_slim"]["plans"]) == 1  # one prune only
+    assert final["yolo_slim"]["spec"] == killed["yolo_slim"]["spec"]  # the pruned architecture, kept
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert list(summary["stages"]) == ["train", "pruned", "finetuned"]  # including the stages before the kill
+    assert summary["stages"]["pruned"]["params"] < summary["stages"]["train"]["params"]
+    assert summary["stages"]["finetuned"]["params"] == summary["stages"]["pruned"]["params"]
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 2  # the log goes on in place
+    assert (run_dir / ".hydra" / "resumed" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_a_plain_run_killed_mid_epoch_resumes_itself_with_resume_auto(tmp_path, cli_environment):
+    run_dir = tmp_path / "run"
+    # resume=auto, as a requeued Slurm job runs it: the same command, continued from the folder's own last.ckpt.
+    again = [*FOUR_EPOCHS, "resume=auto"]
+    killed = _train_until_killed(again, run_dir, cli_environment,
+                                 ready=lambda checkpoint: checkpoint["epoch"] >= 0)  # in epoch 1, after epoch 0's save
+    result = run_cli(["train", *again, f"hydra.run.dir={run_dir}"], cli_environment, 300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert f"Epoch {killed['epoch']}:" not in output and "Epoch 3:" in output
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 3
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert list(summary["stages"]) == ["train"] and summary["checkpoint"].endswith("best.ckpt")
+
+
+@pytest.mark.slow
+def test_resume_refuses_what_would_change_the_run(tmp_path, cli_environment):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    result = run_cli(["train", f"resume={tmp_path / 'run'}"], cli_environment, 120)
+    assert result.returncode == 2 and "last.ckpt does not exist" in result.stderr
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    result = run_cli(["train", f"resume={tmp_path / 'run'}"], cli_environment, 120)
+    assert result.returncode == 2 and "is not a train run folder (no .hydra/config.yaml)" in result.stderr
+    (tmp_path / "run" / ".hydra").mkdir()
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    result = run_cli(["train", f"resume={tmp_path / 'run'}", "trainer.max_epochs=9", "data.workers=0"],
+                     cli_environment, 120)
+    assert result.returncode == 2 and "trainer.max_epochs=9 cannot be given" in result.stderr
+    assert "data.workers" in result.stderr  # named among what may change

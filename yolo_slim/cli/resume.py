@@ -1,0 +1,101 @@
+"""``python -m yolo_slim train resume=RUN``: continue a run that died, in its own folder, with its own config.
+
+``RUN`` is a train run folder (``outputs/train/<date_time>``) or its ``checkpoints/last.ckpt``. The
+run's saved config (``RUN/.hydra/config.yaml``, what Hydra wrote when it started) is composed again,
+with the Hydra settings of ``conf/train.yaml`` pointed at ``RUN``, and ``resume`` set to the
+checkpoint: ``cli/train.py`` then hands it to ``Trainer.fit(ckpt_path=...)``, which restores the
+weights, optimizer, LR schedule, EMA, epoch and every callback's state (SlimCallback's prunes and
+stages included), and the TensorBoard log and ``summary.json`` carry on in the same folder.
+
+What the run computes cannot change on resume; where it runs can: :data:`RESUMABLE` lists the
+settings that may be given beside ``resume=``, and Hydra's own (``hydra.*``, ``hydra/launcher=...``).
+``resume=auto`` is different: a fresh run that continues from its own folder's ``last.ckpt`` when
+there is one (what a Slurm job requeued after preemption needs; see the README).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RESUMABLE = ("trainer.devices", "trainer.accelerator", "trainer.num_nodes", "trainer.strategy", "data.workers",
+             "data.cache_dir")
+"""Settings a resumed run may change: the machine it runs on, not what it computes."""
+
+AUTO = "auto"
+# `resume=` as users write it; `++resume=` as this module rewrites it, which is what Lightning's DDP launcher
+# passes on to its child processes (their sys.argv), so that they too compose the run's own config.
+PREFIXES = ("resume=", "++resume=", "+resume=")
+LAST = Path("checkpoints") / "last.ckpt"
+RESUME_CONFIG = "resume"  # RUN/.hydra/resume.yaml: the composition a resume runs
+
+
+def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
+    """(config path, config name, overrides) of the Hydra app that continues the run ``resume=`` names.
+
+    Raises:
+        UsageError: not a run folder or checkpoint, no ``last.ckpt`` yet, or an override that a resume
+            cannot change.
+    """
+    from omegaconf import OmegaConf
+
+    from yolo_slim.cli import config_dir
+    from yolo_slim.cli.errors import UsageError
+
+    target = next(argument.split("=", 1)[1] for argument in arguments if is_resume(argument))
+    if target in (AUTO, "null", ""):
+        return str(config_dir()), "train", arguments  # resolved by the run itself (cli/train.py)
+    run, checkpoint = locate_run(Path(target))
+    others = [argument for argument in arguments if not is_resume(argument)]
+    refused = [argument for argument in others if not _resumable(argument)]
+    if refused:
+        raise UsageError(f"resume={target} continues that run with its own config, so {' '.join(refused)} cannot "
+                         f"be given; allowed beside resume=: {', '.join(RESUMABLE)}, hydra.* and hydra/launcher=")
+    hydra_settings = OmegaConf.load(config_dir() / "train.yaml").hydra
+    hydra_settings.run.dir = str(run)
+    hydra_settings.output_subdir = ".hydra/resumed"  # .hydra/config.yaml stays the run's own, for a later resume
+    composition = OmegaConf.create({"defaults": ["config", "_self_"], "hydra": hydra_settings})
+    text = ("# written by `python -m yolo_slim train resume=...`: the run's saved config.yaml, continued in place\n"
+            + OmegaConf.to_yaml(composition))
+    path = run / ".hydra" / f"{RESUME_CONFIG}.yaml"
+    if not path.is_file() or path.read_text() != text:  # DDP children come here too: never half-written
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(text)
+        os.replace(partial, path)
+    return str(run / ".hydra"), RESUME_CONFIG, [*others, f"++resume={checkpoint}"]
+
+
+def locate_run(target: Path) -> tuple[Path, Path]:
+    """The run folder and the checkpoint to continue from, for a run folder or a checkpoint inside one."""
+    from yolo_slim.cli.errors import UsageError
+
+    if target.is_file():
+        checkpoint = target
+        run = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+    elif target.is_dir():
+        run, checkpoint = target, target / LAST
+        if not checkpoint.is_file():
+            raise UsageError(f"resume={target}: {checkpoint} does not exist (the run stopped before its first "
+                             f"epoch ended: start it again)")
+    else:
+        raise UsageError(f"resume={target} does not exist; give a train run folder (outputs/train/<run>) or its "
+                         f"checkpoints/last.ckpt")
+    if not (run / ".hydra" / "config.yaml").is_file():
+        raise UsageError(f"resume={target}: {run} is not a train run folder (no .hydra/config.yaml)")
+    return run.resolve(), checkpoint.resolve()
+
+
+def own_checkpoint(run_dir: Path) -> Path | None:
+    """``resume=auto``: the run folder's own ``last.ckpt``, when an earlier attempt left one."""
+    checkpoint = run_dir / LAST
+    return checkpoint if checkpoint.is_file() else None
+
+
+def is_resume(argument: str) -> bool:
+    """Whether a command-line argument sets ``resume``."""
+    return argument.startswith(PREFIXES)
+
+
+def _resumable(argument: str) -> bool:
+    key = argument.split("=", 1)[0].lstrip("+~")
+    return key in RESUMABLE or key.startswith(("hydra.", "hydra/")) or argument in ("-m", "--multirun")
