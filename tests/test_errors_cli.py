@@ -32,7 +32,7 @@ def test_settings_and_overrides(tmp_path, cli_environment):
     _assert_one_line(run_cli(["train", "trainer.max_epochs", *run], cli_environment, 120), "train",
                      "Error parsing override 'trainer.max_epochs'")
     _assert_one_line(run_cli(["train", *TINY_TRAIN, "+prune=sparse", "prune.ratio=2", *run], cli_environment, 120),
-                     "train", "ratio must be in [0, 1), found 2.0")
+                     "train", "ratio must be in [0, 1), found 2")
     line = _assert_one_line(run_cli(["train", *TINY_TRAIN, f"data.path={tmp_path / 'none.yaml'}", *run],
                                     cli_environment, 120), "train", "none.yaml")
     assert line in (tmp_path / "run" / "train.log").read_text()  # and in the run's log
@@ -46,6 +46,8 @@ def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_ru
     garbage.write_text("garbage\n")
     _assert_one_line(run_cli(["val", f"ckpt={garbage}"], cli_environment, 120), "val",
                      f"{garbage} is a text file, not a checkpoint")
+    _assert_one_line(run_cli(["train", *TINY_TRAIN, f"model.weights={garbage}", f"hydra.run.dir={tmp_path / 'w'}"],
+                             cli_environment, 120), "train", f"{garbage} is a text file, not a checkpoint")
     whole = (trained_run / "checkpoints" / "best.ckpt").read_bytes()
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(whole[: len(whole) // 3])

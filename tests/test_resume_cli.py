@@ -95,3 +95,7 @@ def test_resume_refuses_what_would_change_the_run(tmp_path, cli_environment):
                      cli_environment, 120)
     assert result.returncode == 2 and "trainer.max_epochs=9 cannot be given" in result.stderr
     assert "data.workers" in result.stderr  # named among what may change
+    # A last.ckpt that is not a checkpoint (here: empty, as a crash of another tool could leave it) is named.
+    result = run_cli(["train", f"resume={tmp_path / 'run'}"], cli_environment, 120)
+    assert result.returncode == 2 and f"{tmp_path / 'run' / 'checkpoints' / 'last.ckpt'} is empty (0 bytes)" in \
+        result.stderr.strip().splitlines()[0]

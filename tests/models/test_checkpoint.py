@@ -161,7 +161,8 @@ def _resnet_weights(tmp_path):
 @pytest.mark.parametrize("write,found", [
     (lambda tmp: (tmp / "file.pt").write_bytes(b""), r"is empty \(0 bytes\)"),
     (_truncated, r"is a zip archive torch cannot read \([\d,]+ bytes: truncated"),
-    (lambda tmp: (tmp / "file.pt").write_text("garbage\nmore garbage\n"), r"is a text file, not a checkpoint \(it begins 'garbage'\)"),
+    (lambda tmp: (tmp / "file.pt").write_text("garbage\nmore garbage\n"),
+     r"is a text file, not a checkpoint \(it begins 'garbage'\)"),
     (lambda tmp: torch.save([1, 2, 3], tmp / "file.pt"), r"holds no YOLOv5 model: .* found a pickled list"),
     (lambda tmp: torch.save({"epoch": 1, "loss": 0.5}, tmp / "file.pt"), r"found a dict with keys \['epoch', 'loss'\]"),
     (_resnet_weights, r"holds the weights of another network \(keys conv1.weight, bn1.weight, fc.bias"),

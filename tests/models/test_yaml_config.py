@@ -79,7 +79,8 @@ def test_repeated_rows_are_copies_in_a_sequential_as_ultralytics_builds_them():
     assert spec.layers[2].module == "Bottleneck"  # a number of 1 stays the block itself (keys model.2.cv1...)
     data = load_model_yaml("yolov3")
     data["depth_multiple"] = 0.33  # the depth gain applies to every repeated row: round(8 * 0.33) = 3, 2 and 4 -> 1
-    assert [len(layer.params["copies"]) for layer in parse_model_yaml(data).layers if layer.module == "Repeat"] == [3, 3]
+    repeated = [layer for layer in parse_model_yaml(data).layers if layer.module == "Repeat"]
+    assert [len(layer.params["copies"]) for layer in repeated] == [3, 3]
 
 
 @pytest.mark.parametrize("text,canonical", [
@@ -93,7 +94,8 @@ def test_activation_key_without_eval(text, canonical):
     model = YOLOv5(data)
     assert model.spec.activation == canonical
     assert ModelSpec.from_dict(json.loads(json.dumps(model.spec.to_dict()))).activation == canonical
-    acts = {type(m.act).__name__ for m in model.modules() if hasattr(m, "act") and not isinstance(m.act, torch.nn.Identity)}
+    acts = {type(m.act).__name__ for m in model.modules()
+            if hasattr(m, "act") and not isinstance(m.act, torch.nn.Identity)}
     assert acts == {canonical.removeprefix("nn.").split("(")[0]}
 
 

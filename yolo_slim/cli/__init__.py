@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if command == "train" and any(is_resume(argument) for argument in rest):
             config_path, config_name, overrides = resume_arguments(rest)
+        from yolo_slim.cli.schemas import register_schemas
+
+        register_schemas()  # the dataclasses behind the yaml files' `- /schema/...` defaults
         sys.argv = [sys.argv[0], *overrides]
         failed: list[str] = []
         sweep = bool({"-m", "--multirun"} & set(overrides))

@@ -63,8 +63,9 @@ def describe_hydra_error(error: BaseException, command: str, overrides: Sequence
         return one_line(str(error).split("See https://")[0])
     if isinstance(error, ConfigCompositionException):
         match = re.match(r"Could not override '([^']+)'", str(error))
-        if match is None:
-            return one_line(str(error))
+        if match is None:  # e.g. a value of the wrong type for its schema: the cause says which key and why
+            cause = error.__cause__
+            return one_line(f"{error}: {cause}" if cause is not None else str(error))
         key = match.group(1)
         parent, _, leaf = key.rpartition(".")
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "VALUE")
@@ -80,6 +81,9 @@ def _closest_key(command: str, key: str, overrides: Sequence[str]) -> str | None
     from omegaconf import OmegaConf
 
     from yolo_slim.cli import config_dir
+    from yolo_slim.cli.schemas import register_schemas
+
+    register_schemas()
 
     others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key and not o.startswith("hydra")]
     for attempt in (others, []):

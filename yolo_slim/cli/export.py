@@ -35,7 +35,8 @@ def run(config: DictConfig) -> None:
         try:
             model = load_yolov5(checkpoint)
         except (CheckpointFormatError, pickle.UnpicklingError) as error:
-            raise ValueError(f"ckpt={str(checkpoint)!r} is not a YOLOv5 checkpoint yolo_slim can read: {error}") from error
+            raise ValueError(f"ckpt={str(checkpoint)!r} is not a YOLOv5 checkpoint yolo_slim can read: "
+                             f"{error}") from error
     size = f"{count_parameters(model):,} parameters"
     if kind == "onnx":
         export_onnx(model, output, imgsz=imgsz, opset=opset)

@@ -119,22 +119,11 @@ def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
 
 
 def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
-    """The ``+prune=sparse`` group as a SlimCallback (its constructor checks every value)."""
-    epochs = plain(prune.epochs) if prune.get("epochs") is not None else prune.epoch
-    ratio = plain(prune.ratio) if not isinstance(prune.ratio, (int, float)) else float(prune.ratio)
-
-    def optional(name: str) -> float | None:  # null: the callback's (the method's) default
-        value = prune.get(name)
-        return None if value is None else float(value)
-
-    return SlimCallback(method=prune.get("method", "targeted"), sparsity=optional("sparsity"),
-                        schedule=prune.schedule, prune_epochs=epochs, ratio=ratio, policy=prune.policy,
-                        round_to=prune.round_to, min_channels=prune.min_channels,
-                        bias_sparsity=optional("bias_sparsity"), polarization_t=optional("polarization_t"),
-                        warmup=optional("warmup"), hold=optional("hold"),
-                        warmup_sparsity=optional("warmup_sparsity"), floor=float(prune.floor),
-                        sparsity_after_prune=bool(prune.sparsity_after_prune),
-                        finetune_schedule=prune.finetune_schedule, imgsz=imgsz)
+    """The ``+prune=sparse`` group as a SlimCallback: its settings are the callback's arguments (the schema in
+    cli/schemas.py is read off its signature), ``epoch``/``epochs`` its ``prune_epochs``."""
+    settings = plain(prune)
+    epoch, epochs = settings.pop("epoch"), settings.pop("epochs")
+    return SlimCallback(**settings, prune_epochs=epoch if epochs is None else epochs, imgsz=imgsz)
 
 
 def run(config: DictConfig) -> None:

@@ -194,8 +194,9 @@ def load_yolov5(path: str | Path, cfg: str | Path | Mapping[str, Any] | None = N
         model = _from_pickled_model(stored, path)
     elif isinstance(stored, Mapping) and _is_state_dict(stored):
         if not any(key.startswith("model.0.") for key in stored):
-            raise CheckpointFormatError(f"{path} holds the weights of another network (keys {', '.join(list(stored)[:3])} "
-                                        f"...); expected YOLOv5's (model.0.conv.weight, ..., model.N.m.0.weight)")
+            first = ", ".join(list(stored)[:3])
+            raise CheckpointFormatError(f"{path} holds the weights of another network (keys {first} ...); "
+                                        f"expected YOLOv5's (model.0.conv.weight, ..., model.N.m.0.weight)")
         if cfg is None:
             raise CheckpointFormatError(f"{path} holds a plain state dict: pass cfg= (the model yaml it was "
                                         f"trained with), e.g. load_yolov5(path, cfg='yolov5s.yaml')")
