@@ -82,6 +82,20 @@ def test_a_plain_run_killed_mid_epoch_resumes_itself_with_resume_auto(tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_run_resumes_on_two_processes(tmp_path, cli_environment):
+    # Lightning's DDP launcher re-runs the rewritten command line in its child process: the child must
+    # compose the run's own config as well (it finds `++resume=` there), not the defaults.
+    run_dir = tmp_path / "run"
+    _train_until_killed(FOUR_EPOCHS, run_dir, cli_environment, ready=lambda checkpoint: checkpoint["epoch"] >= 0)
+    result = run_cli(["train", f"resume={run_dir}", "trainer.devices=2", "trainer.strategy=ddp"], cli_environment, 300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output and "Restored all states from the checkpoint" in output
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["epoch"] == 3 and final["hyper_parameters"]["imgsz"] == 96  # the run's own settings, not defaults
+
+
+@pytest.mark.slow
 def test_resume_refuses_what_would_change_the_run(tmp_path, cli_environment):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     result = run_cli(["train", f"resume={tmp_path / 'run'}"], cli_environment, 120)
