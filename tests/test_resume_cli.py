@@ -63,6 +63,7 @@ def test_a_pruned_run_killed_after_its_prune_resumes_without_a_second_prune(tmp_
     assert summary["stages"]["finetuned"]["params"] == summary["stages"]["pruned"]["params"]
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 2  # the log goes on in place
     assert (run_dir / ".hydra" / "resumed" / "config.yaml").is_file()
+    assert (run_dir / "predictions.png").stat().st_size > 1000  # dense detections from before the kill, kept
 
 
 @pytest.mark.slow

@@ -88,24 +88,26 @@ class PredictionPictures:
     def capture_dense(self, trainer: L.Trainer | None, network: YOLOv5, datamodule: Any = None) -> None:
         from yolo_slim.predict import detect_batch
 
-        source = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
-        if source is None or not hasattr(source, "val_dataloader"):
-            return  # a fit without a datamodule: no validation images to draw
-        # A fresh loader's workers draw their seed from torch's global generator: fork it, so that
-        # drawing this picture leaves the rest of the run exactly as it would have been without it.
-        with torch.random.fork_rng(devices=[]):
-            batch = next(iter(source.val_dataloader()), None)
-        images = batch.get("images") if isinstance(batch, dict) else None
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-            return  # not YOLODataModule's batches (B, 3, S, S) uint8: nothing this can draw on
-        self.images = images[: self.count].cpu()
-        self.dense = detect_batch(network, self.images)
+        self.images = _first_images(datamodule if datamodule is not None else getattr(trainer, "datamodule", None),
+                                    self.count)
+        if self.images is not None:
+            self.dense = detect_batch(network, self.images)
+
+    def state(self) -> list[torch.Tensor]:
+        """The dense network's detections, for the checkpoint: a run resumed after its prune draws the
+        same picture (its images are the first validation batch again)."""
+        return [detections.cpu() for detections in self.dense]
+
+    def restore(self, dense: list[torch.Tensor]) -> None:
+        self.dense = list(dense)
 
     def write(self, folder: Path, network: YOLOv5, trainer: L.Trainer | None = None,
               final_title: str = "final") -> Path | None:
         from yolo_slim.predict import comparison_sheet, detect_batch
 
-        if self.images is None:
+        if self.images is None and self.dense and trainer is not None:  # resumed after the prune
+            self.images = _first_images(getattr(trainer, "datamodule", None), self.count)
+        if self.images is None or len(self.dense) != len(self.images):
             return None
         final = detect_batch(network, self.images)
         path = Path(folder) / PREDICTIONS_FILE
@@ -114,3 +116,17 @@ class PredictionPictures:
         if trainer is not None:
             log_images(trainer, {"slim/predictions": path}, trainer.global_step)
         return path
+
+
+def _first_images(source: Any, count: int) -> torch.Tensor | None:
+    """The first ``count`` validation images, (K, 3, S, S) uint8 letterboxed as validation sees them."""
+    if source is None or not hasattr(source, "val_dataloader"):
+        return None  # a fit without a datamodule: no validation images to draw
+    # A fresh loader's workers draw their seed from torch's global generator: fork it, so that
+    # drawing this picture leaves the rest of the run exactly as it would have been without it.
+    with torch.random.fork_rng(devices=[]):
+        batch = next(iter(source.val_dataloader()), None)
+    images = batch.get("images") if isinstance(batch, dict) else None
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+        return None  # not YOLODataModule's batches (B, 3, S, S) uint8: nothing this can draw on
+    return images[:count].cpu()

@@ -223,12 +223,14 @@ class SlimCallback(L.Callback):
                  "round_to": self.round_to, "min_channels": self.min_channels} if index is not None else None
         return {"completed_prunes": self.completed_prunes, "stages": dict(self.stages),
                 "original_prunable": self.original_prunable, "method": self.settings.method,
-                "method_state": self.method.state_dict(), "choice_rules": rules}
+                "method_state": self.method.state_dict(), "choice_rules": rules,
+                "dense_predictions": self._pictures.state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.completed_prunes = int(state_dict["completed_prunes"])
         self.stages = dict(state_dict.get("stages", {}))
         self.original_prunable = state_dict.get("original_prunable")
+        self._pictures.restore(state_dict.get("dense_predictions", []))
         if state_dict.get("method", self.settings.method) == self.settings.method:
             self.method.load_state_dict(dict(state_dict.get("method_state", {})))
 
