@@ -1,4 +1,6 @@
-"""Models with non-trivial BatchNorm statistics, shared by the pruning and export tests."""
+"""Models with non-trivial BatchNorm statistics, shared by the pruning and export tests; a hostile pickle."""
+
+import os
 
 import torch
 
@@ -31,3 +33,13 @@ def kill_removed(model: YOLOv5, plan: PruningPlan, zero_bias: bool = True) -> No
                 norm.weight[removed] = 0
                 if zero_bias:
                     norm.bias[removed] = 0
+
+
+class RunsCommand:
+    """Pickles as a call of os.system: what a hostile checkpoint would hold."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)

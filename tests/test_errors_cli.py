@@ -1,12 +1,13 @@
 """Errors the user caused print one line `yolo_slim <command>: error: ...` on stderr and exit with status 2;
 a bug keeps its traceback (run as subprocesses, as users meet them)."""
 
-import os
+import json
 
 import pytest
 import torch
 import yaml
 from cli_support import TINY_TRAIN, run_cli
+from model_support import RunsCommand
 
 from yolo_slim.cli.errors import UsageError, describe_hydra_error, users_input
 
@@ -54,7 +55,7 @@ def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_ru
     _assert_one_line(run_cli(["prune", f"ckpt={truncated}", "prune.ratio=0.5"], cli_environment, 120), "prune",
                      f"{truncated} is a zip archive torch cannot read")
     hostile = tmp_path / "hostile.pt"
-    torch.save({"model": _RunsCommand(f"touch {tmp_path / 'pwned'}")}, hostile)
+    torch.save({"model": RunsCommand(f"touch {tmp_path / 'pwned'}")}, hostile)
     _assert_one_line(run_cli(["export", f"ckpt={hostile}"], cli_environment, 120), "export",
                      "refers to", "system, which yolo_slim does not load")
     assert not (tmp_path / "pwned").exists()
@@ -68,17 +69,7 @@ def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_ru
 
 
 def _trained_data(run) -> str:
-    import json
-
     return json.loads((run / "summary.json").read_text())["data"]
-
-
-class _RunsCommand:
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
 
 
 def test_only_set_up_errors_become_usage_errors():

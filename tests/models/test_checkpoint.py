@@ -1,16 +1,17 @@
 """load_yolov5: ultralytics-layout pickles read without their code, hostile pickles refused."""
 
-import os
 import re
 import sys
 import types
 
 import pytest
 import torch
+from model_support import RunsCommand
 from torch import nn
 
 from yolo_slim.models import CheckpointFormatError, UnsafeCheckpointError, YOLOv5, load_model_yaml, load_yolov5
 from yolo_slim.models import blocks
+from yolo_slim.models.checkpoint import check_archive
 from yolo_slim.models.detect import Detect
 
 # ultralytics class name for each of our block classes.
@@ -113,17 +114,9 @@ def test_plain_state_dict_needs_and_uses_a_yaml(tmp_path):
     assert torch.equal(loaded(image), model(image))
 
 
-class _RunsCommand:
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
 def test_hostile_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
-    torch.save({"model": _RunsCommand(f"touch {marker}"), "epoch": -1}, tmp_path / "evil.pt")
+    torch.save({"model": RunsCommand(f"touch {marker}"), "epoch": -1}, tmp_path / "evil.pt")
     with pytest.raises(UnsafeCheckpointError, match=r"refers to (posix|os|nt)\.system, which yolo_slim does not load"):
         load_yolov5(tmp_path / "evil.pt")
     assert not marker.exists()
@@ -187,3 +180,15 @@ def test_a_newer_ultralytics_package_is_named(tmp_path):
         torch.save({"model": impostor()}, tmp_path / "yolov8n.pt")
     with pytest.raises(UnsafeCheckpointError, match=r"yolov8n.pt: .*ultralytics' newer package \(YOLOv8, YOLO11"):
         load_yolov5(tmp_path / "yolov8n.pt")
+
+
+def test_check_archive_reads_only_the_directory_and_names_bad_files(tmp_path):
+    torch.save({"model": YOLOv5("yolov5n").state_dict()}, tmp_path / "whole.pt")
+    check_archive(tmp_path / "whole.pt")  # a whole archive passes
+    data = (tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) - 100])  # the central directory lost
+    (tmp_path / "text.pt").write_text("garbage\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name, found in (("cut", "a zip archive torch cannot read"), ("text", "a text file"), ("empty", "is empty")):
+        with pytest.raises(CheckpointFormatError, match=re.escape(f"{tmp_path / name}.pt") + ".*" + found):
+            check_archive(tmp_path / f"{name}.pt")

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
-from yolo_slim.models import YOLOv5, load_pretrained, load_yolov5, shipped_configs
-from yolo_slim.models.checkpoint import CHECKPOINT_KEY, read_checkpoint
+from yolo_slim.models import YOLOv5, load_pretrained, shipped_configs
+from yolo_slim.models.checkpoint import CHECKPOINT_KEY, network_from_checkpoint, read_checkpoint
 from yolo_slim.models.postprocess import NMSConfig
 
 LARGEST_STRIDE = 32
@@ -76,7 +76,7 @@ def load_checkpoint_module(checkpoint: Path, nms: NMSConfig) -> YOLOv5Module:
     content = read_checkpoint(checkpoint)
     if isinstance(content, Mapping) and CHECKPOINT_KEY in content:
         return YOLOv5Module.load_from_checkpoint(checkpoint, map_location="cpu", nms=nms)
-    network = load_yolov5(checkpoint)
+    network = network_from_checkpoint(content, checkpoint)
     return YOLOv5Module(network.train(), names=network.names, nms=nms, data=None)
 
 

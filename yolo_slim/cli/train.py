@@ -27,7 +27,7 @@ from yolo_slim.lit.autoanchor import AutoAnchor
 from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
-from yolo_slim.models.checkpoint import read_checkpoint
+from yolo_slim.models.checkpoint import check_archive
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
 
@@ -114,7 +114,7 @@ def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
     checkpoint = Path(str(resume))
     if not checkpoint.is_file():
         raise ValueError(f"resume={resume} does not exist; give a train run folder or its checkpoints/last.ckpt")
-    read_checkpoint(checkpoint)  # a truncated or foreign file is named now, not deep inside Lightning
+    check_archive(checkpoint)  # a truncated or foreign file is named now, not deep inside Lightning
     return str(checkpoint)
 
 

@@ -149,6 +149,26 @@ _EXPECTED = ("expected a checkpoint written by torch.save: an ultralytics YOLOv5
              "`train` or `prune`")
 
 
+def check_archive(path: str | Path) -> None:
+    """A cheap check that ``path`` is a whole torch zip archive, for a file another loader will read (a
+    resume): only its central directory is read, nothing is unpickled.
+
+    Raises:
+        CheckpointFormatError: empty, truncated, or not a torch archive; the message names the file.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointFormatError(f"{path} is empty (0 bytes); {_EXPECTED}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            whole = any(name.endswith("data.pkl") for name in archive.namelist())
+    except zipfile.BadZipFile:
+        whole = False
+    if not whole:
+        raise CheckpointFormatError(f"{path} is {_what_the_file_is(path, size)}; {_EXPECTED}")
+
+
 def _what_the_file_is(path: Path, size: int) -> str:
     with path.open("rb") as file:
         head = file.read(512)
@@ -184,7 +204,13 @@ def load_yolov5(path: str | Path, cfg: str | Path | Mapping[str, Any] | None = N
         UnsafeCheckpointError: the file names something outside the allow-list.
         CheckpointFormatError: the file holds neither a YOLOv5 model nor a state dict.
     """
-    content = read_checkpoint(path)
+    return network_from_checkpoint(read_checkpoint(path), path, cfg)
+
+
+def network_from_checkpoint(content: Any, path: str | Path,
+                            cfg: str | Path | Mapping[str, Any] | None = None) -> YOLOv5:
+    """:func:`load_yolov5` on what :func:`read_checkpoint` returned for ``path`` (for a caller that has
+    already read the file: the unpickling is not done twice)."""
     stored = content
     if isinstance(content, Mapping) and isinstance(content.get(CHECKPOINT_KEY), Mapping):
         return _from_lightning_checkpoint(content, path).float().eval()

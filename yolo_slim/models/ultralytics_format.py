@@ -213,14 +213,13 @@ def _yaml_rows(spec: ModelSpec) -> list[list[Any]] | None:
     for index, layer in enumerate(spec.layers):
         sources = [-1 if s in (index - 1, INPUT) else s for s in layer.sources]
         source: int | list[int] = sources[0] if len(sources) == 1 else sources
-        block, params = block_type(layer.module), layer.params
-        if layer.module == REPEAT:
-            block = block_type(params["module"])
-        written = block_type(layer.module).yaml_args(params) if block_type(layer.module).yaml_args else None
-        if written is None or not block.names:
+        row_block, params = block_type(layer.module), layer.params
+        named = block_type(params["module"]) if layer.module == REPEAT else row_block  # a Repeat is named by its copies
+        written = row_block.yaml_args(params) if row_block.yaml_args else None
+        if written is None or not named.names:
             return None
         repeats, args = written
-        rows.append([source, repeats, block.names[0], args])
+        rows.append([source, repeats, named.names[0], args])
     return rows
 
 

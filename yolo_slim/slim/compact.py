@@ -81,8 +81,10 @@ def compact(model: YOLOv5, plan: PruningPlan, fold_removed: bool = True) -> YOLO
         small = YOLOv5.from_spec(spec, names=list(model.names), pruning_history=[*model.pruning_history,
                                                                                  plan.to_dict()])
     if (reference.device, reference.dtype) != (torch.device("cpu"), torch.get_default_dtype()):
-        small = small.to(device=reference.device, dtype=reference.dtype)
-    channels = _Channels(model, graph, plan, reference.device)
+        # Fresh storage where the model lives, not a copy of the uninitialised CPU tensors.
+        small = small._apply(lambda t: torch.empty(t.shape, device=reference.device,
+                                                   dtype=reference.dtype if t.is_floating_point() else t.dtype))
+    channels = _Channels(model, graph, plan, reference.device, fold=fold_removed)
     keep = {producer: channels.kept[group.name] for group in graph.groups.values() for producer in group.members}
     with torch.no_grad():
         for consumer in graph.consumers:
@@ -188,8 +190,9 @@ class _Channels:
     """Per group its kept and removed channel indices, and per producer the constant ``act(β)`` a removed
     channel still emits, each computed once per compaction (a network has many more consumers than groups)."""
 
-    def __init__(self, model: YOLOv5, graph: ChannelGraph, plan: PruningPlan, device: torch.device) -> None:
-        self.model, self.graph, self.device = model, graph, device
+    def __init__(self, model: YOLOv5, graph: ChannelGraph, plan: PruningPlan, device: torch.device,
+                 fold: bool = True) -> None:
+        self.model, self.graph, self.device, self.fold = model, graph, device, fold
         self.kept = {name: torch.tensor(plan.keep[name], dtype=torch.long, device=device) for name in graph.groups}
         self.removed = {}
         for name, group in graph.groups.items():
@@ -207,7 +210,7 @@ class _Channels:
             else:
                 kept.append(self.kept[segment.group] + offset)
                 lost = self.removed[segment.group]
-                if len(lost) and segment.sources:
+                if self.fold and len(lost) and segment.sources:
                     removed.append(lost + offset)
                     constants.append(sum(self._constant(p) for p in segment.sources)[lost])
             offset += segment.size
