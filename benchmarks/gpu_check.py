@@ -24,41 +24,30 @@ from yolo_slim.data import YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
+from yolo_slim.lit.speed import TrainingSpeed
 from yolo_slim.models import YOLOv5, count_parameters
 
 
 class _Watch(L.Callback):
-    """Non-finite losses and training images/s per epoch (timed from the first to the last batch)."""
+    """Counts the optimizer steps and the non-finite losses among them."""
 
     def __init__(self) -> None:
-        self.non_finite = 0
+        self.non_finite: torch.Tensor | int = 0  # summed on the device: no synchronisation per step
         self.steps = 0
-        self.rates: dict[int, float] = {}
-        self._start = 0.0
-        self._images = 0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._images = 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == 2:  # skip the first batches: worker start-up, cudnn autotuning after a prune
-            torch.cuda.synchronize()
-            self._start = time.perf_counter()
-        if batch_idx >= 2:
-            self._images += len(batch["images"])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.steps += 1
-        self.non_finite += int(not torch.isfinite(outputs["loss"]).item())
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        torch.cuda.synchronize()
-        self.rates[trainer.current_epoch] = self._images / max(time.perf_counter() - self._start, 1e-9)
+        self.non_finite = self.non_finite + (~torch.isfinite(outputs["loss"].detach())).int()
 
 
-def _latency_ms(model: torch.nn.Module, batch: int, imgsz: int, runs: int = 50) -> float:
-    model = model.to("cuda", torch.float16).eval()
-    return cuda_latency_ms(model, torch.rand(batch, 3, imgsz, imgsz, device="cuda", dtype=torch.float16), runs)
+def _latency_ms(model: torch.nn.Module, batch: int, imgsz: int, device: str, runs: int = 50) -> float:
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model = model.to(device, dtype).eval()
+    return cuda_latency_ms(model, torch.rand(batch, 3, imgsz, imgsz, device=device, dtype=dtype), runs)
+
+
+def _mean(rates: list[float]) -> str:
+    return f"{sum(rates) / len(rates):.0f}" if rates else "n/a (no epoch had more than 2 batches)"
 
 
 def main() -> None:
@@ -69,40 +58,49 @@ def main() -> None:
     parser.add_argument("--prune-epoch", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--latency-imgsz", type=int, default=640)
+    parser.add_argument("--num-train", type=int, default=800, help="images of the built-in set (its default)")
+    parser.add_argument("--cli-override", action="append", default=[], help="extra override of the CLI run")
     args = parser.parse_args()
-    print(torch.cuda.get_device_name(), "torch", torch.__version__, "lightning", L.__version__, flush=True)
+    # Without CUDA it runs the same code on the CPU in float32 (a dry run of the script, tiny sizes).
+    cuda = torch.cuda.is_available()
+    device, accelerator, precision = ("cuda", "gpu", "16-mixed") if cuda else ("cpu", "cpu", "32-true")
+    print(torch.cuda.get_device_name() if cuda else "CPU (dry run)", "torch", torch.__version__,
+          "lightning", L.__version__, flush=True)
     L.seed_everything(0, workers=True)
     datamodule = YOLODataModule(data=None, imgsz=args.imgsz, batch_size=args.batch_size, workers=args.workers,
-                                synthetic=SyntheticConfig(image_size=args.imgsz))
+                                synthetic=SyntheticConfig(num_train=args.num_train, image_size=args.imgsz))
     module = YOLOv5Module(YOLOv5(args.model, nc=datamodule.nc, names=datamodule.names), imgsz=args.imgsz)
     slim = SlimCallback(prune_epochs=args.prune_epoch, ratio=0.5, imgsz=args.imgsz,  # the default method
                         write_artifacts=False)
-    watch = _Watch()
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu", devices=1, precision="16-mixed", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[slim, watch],
+    watch, speed = _Watch(), TrainingSpeed()  # speed: the clock of `train`, skipping 2 batches per epoch
+    trainer = L.Trainer(max_epochs=args.epochs, accelerator=accelerator, devices=1, precision=precision, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[slim, watch, speed],
                         gradient_clip_val=10.0)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
-    print(f"fit: {time.perf_counter() - started:.1f} s, {watch.steps} steps, non-finite losses: {watch.non_finite}")
+    non_finite = int(watch.non_finite)
+    print(f"fit: {time.perf_counter() - started:.1f} s, {watch.steps} steps, non-finite losses: {non_finite}")
     print("stages:", json.dumps(slim.stages))
-    before = [r for e, r in watch.rates.items() if 0 < e < args.prune_epoch]
-    after = [r for e, r in watch.rates.items() if e > args.prune_epoch]
-    print(f"training images/s ({args.model}, {args.imgsz}px, batch {args.batch_size}, 16-mixed): "
-          f"dense {sum(before) / len(before):.0f}, pruned {sum(after) / len(after):.0f}")
+    before = [r for e, r in speed.rates.items() if 0 < e < args.prune_epoch]
+    after = [r for e, r in speed.rates.items() if e > args.prune_epoch]
+    print(f"training images/s ({args.model}, {args.imgsz}px, batch {args.batch_size}, {precision}): "
+          f"dense {_mean(before)}, pruned {_mean(after)}")
     pruned = module.inference_model
     dense = YOLOv5(args.model, nc=datamodule.nc)
     for batch in (1, 32):
-        dense_ms, pruned_ms = _latency_ms(dense, batch, 640), _latency_ms(pruned, batch, 640)
-        print(f"latency fp16 640px batch {batch}: dense {dense_ms:.2f} ms ({count_parameters(dense):,} params), "
-              f"pruned {pruned_ms:.2f} ms ({count_parameters(pruned):,} params), ratio {pruned_ms / dense_ms:.2f}")
-    ok = watch.non_finite == 0 and math.isfinite(float(trainer.callback_metrics.get("val/map", float("nan"))))
-    # The CLI path too: `train +prune=sparse` on CUDA with 16-mixed, briefly.
+        dense_ms, pruned_ms = (_latency_ms(model, batch, args.latency_imgsz, device) for model in (dense, pruned))
+        print(f"latency {'fp16' if cuda else 'fp32'} {args.latency_imgsz}px batch {batch}: dense {dense_ms:.2f} ms "
+              f"({count_parameters(dense):,} params), pruned {pruned_ms:.2f} ms ({count_parameters(pruned):,} params), ratio {pruned_ms / dense_ms:.2f}")
+    ok = non_finite == 0 and math.isfinite(float(trainer.callback_metrics.get("val/map", float("nan"))))
+    # The CLI path too: `train +prune=sparse` on CUDA with 16-mixed, briefly (on the built-in 160 px set).
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "yolo_slim", "train", "+prune=sparse", "model=yolov5n", "prune.epoch=2",
-                   "trainer.max_epochs=4", "trainer.accelerator=gpu", "trainer.precision=16-mixed",
-                   "data.workers=8", "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}"]
+                   "trainer.max_epochs=4", f"trainer.accelerator={accelerator}",
+                   f"trainer.precision={precision}", f"data.workers={min(args.workers, 8)}",
+                   "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}", *args.cli_override]
         result = subprocess.run(command, capture_output=True, text=True)
-        print("CLI train +prune=sparse on GPU:", "ok" if result.returncode == 0 else result.stderr[-2000:])
+        print(f"CLI train +prune=sparse on {device}:", "ok" if result.returncode == 0 else result.stderr[-2000:])
         if result.returncode == 0:
             print(open(f"{folder}/summary.json").read())
         ok = ok and result.returncode == 0

@@ -59,7 +59,19 @@ class Row:
     round_to: int | None  # None: the dense model
     params: int
     gflops: float
-    ms: dict[str, float]  # runner -> median milliseconds
+    ms: dict[str, float | None]  # runner -> median milliseconds (None: not measured)
+
+
+def pruned_variants(model: str, ratios: tuple[float, ...], roundings: tuple[int, ...]
+                    ) -> list[tuple[float, int | None, YOLOv5]]:
+    """``(ratio, round_to, model)``: the dense model (``round_to`` None) with random γ, then its pruned copies."""
+    dense = randomize_norms(YOLOv5(model, nc=80))
+    variants: list[tuple[float, int | None, YOLOv5]] = [(0.0, None, dense)]
+    for ratio in ratios:
+        for round_to in roundings:
+            plan = plan_pruning(dense, ratio=ratio, round_to=round_to, min_channels=8)
+            variants.append((ratio, round_to, compact(dense, plan).eval()))
+    return variants
 
 
 def runners(model: YOLOv5, onnx_path: Path, imgsz: int, threads: int) -> dict[str, Callable[[], object]]:
@@ -102,12 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    dense = randomize_norms(YOLOv5(args.model, nc=80))
-    variants = [(0.0, None, dense)]
-    for ratio in RATIOS:
-        for round_to in ROUNDINGS:
-            plan = plan_pruning(dense, ratio=ratio, round_to=round_to, min_channels=8)
-            variants.append((ratio, round_to, compact(dense, plan).eval()))
+    variants = pruned_variants(args.model, RATIOS, ROUNDINGS)
     with tempfile.TemporaryDirectory() as folder:
         steps = {}
         for index, (_, _, model) in enumerate(variants):
@@ -120,12 +127,14 @@ def main() -> None:
     print(f"{args.model} {args.imgsz}x{args.imgsz}, batch 1, CPU, {args.threads} threads, median of {args.runs} "
           f"interleaved runs after {args.warmup} warm-up; torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}")
-    print(_table(rows))
+    print(latency_table(rows, RUNNERS))
 
 
-def _table(rows: list[Row]) -> str:
+def latency_table(rows: list[Row], runners: tuple[str, ...]) -> str:
+    """One line per model: size, FLOPs, and per runner its milliseconds, the ratio to the dense model and
+    the latency drop over the FLOPs drop; the first row is the dense model. A runner a row lacks prints "-"."""
     header = f"{'ratio':>5} {'round_to':>8} {'params':>11} {'GFLOPs':>7} {'FLOPs/dense':>11}"
-    for runner in RUNNERS:
+    for runner in runners:
         header += f" {runner + ' ms':>10} {'/dense':>6} {'drop/FLOPs drop':>15}"
     lines = [header, "-" * len(header)]
     dense = rows[0]
@@ -133,10 +142,13 @@ def _table(rows: list[Row]) -> str:
         flops = row.gflops / dense.gflops
         line = (f"{row.ratio:>5.1f} {'dense' if row.round_to is None else row.round_to:>8} {row.params:>11,} "
                 f"{row.gflops:>7.2f} {flops:>11.3f}")
-        for runner in RUNNERS:
+        for runner in runners:
+            if row.ms.get(runner) is None or dense.ms.get(runner) is None:
+                line += f" {'-':>10} {'-':>6} {'-':>15}"
+                continue
             latency = row.ms[runner] / dense.ms[runner]
             drop = "" if row.round_to is None else f"{(1 - latency) / (1 - flops):.2f}"
-            line += f" {row.ms[runner]:>10.1f} {latency:>6.2f} {drop:>15}"
+            line += f" {row.ms[runner]:>10.2f} {latency:>6.2f} {drop:>15}"
         lines.append(line)
     return "\n".join(lines)
 

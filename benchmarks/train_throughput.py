@@ -9,38 +9,14 @@ allocator growth), through a real Lightning fit with the real dataloader and aug
 from __future__ import annotations
 
 import argparse
-import time
 
 import lightning as L
-import torch
 
 from yolo_slim.data import YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
 from yolo_slim.lit.module import YOLOv5Module
+from yolo_slim.lit.speed import TrainingSpeed
 from yolo_slim.models import YOLOv5
-
-
-class _Timer(L.Callback):
-    def __init__(self, warmup_batches: int) -> None:
-        self.warmup_batches = warmup_batches
-        self.start: float | None = None
-        self.images = 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup_batches:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx >= self.warmup_batches:
-            self.images += len(batch["images"])
-
-    def images_per_second(self) -> float:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        assert self.start is not None, "not enough batches for the warm-up"
-        return self.images / (time.perf_counter() - self.start)
 
 
 def measure(model: str, imgsz: int, batch_size: int, workers: int, steps: int, warmup: int,
@@ -48,13 +24,13 @@ def measure(model: str, imgsz: int, batch_size: int, workers: int, steps: int, w
     datamodule = YOLODataModule(data=None, imgsz=imgsz, batch_size=batch_size, workers=workers,
                                 synthetic=SyntheticConfig(image_size=max(imgsz, 160)))
     module = YOLOv5Module(YOLOv5(model, nc=datamodule.nc, names=datamodule.names), imgsz=imgsz)
-    timer = _Timer(warmup)
+    speed = TrainingSpeed(warmup_batches=warmup)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=warmup + steps, limit_val_batches=0,
                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator=accelerator,
-                        devices=1, precision=precision, callbacks=[timer])
+                        devices=1, precision=precision, callbacks=[speed])
     trainer.fit(module, datamodule=datamodule)
-    return timer.images_per_second()
+    return speed.rates[0]
 
 
 def main() -> None:

@@ -6,16 +6,10 @@ that has both packages, set up as for ``benchmarks/compare_reference.py``::
     python -m venv --system-site-packages /tmp/refenv
     /tmp/refenv/bin/pip install --no-deps yolov5==7.0.14 thop
     /tmp/refenv/bin/pip install pandas seaborn opencv-python-headless psutil onnxscript "numpy<2.4"
-    # yolov5 7.0.14 imports ultralytics.utils.checks.check_requirements: an offline stub of that function
-    SP=$(/tmp/refenv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-    mkdir -p $SP/ultralytics/utils && touch $SP/ultralytics/__init__.py $SP/ultralytics/utils/__init__.py
-    printf 'def check_requirements(*a, **k):\\n    return True\\n' > $SP/ultralytics/utils/checks.py
-    # it asks the Hugging Face Hub first for every --weights: a stub whose "no such repository" sends it on
-    # to the local file (huggingface_hub/__init__.py with list_repo_files and hf_hub_download raising
-    # huggingface_hub.utils._validators.HFValidationError, and utils/_errors.py with RepositoryNotFoundError);
-    # and it downloads Arial.ttf for its plots: any TrueType font in its place will do
-    mkdir -p ~/.config/Ultralytics && cp $(python -c "import matplotlib, pathlib; print(pathlib.Path(matplotlib.__file__).parent / 'mpl-data/fonts/ttf/DejaVuSans.ttf')") ~/.config/Ultralytics/Arial.ttf
-    PYTHONPATH=. /tmp/refenv/bin/python benchmarks/ultralytics_check.py [--dense A.ckpt --pruned B.ckpt]
+    # offline stand-ins for its online-only imports (ultralytics' check_requirements, the Hugging Face
+    # Hub, Roboflow, pkg_resources where missing) and the font its plots download:
+    python benchmarks/ultralytics_stubs.py /tmp/ultralytics-stubs
+    PYTHONPATH=/tmp/ultralytics-stubs:. /tmp/refenv/bin/python benchmarks/ultralytics_check.py [--dense A.ckpt --pruned B.ckpt]
 
 Their v7.0 code predates numpy 2.4 (``np.trapz``) and torch's dynamo ONNX exporter (which needs
 onnxscript), hence the two extra pins above.

@@ -1,6 +1,7 @@
 """`train` and `val` through the CLI, as subprocesses on a tiny generated set."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ def test_train_leaves_checkpoints_logs_and_summary(trained_run):
     log = (trained_run / "train.log").read_text()
     assert "train split" in log and "Average Precision" not in log  # faster_coco_eval's tables stay out
     assert "AutoAnchor: best possible recall" in log  # on by default (the built-in data's anchors fit: kept)
+    assert re.search(r"epoch 1: \d+\.\d training images/s", log)  # TrainingSpeed, every epoch past its warm-up
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["model"] == "yolov5n" and summary["imgsz"] == 96
     assert summary["checkpoint"] == str(best)

