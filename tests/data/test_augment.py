@@ -11,11 +11,14 @@ import torch
 
 from yolo_slim.data import AugmentConfig
 from yolo_slim.data.augment import (
+    HSV_IDENTITY,
     PAD_VALUE,
     augment_hsv,
     box_candidates,
+    draw_hsv,
     fliplr,
     jitter_hsv,
+    jitter_hsv_batch,
     letterbox,
     load_mosaic,
     normalized_to_pixels,
@@ -318,6 +321,18 @@ def test_jitter_hsv_leaves_its_input_alone():
     before = image.clone()
     out = jitter_hsv(image, 0.2, 1.3, 0.8)
     assert torch.equal(image, before) and out.is_contiguous() and out.shape == image.shape
+
+
+def test_the_batched_jitter_gives_the_bytes_of_the_per_image_one():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (5, 3, 37, 53), dtype=torch.uint8)
+    images[0, :, :9] = 128  # grey pixels: no chroma, hue 0
+    images[1, :, :, :7] = 255  # saturated: the value clip
+    rng = random.Random(1)
+    jitters = [draw_hsv(0.015, 0.7, 0.4, rng) for _ in images]
+    expected = torch.stack([jitter_hsv(image, *jitter) for image, jitter in zip(images, jitters)])
+    assert torch.equal(jitter_hsv_batch(images, torch.tensor(jitters), images_per_chunk=2), expected)
+    assert torch.equal(jitter_hsv_batch(images, torch.tensor([HSV_IDENTITY] * 5)), images)
 
 
 def test_augment_hsv_draws():

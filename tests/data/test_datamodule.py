@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 
 import pytest
 import torch
@@ -113,6 +114,33 @@ def test_pin_memory_follows_the_trainer(yolo_dataset):
     assert datamodule.val_dataloader().pin_memory is False  # no trainer attached
     datamodule.trainer = FakeTrainer()
     assert datamodule.val_dataloader().pin_memory is True
+
+
+def test_the_hsv_jitter_goes_to_the_device_only_when_training_on_a_gpu(yolo_dataset):
+    class FakeStrategy:
+        root_device = torch.device("cuda", 0)
+
+    class FakeTrainer:
+        strategy = FakeStrategy()
+        is_global_zero = True
+
+    on_cpu = YOLODataModule(yolo_dataset, imgsz=64, batch_size=4, workers=0)
+    on_cpu.setup("fit")
+    assert not on_cpu.datasets["train"].defer_hsv and "hsv" not in next(iter(on_cpu.train_dataloader()))
+    on_gpu = YOLODataModule(yolo_dataset, imgsz=64, batch_size=4, workers=0)
+    on_gpu.trainer = FakeTrainer()
+    on_gpu.setup("fit")
+    assert on_gpu.datasets["train"].defer_hsv and not on_gpu.datasets["val"].defer_hsv
+    random.seed(0), torch.manual_seed(0)  # the sampler's order and the augmentation's draws
+    deferred = next(iter(on_gpu.train_dataloader()))
+    random.seed(0), torch.manual_seed(0)
+    in_worker = next(iter(on_cpu.train_dataloader()))
+    assert deferred["hsv"].shape == (4, 3)
+    assert not torch.equal(deferred["images"], in_worker["images"])  # the workers left the jitter undone
+    # Lightning calls the hook after moving the batch; here the "device" is the CPU: the same bytes.
+    applied = on_gpu.on_after_batch_transfer(deferred, 0)
+    assert "hsv" not in applied
+    assert torch.equal(applied["images"], in_worker["images"]) and torch.equal(applied["targets"], in_worker["targets"])
 
 
 def test_synthetic_default_data(tmp_path):

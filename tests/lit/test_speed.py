@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from yolo_slim.lit.speed import METRIC, TrainingSpeed
 
 STEP_SECONDS = 0.02
+VALIDATION_SECONDS = 0.1  # per batch: three batches would take the rate far below its floor if timed
 BATCH = 4
 
 
@@ -25,15 +26,20 @@ class _SlowModule(L.LightningModule):
         time.sleep(STEP_SECONDS)
         return self.layer(batch["images"].flatten(1)[:, :3]).mean()
 
+    def validation_step(self, batch, batch_idx):
+        time.sleep(VALIDATION_SECONDS)
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def _fit(speed: TrainingSpeed, batches: int, epochs: int = 2) -> L.Trainer:
+def _fit(speed: TrainingSpeed, batches: int, epochs: int = 2, **trainer_args) -> L.Trainer:
     samples = [{"images": torch.rand(3, 2, 2)} for _ in range(BATCH * batches)]
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[speed])
-    trainer.fit(_SlowModule(), train_dataloaders=DataLoader(samples, batch_size=BATCH))
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[speed],
+                        num_sanity_val_steps=0, **trainer_args)
+    loader = DataLoader(samples, batch_size=BATCH)
+    trainer.fit(_SlowModule(), train_dataloaders=loader, val_dataloaders=DataLoader(samples[:3 * BATCH], BATCH))
     return trainer
 
 
@@ -43,8 +49,8 @@ def test_rate_per_epoch_in_logger_and_log(caplog):
         trainer = _fit(speed, batches=6)
     assert sorted(speed.rates) == [0, 1]
     ceiling = BATCH / STEP_SECONDS  # 4 timed batches of 4 images, each step at least 20 ms
-    for rate in speed.rates.values():
-        assert ceiling / 20 < rate <= ceiling
+    for rate in speed.rates.values():  # with the 0.3 s of validation timed it would be under 16 * 0.08 / 0.38
+        assert ceiling / 2 < rate <= ceiling
     assert trainer.logged_metrics[METRIC].item() == pytest.approx(speed.rates[1], rel=1e-5)
     lines = [record.getMessage() for record in caplog.records if "training images/s" in record.getMessage()]
     assert lines == [f"epoch {epoch}: {speed.rates[epoch]:.1f} training images/s" for epoch in (0, 1)]
@@ -55,6 +61,12 @@ def test_short_epochs_get_no_figure():
     trainer = _fit(speed, batches=3, epochs=1)
     assert speed.rates == {}
     assert METRIC not in trainer.logged_metrics
+
+
+def test_a_mid_epoch_validation_is_not_timed():
+    speed = TrainingSpeed(warmup_batches=1)
+    _fit(speed, batches=8, epochs=1, val_check_interval=4)  # validates after batch 4 and after batch 8
+    assert BATCH / STEP_SECONDS / 2 < speed.rates[0] <= BATCH / STEP_SECONDS
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])

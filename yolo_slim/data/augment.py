@@ -292,13 +292,79 @@ def augment_hsv(image: torch.Tensor, hue_gain: float, saturation_gain: float, va
     Returns:
         A new uint8 (3, H, W) image.
     """
+    return jitter_hsv(image, *draw_hsv(hue_gain, saturation_gain, value_gain, rng))
+
+
+def draw_hsv(hue_gain: float, saturation_gain: float, value_gain: float,
+             rng: random.Random | None = None) -> tuple[float, float, float]:
+    """The random part of :func:`augment_hsv`: ``(hue_shift, saturation_gain, value_gain)`` for :func:`jitter_hsv`."""
     source = rng if rng is not None else random
     # Three draws, in this order, whatever the gains: the draws after them (the flip) and so a
     # seeded run's samples do not depend on the HSV settings.
     hue_shift = source.uniform(-hue_gain, hue_gain)
     saturation = max(0.0, 1 + source.uniform(-1, 1) * saturation_gain)
     value = max(0.0, 1 + source.uniform(-1, 1) * value_gain)
-    return jitter_hsv(image, hue_shift, saturation, value)
+    return hue_shift, saturation, value
+
+
+# The jitter that changes nothing: jitter_hsv and jitter_hsv_batch return their input exactly.
+HSV_IDENTITY = (0.0, 1.0, 1.0)
+
+
+def jitter_hsv_batch(images: torch.Tensor, jitters: torch.Tensor, images_per_chunk: int = 16) -> torch.Tensor:
+    """:func:`jitter_hsv` of every image of a batch, each with its own ``(hue_shift, saturation_gain,
+    value_gain)`` row of ``jitters``, in torch on the batch's device.
+
+    The same float32 arithmetic in the same order, so that on the CPU it returns the bytes
+    :func:`jitter_hsv` returns. It exists for GPU training, where the data module hands the jitter
+    to the GPU (``YOLODataset.defer_hsv``): at 640 px the jitter is 3.7 of the 7.6 ms of CPU a
+    training sample costs a loader worker (benchmarks/loader_cost.py), and elementwise work for a GPU.
+
+    Args:
+        images: uint8 (B, 3, H, W) RGB.
+        jitters: (B, 3) rows ``(hue_shift, saturation_gain, value_gain)``, as :func:`draw_hsv` returns.
+        images_per_chunk: Images per pass, bounding the float32 temporaries (about 40 bytes per pixel).
+
+    Returns:
+        A new uint8 (B, 3, H, W) tensor.
+    """
+    out = torch.empty_like(images)
+    for start in range(0, len(images), images_per_chunk):
+        stop = start + images_per_chunk
+        out[start:stop] = _jitter_hsv_torch(images[start:stop], jitters[start:stop].to(images.device, torch.float32))
+    return out
+
+
+def _jitter_hsv_torch(rgb: torch.Tensor, jitters: torch.Tensor) -> torch.Tensor:
+    """:func:`_jitter_hsv_rows` for uint8 (b, 3, h, w) tensors, ``jitters`` (b, 3) float32."""
+    hue_shift, saturation_gain, value_gain = (jitters[:, index, None, None] for index in range(3))
+    red, green, blue = rgb.unbind(1)
+    maximum = torch.maximum(torch.maximum(red, green), blue)
+    minimum = torch.minimum(torch.minimum(red, green), blue)
+    chroma = maximum.to(torch.int16) - minimum.to(torch.int16)
+    red16, green16, blue16 = red.to(torch.int16), green.to(torch.int16), blue.to(torch.int16)
+    red_max = red == maximum
+    green_max = (green == maximum) & ~red_max
+    blue_max = ~(red_max | green_max)
+    numerator = (green16 - blue16) * red_max
+    numerator += (blue16 - red16 + 2 * chroma) * green_max
+    numerator += (red16 - green16 + 4 * chroma) * blue_max
+    hue = numerator.to(torch.float32)
+    hue /= torch.clamp_min(chroma, 1)
+    hue += 6 * hue_shift + 6
+    hue -= 6 * torch.floor(hue / 6)
+    maximum32 = maximum.to(torch.float32)
+    value_scale = torch.minimum(value_gain, 255 / torch.clamp_min(maximum32, 1))
+    new_value = maximum32 * value_scale
+    new_chroma = torch.minimum(chroma * saturation_gain, maximum32)
+    new_chroma *= value_scale
+    out = torch.stack([(hue - 3).abs() - 1, 2 - (hue - 2).abs(), 2 - (hue - 4).abs()], dim=1)
+    out.clamp_(0, 1)
+    out -= 1
+    out *= new_chroma[:, None]
+    out += new_value[:, None]
+    out += 0.5
+    return out.to(torch.uint8)
 
 
 def jitter_hsv(image: torch.Tensor, hue_shift: float, saturation_gain: float, value_gain: float) -> torch.Tensor:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightning
 from torch.utils.data import DataLoader
 
-from yolo_slim.data.augment import AugmentConfig
+from yolo_slim.data.augment import AugmentConfig, jitter_hsv_batch
 from yolo_slim.data.dataset import YOLODataset, collate
 from yolo_slim.data.dataset_config import DataConfigError, DatasetConfig, load_dataset_config
 from yolo_slim.data.image_cache import AUTO_RAM_LIMIT_BYTES, CACHE_MODES
@@ -130,8 +130,18 @@ class YOLODataModule(lightning.LightningDataModule):
             raise DataConfigError(f"data.yaml {str(config.yaml_path)!r}: split '{split}' has no usable image "
                                   f"(all {report.images} were skipped):\n{report.summary(split)}")
         dataset = YOLODataset(records, self.imgsz, self.augment if split == "train" else None)
+        # Training on a GPU, the HSV jitter (the dearest step of a sample: 3.7 of the 7.6 ms of CPU a
+        # loader worker spends on it at 640 px, benchmarks/loader_cost.py) is left to
+        # on_after_batch_transfer, on the GPU; the pixels are the same.
+        dataset.defer_hsv = dataset.augment is not None and self._on_gpu()
         self._cache_images(split, dataset)
         return dataset
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Apply a batch's deferred HSV jitter (``YOLODataset.defer_hsv``) on the device it now lives on."""
+        if isinstance(batch, dict) and "hsv" in batch:
+            batch["images"] = jitter_hsv_batch(batch["images"], batch.pop("hsv"))
+        return batch
 
     def _cache_images(self, split: str, dataset: YOLODataset) -> None:
         resized_bytes = dataset.resized_bytes  # from the scanned sizes: nothing decoded yet

@@ -19,9 +19,11 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 
 from yolo_slim.data.augment import (
+    HSV_IDENTITY,
     AugmentConfig,
-    augment_hsv,
+    draw_hsv,
     fliplr,
+    jitter_hsv,
     letterbox,
     load_mosaic,
     normalized_to_pixels,
@@ -36,7 +38,8 @@ from yolo_slim.data.labels import ImageRecord
 
 log = logging.getLogger(__name__)
 
-Sample = tuple[torch.Tensor, torch.Tensor, str]
+# (image, labels, path), and with ``defer_hsv`` a fourth item: the image's HSV jitter, not yet applied.
+Sample = tuple[torch.Tensor, torch.Tensor, str] | tuple[torch.Tensor, torch.Tensor, str, torch.Tensor]
 
 
 def decode_rgb(path: str) -> torch.Tensor:
@@ -71,6 +74,12 @@ class YOLODataset(Dataset[Sample]):
 
     :meth:`cache_images` decodes the whole split once into RAM; samples are then the same as
     without the cache, only cheaper.
+
+    With ``defer_hsv`` set (the data module sets it when it trains on a GPU), an augmented sample
+    leaves its HSV jitter undone and carries it as a fourth item, a float32 ``(hue_shift,
+    saturation_gain, value_gain)``; the batch's ``hsv`` then goes to
+    :func:`~yolo_slim.data.augment.jitter_hsv_batch` on the device, which gives the same pixels.
+    The random draws are the same either way.
     """
 
     def __init__(self, records: Sequence[ImageRecord], imgsz: int, augment: AugmentConfig | None = None) -> None:
@@ -90,6 +99,7 @@ class YOLODataset(Dataset[Sample]):
         self._cache: ImageCache | None = None
         self._failed: set[int] = set()
         self.decode_failures = 0
+        self.defer_hsv = False
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -137,12 +147,16 @@ class YOLODataset(Dataset[Sample]):
     def __getitem__(self, index: int) -> Sample:
         if self.augment is None:
             image, labels, path = self._letterboxed(index)
+            jitter = HSV_IDENTITY
         else:
-            image, labels, path = self._augmented(index, self.augment)
-        normalized = pixels_to_normalized(labels, self.imgsz, self.imgsz)
-        return image, torch.from_numpy(normalized), path
+            image, labels, path, jitter = self._augmented(index, self.augment)
+        normalized = torch.from_numpy(pixels_to_normalized(labels, self.imgsz, self.imgsz))
+        if self.defer_hsv:
+            return image, normalized, path, torch.tensor(jitter, dtype=torch.float32)
+        return image, normalized, path
 
-    def _augmented(self, index: int, config: AugmentConfig) -> tuple[torch.Tensor, np.ndarray, str]:
+    def _augmented(self, index: int, config: AugmentConfig
+                   ) -> tuple[torch.Tensor, np.ndarray, str, tuple[float, float, float]]:
         # The order and the draws follow YOLOv5's LoadImagesAndLabels.__getitem__.
         size = self.imgsz
         if random.random() < config.mosaic:
@@ -159,11 +173,14 @@ class YOLODataset(Dataset[Sample]):
             image, labels, path = self._letterboxed(index)
             if random.random() < config.affine:
                 image, labels = random_affine(image, labels, config.scale, config.translate)
+        jitter = HSV_IDENTITY
         if random.random() < config.hsv:
-            image = augment_hsv(image, config.hsv_h, config.hsv_s, config.hsv_v)
-        if random.random() < config.fliplr:
+            jitter = draw_hsv(config.hsv_h, config.hsv_s, config.hsv_v)
+            if not self.defer_hsv:
+                image = jitter_hsv(image, *jitter)
+        if random.random() < config.fliplr:  # a mirror commutes with the per-pixel jitter: deferring it is exact
             image, labels = fliplr(image, labels)
-        return image, labels, path
+        return image, labels, path, jitter
 
     def _letterboxed(self, index: int) -> tuple[torch.Tensor, np.ndarray, str]:
         image, labels, path = self._load(index)
@@ -214,13 +231,17 @@ def collate(batch: Sequence[Sample]) -> dict[str, Any]:
 
     Returns:
         ``images``: uint8 (B, 3, H, W); ``targets``: float32 (M, 6) rows ``[image_index, cls, cx,
-        cy, w, h]`` normalised, M the number of objects in the batch; ``paths``: B strings.
+        cy, w, h]`` normalised, M the number of objects in the batch; ``paths``: B strings; and for
+        samples with a deferred HSV jitter, ``hsv``: float32 (B, 3), one jitter per image.
     """
-    images = torch.stack([image for image, _, _ in batch])
-    targets = [torch.cat([torch.full((len(labels), 1), float(index)), labels], dim=1)
-               for index, (_, labels, _) in enumerate(batch)]
-    return {
+    images = torch.stack([sample[0] for sample in batch])
+    targets = [torch.cat([torch.full((len(sample[1]), 1), float(index)), sample[1]], dim=1)
+               for index, sample in enumerate(batch)]
+    collated = {
         "images": images,
         "targets": torch.cat(targets) if targets else torch.zeros((0, 6)),
-        "paths": [path for _, _, path in batch],
+        "paths": [sample[2] for sample in batch],
     }
+    if batch and len(batch[0]) == 4:
+        collated["hsv"] = torch.stack([sample[3] for sample in batch])
+    return collated

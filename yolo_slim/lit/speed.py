@@ -2,9 +2,9 @@
 
 Lightning's ``ThroughputMonitor`` would do this, but it calls ``torch.cuda.synchronize()`` after
 every batch to read its timer, which stalls the very CPU/GPU overlap it measures (the next batch's
-loading and launches then wait for the GPU). This callback synchronises twice per epoch: when its
-clock starts and when the epoch ends; everything between is wall time of real training steps,
-data loading and augmentation included.
+loading and launches then wait for the GPU). This callback synchronises only where its clock starts
+and stops (twice per epoch, and around a mid-epoch validation); everything it times is wall time of
+training steps, data loading and augmentation included, validation excluded.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ METRIC = "train/images_per_s"
 class TrainingSpeed(L.Callback):
     """Log training images/s per epoch: ``train/images_per_s`` and a line ``epoch N: R training images/s``.
 
-    The clock of each epoch starts at its ``warmup_batches``-th batch: the first batches of an epoch
-    pay for things that are not the steady state (dataloader workers starting, cuDNN choosing its
-    algorithms after a prune changed the layer shapes). An epoch with no more batches than that
+    The clock of each epoch starts at its ``warmup_batches``-th batch, since the first batches of an
+    epoch pay for things that are not the steady state (dataloader workers starting, cuDNN choosing
+    its algorithms after a prune changed the layer shapes), and stops at the end of its training
+    batches, before validation and checkpointing. An epoch with no more batches than the warm-up
     gets no figure. Under DDP the rate is rank 0's images times the world size (every rank takes
     the same batch size and the steps keep the ranks in lockstep).
 
@@ -41,29 +42,43 @@ class TrainingSpeed(L.Callback):
             raise ValueError(f"TrainingSpeed: warmup_batches must be an integer >= 0, found {warmup_batches!r}")
         self.warmup_batches = warmup_batches
         self.rates: dict[int, float] = {}
-        self._started: float | None = None
+        self._elapsed = 0.0
+        self._running_since: float | None = None
         self._images = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._started, self._images = None, 0
+        self._elapsed, self._running_since, self._images = 0.0, None, 0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict,
                              batch_idx: int) -> None:
-        if batch_idx == self.warmup_batches:
+        if batch_idx < self.warmup_batches:
+            return
+        if self._running_since is None:  # the epoch's first timed batch, or the first after a validation
             _synchronize(pl_module)
-            self._started = time.perf_counter()
-        if batch_idx >= self.warmup_batches:
-            self._images += len(batch["images"])
+            self._running_since = time.perf_counter()
+        self._images += len(batch["images"])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning 2 runs the epoch's validation before on_train_epoch_end (and mid-epoch with
+        # val_check_interval): the clock stops here and starts again at the next training batch.
+        if not trainer.sanity_checking:
+            self._pause(pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._started is None:
+        self._pause(pl_module)
+        if self._images == 0 or self._elapsed <= 0:
             return
-        _synchronize(pl_module)
-        rate = self._images * trainer.world_size / max(time.perf_counter() - self._started, 1e-9)
+        rate = self._images * trainer.world_size / self._elapsed
         self.rates[trainer.current_epoch] = rate
         pl_module.log(METRIC, rate, on_step=False, on_epoch=True, rank_zero_only=True)
         if trainer.is_global_zero:
             log.info("epoch %d: %.1f training images/s", trainer.current_epoch, rate)
+
+    def _pause(self, pl_module: L.LightningModule) -> None:
+        if self._running_since is not None:
+            _synchronize(pl_module)
+            self._elapsed += time.perf_counter() - self._running_since
+            self._running_since = None
 
 
 def _synchronize(pl_module: L.LightningModule) -> None:
