@@ -91,7 +91,8 @@ def main() -> None:
     for batch in (1, 32):
         dense_ms, pruned_ms = (_latency_ms(model, batch, args.latency_imgsz, device) for model in (dense, pruned))
         print(f"latency {'fp16' if cuda else 'fp32'} {args.latency_imgsz}px batch {batch}: dense {dense_ms:.2f} ms "
-              f"({count_parameters(dense):,} params), pruned {pruned_ms:.2f} ms ({count_parameters(pruned):,} params), ratio {pruned_ms / dense_ms:.2f}")
+              f"({count_parameters(dense):,} params), pruned {pruned_ms:.2f} ms ({count_parameters(pruned):,} params), "
+              f"ratio {pruned_ms / dense_ms:.2f}")
     ok = non_finite == 0 and math.isfinite(float(trainer.callback_metrics.get("val/map", float("nan"))))
     # The CLI path too: `train +prune=sparse` on CUDA with 16-mixed, briefly (on the built-in 160 px set).
     with tempfile.TemporaryDirectory() as folder:

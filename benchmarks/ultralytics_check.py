@@ -9,7 +9,8 @@ that has both packages, set up as for ``benchmarks/compare_reference.py``::
     # offline stand-ins for its online-only imports (ultralytics' check_requirements, the Hugging Face
     # Hub, Roboflow, pkg_resources where missing) and the font its plots download:
     python benchmarks/ultralytics_stubs.py /tmp/ultralytics-stubs
-    PYTHONPATH=/tmp/ultralytics-stubs:. /tmp/refenv/bin/python benchmarks/ultralytics_check.py [--dense A.ckpt --pruned B.ckpt]
+    PYTHONPATH=/tmp/ultralytics-stubs:. /tmp/refenv/bin/python benchmarks/ultralytics_check.py \
+        [--dense A.ckpt --pruned B.ckpt]
 
 Their v7.0 code predates numpy 2.4 (``np.trapz``) and torch's dynamo ONNX exporter (which needs
 onnxscript), hence the two extra pins above.

