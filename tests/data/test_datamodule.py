@@ -143,6 +143,31 @@ def test_the_hsv_jitter_goes_to_the_device_only_when_training_on_a_gpu(yolo_data
     assert torch.equal(applied["images"], in_worker["images"]) and torch.equal(applied["targets"], in_worker["targets"])
 
 
+def test_lightning_hands_the_deferred_jitter_to_the_data_module_hook(yolo_dataset):
+    import lightning as L
+
+    class Probe(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+            self.keys: list[list[str]] = []
+
+        def training_step(self, batch, batch_idx):
+            self.keys.append(sorted(batch))
+            return self.weight + batch["images"].float().mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    datamodule = YOLODataModule(yolo_dataset, imgsz=64, batch_size=2, workers=0)
+    datamodule.setup("fit")
+    datamodule.datasets["train"].defer_hsv = True  # as on a GPU; the hook runs wherever the batch went
+    probe = Probe()
+    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0).fit(probe, datamodule=datamodule)
+    assert probe.keys == [["images", "paths", "targets"]] * 2
+
+
 def test_synthetic_default_data(tmp_path):
     synthetic = pytest.importorskip("yolo_slim.data.synthetic")
     config = synthetic.SyntheticConfig(num_train=4, num_val=2, image_size=64, min_object_size_fraction=0.1)

@@ -138,7 +138,10 @@ class YOLODataModule(lightning.LightningDataModule):
         return dataset
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Apply a batch's deferred HSV jitter (``YOLODataset.defer_hsv``) on the device it now lives on."""
+        """Apply a batch's deferred HSV jitter (``YOLODataset.defer_hsv``) on the device it now lives on.
+
+        Lightning calls one ``on_after_batch_transfer``: this one, even where the LightningModule
+        overrides the hook too (it warns then); such a module should call this one from its own."""
         if isinstance(batch, dict) and "hsv" in batch:
             batch["images"] = jitter_hsv_batch(batch["images"], batch.pop("hsv"))
         return batch
