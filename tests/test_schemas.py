@@ -17,6 +17,7 @@ from yolo_slim.data.augment import AugmentConfig
 from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.models.loss import LossConfig
 from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.slim import compact, plan_pruning
 
 
 def _compose(command: str, overrides: list[str]):
@@ -41,6 +42,12 @@ def test_the_composed_defaults_are_the_dataclasses_own():
     assert prune.pop("epoch") == 20 and prune.pop("epochs") is None
     signature = inspect.signature(SlimCallback.__init__).parameters
     assert prune == {name: signature[name].default for name in prune}  # the callback's own defaults
+    one_shot = OmegaConf.to_container(_compose("prune", ["ckpt=x"]).prune)
+    assert one_shot.pop("finetune_epochs") == 0
+    assert one_shot.pop("fold_removed") is inspect.signature(compact).parameters["fold_removed"].default
+    planner = inspect.signature(plan_pruning).parameters
+    assert one_shot == {name: planner[name].default for name in one_shot}  # plan_pruning's own defaults
+    assert set(one_shot) == set(planner) - {"model", "imgsz"}
 
 
 def test_the_yaml_files_no_longer_restate_them():
@@ -48,6 +55,7 @@ def test_the_yaml_files_no_longer_restate_them():
     assert yaml.safe_load((conf / "loss" / "yolov5.yaml").read_text()) == {"defaults": ["/schema/loss@_here_",
                                                                                         "_self_"]}
     assert set(yaml.safe_load((conf / "prune" / "sparse.yaml").read_text())) == {"defaults"}
+    assert "prune" not in yaml.safe_load((conf / "prune.yaml").read_text())
     assert "augment" not in yaml.safe_load((conf / "data" / "default.yaml").read_text())
     for command in ("train", "val", "prune"):
         assert "nms" not in yaml.safe_load((conf / f"{command}.yaml").read_text())
@@ -55,10 +63,14 @@ def test_the_yaml_files_no_longer_restate_them():
 
 @pytest.mark.parametrize("override,key", [("data.augment.fliplr=abc", "data.augment.fliplr"),
                                           ("loss.box=strong", "loss.box"), ("+prune=sparse prune.round_to=eight",
-                                                                            "prune.round_to")])
+                                                                            "prune.round_to"),
+                                          ("prune prune.round_to=eight", "prune.round_to"),
+                                          ("prune prune.fold_removed=sometimes", "prune.fold_removed")])
 def test_a_wrong_type_is_refused_at_composition_naming_the_key(override, key):
+    command, *overrides = ["prune", "ckpt=x", *override.split()[1:]] if override.startswith("prune ") else \
+        ["train", *override.split()]
     with pytest.raises(ConfigCompositionException) as error:
-        _compose("train", override.split())
+        _compose(command, overrides)
     assert f"full_key: {key}" in str(error.value.__cause__)
 
 

@@ -1,7 +1,7 @@
 """The dataclasses that own the defaults, registered as Hydra structured configs.
 
 Each default is written once, in the library: ``AugmentConfig``, ``SyntheticConfig``, ``LossConfig``,
-``NMSConfig``, and ``SlimCallback``'s own signature. The yaml files pull them in through their
+``NMSConfig``, and the signatures of ``SlimCallback`` and of ``plan_pruning``/``compact``. The yaml files pull them in through their
 defaults lists (``- /schema/nms@nms``) and only state what the command changes, so a value in an
 override is checked against the field's type when the config is composed (``data.augment.fliplr=abc``
 fails at start-up, naming the key), an unknown key is refused, and a new ``SlimCallback`` argument
@@ -38,6 +38,7 @@ def register_schemas() -> None:
                        ("nms", NMSConfig)):
         store.store(group=SCHEMA_GROUP, name=name, node=_editable(node))
     store.store(group=SCHEMA_GROUP, name="slim", node=slim_settings())
+    store.store(group=SCHEMA_GROUP, name="plan", node=plan_settings())
 
 
 def _editable(frozen: type) -> type:
@@ -58,19 +59,37 @@ def slim_settings() -> type:
     """A dataclass of SlimCallback's settings, read off its signature (names, types, defaults)."""
     from yolo_slim.lit.slim_callback import SlimCallback
 
-    hints = typing.get_type_hints(SlimCallback.__init__)
     fields: list[tuple[str, Any, dataclasses.Field]] = [
         ("epoch", int, dataclasses.field(default=PRUNE_EPOCH)),
         ("epochs", Optional[Any], dataclasses.field(default=None)),
+        *_signature_fields(SlimCallback.__init__, skip=_NOT_SETTINGS),
     ]
-    for name, parameter in inspect.signature(SlimCallback.__init__).parameters.items():
-        if name == "self" or name in _NOT_SETTINGS:
+    return dataclasses.make_dataclass("SlimSettings", fields)
+
+
+def plan_settings() -> type:
+    """A dataclass of the `prune` command's settings: plan_pruning's keywords and compact's
+    ``fold_removed``, read off their signatures, and the command's own ``finetune_epochs``."""
+    from yolo_slim.slim import compact, plan_pruning
+
+    fields = [*_signature_fields(plan_pruning, skip=("model", "imgsz")),  # imgsz: the checkpoint's
+              *_signature_fields(compact, skip=("model", "plan")),
+              ("finetune_epochs", int, dataclasses.field(default=0))]
+    return dataclasses.make_dataclass("PlanSettings", fields)
+
+
+def _signature_fields(function: Any, skip: tuple[str, ...]) -> list[tuple[str, Any, dataclasses.Field]]:
+    """``(name, type, default)`` of each parameter of ``function`` but ``self`` and ``skip``."""
+    hints = typing.get_type_hints(function)
+    fields = []
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name == "self" or name in skip:
             continue
         annotation = hints.get(name, parameter.annotation)
         if annotation is inspect.Parameter.empty or isinstance(annotation, str):
-            annotation = Any  # unannotated (or unresolvable): the constructor checks the value
+            annotation = Any  # unannotated (or unresolvable): the function checks the value
         fields.append((name, _config_type(annotation), dataclasses.field(default=parameter.default)))
-    return dataclasses.make_dataclass("SlimSettings", fields)
+    return fields
 
 
 def _config_type(annotation: Any) -> Any:
