@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
 import tempfile
 import time
@@ -73,7 +72,6 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6, help="timed batches of 16 per row")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with tempfile.TemporaryDirectory() as folder:
         data = Path(ensure_synthetic_dataset(SyntheticConfig(num_train=args.num_train, num_val=8,
                                                              image_size=args.imgsz), Path(folder)))
