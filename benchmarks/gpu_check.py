@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -94,17 +95,20 @@ def main() -> None:
               f"({count_parameters(dense):,} params), pruned {pruned_ms:.2f} ms ({count_parameters(pruned):,} params), "
               f"ratio {pruned_ms / dense_ms:.2f}")
     ok = non_finite == 0 and math.isfinite(float(trainer.callback_metrics.get("val/map", float("nan"))))
-    # The CLI path too: `train +prune=sparse` on CUDA with 16-mixed, briefly (on the built-in 160 px set).
+    # The CLI path too: `train +prune=sparse` on CUDA, briefly (on the built-in 160 px set), with the default
+    # trainer.precision=auto, which must have turned into 16-mixed there.
     with tempfile.TemporaryDirectory() as folder:
         command = [sys.executable, "-m", "yolo_slim", "train", "+prune=sparse", "model=yolov5n", "prune.epoch=2",
                    "trainer.max_epochs=4", f"trainer.accelerator={accelerator}",
-                   f"trainer.precision={precision}", f"data.workers={min(args.workers, 8)}",
+                   f"data.workers={min(args.workers, 8)}",
                    "trainer.enable_progress_bar=false", f"hydra.run.dir={folder}", *args.cli_override]
         result = subprocess.run(command, capture_output=True, text=True)
         print(f"CLI train +prune=sparse on {device}:", "ok" if result.returncode == 0 else result.stderr[-2000:])
         if result.returncode == 0:
             print(open(f"{folder}/summary.json").read())
-        ok = ok and result.returncode == 0
+        resolved = re.search(r"trainer.precision=auto: (\S+)", result.stderr + result.stdout)
+        print("CLI trainer.precision=auto became:", resolved.group(1) if resolved else "(not logged)")
+        ok = ok and result.returncode == 0 and resolved is not None and resolved.group(1) == precision
     print("GPU CHECK", "PASSED" if ok else "FAILED")
 
 

@@ -4,8 +4,8 @@
         [--workers 12] [--cache ram] [--num-train 1024] [--theirs-python PYTHON]
 
 Both train the same model from scratch on the built-in synthetic set (written once, in YOLO layout,
-at ``--imgsz``), with the same batch, data workers, image cache and mixed precision on CUDA (our
-``trainer.precision=16-mixed``, their AMP), and validate every epoch (their ``--noval`` crashes in
+at ``--imgsz``), with the same batch, data workers, image cache and mixed precision on CUDA (both
+defaults: our ``trainer.precision=auto``, their AMP), and validate every epoch (their ``--noval`` crashes in
 7.0.14 after the first epoch: ``map50s`` unbound). Each prints ``epoch N: R training images/s`` from
 the same clock (``yolo_slim.lit.speed.TrainingSpeed`` in ours, ``benchmarks/ultralytics_train.py``
 in theirs: from the start of the third batch of an epoch to the end of its last batch); the table
@@ -88,8 +88,7 @@ def main() -> None:
             sys.executable, "-m", "yolo_slim", "train", f"model={args.model}", f"data.path={data}",
             f"data.imgsz={args.imgsz}", f"data.batch_size={args.batch_size}", f"data.workers={args.workers}",
             f"data.cache={args.cache}", f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=false",
-            f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
-            f"trainer.precision={'16-mixed' if device == 'cuda' else '32-true'}", f"hydra.run.dir={folder / 'ours'}"]
+            f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", f"hydra.run.dir={folder / 'ours'}"]
         ours_text, ours_seconds = _run("ours", ours_command, None, logs / "ours.log")
         their_command = [
             args.theirs_python, str(ROOT / "benchmarks" / "ultralytics_train.py"), "--",

@@ -21,6 +21,7 @@ from yolo_slim.data.augment import (
     jitter_hsv_batch,
     letterbox,
     load_mosaic,
+    mosaic_layout,
     normalized_to_pixels,
     pixels_to_normalized,
     random_affine,
@@ -223,6 +224,27 @@ def test_mosaic_places_image_zero_top_left_of_the_centre():
     assert [int(canvas[0, 39, 39]), int(canvas[0, 39, 40]), int(canvas[0, 40, 39]), int(canvas[0, 40, 40])] == [
         10, 20, 30, 40]
     assert int(canvas[0, 7, 7]) == PAD_VALUE and int(canvas[0, 8, 8]) == 10
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_mosaic_drawn_only_where_the_zoom_reads_gives_the_whole_canvas_cut(seed):
+    rng = random.Random(100 + seed)  # tile sizes and zooms; the mosaic's centre comes from Random(seed)
+    size = 64
+    sides = [(rng.randint(20, size), size) if rng.random() < 0.5 else (size, rng.randint(20, size)) for _ in range(4)]
+    generator = torch.Generator().manual_seed(seed)
+    tiles = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in sides]
+    labels = [np.array([[0, 2, 3, w - 4, h - 2]], np.float32) for h, w in sides]
+    mosaic, placed = mosaic_layout(tiles, labels, size, rng=random.Random(seed))
+    whole, whole_labels = load_mosaic(tiles, labels, size, rng=random.Random(seed))
+    assert torch.equal(mosaic.render(), whole)
+    np.testing.assert_array_equal(placed, whole_labels)
+    for gain, target in [(0.5, (32.0, 32.0)), (1.5, (40.0, 20.0)), (1.0, (32.0, 32.0)),
+                         (rng.uniform(0.5, 1.5), (rng.uniform(25, 39), rng.uniform(25, 39))), (0.3, (60.0, 2.0))]:
+        lazy, lazy_labels = scale_translate(mosaic, placed, gain, target, (size, size))
+        full, full_labels = scale_translate(whole, whole_labels, gain, target, (size, size))
+        assert torch.equal(lazy, full), (gain, target)
+        np.testing.assert_array_equal(lazy_labels, full_labels)
+    assert torch.equal(mosaic.window(10, 30, 100, 128), whole[:, 10:30, 100:128])
 
 
 def test_mosaic_needs_four_images():

@@ -21,7 +21,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import checkpoint_datamodule, load_checkpoint_module, plain, require_positive_int
+from yolo_slim.cli.settings import (
+    checkpoint_datamodule,
+    load_checkpoint_module,
+    plain,
+    require_positive_int,
+    trainer_arguments,
+)
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
@@ -59,7 +65,7 @@ def run(config: DictConfig) -> None:
         finetune_epochs = require_positive_int(config.prune.get("finetune_epochs", 0), "prune.finetune_epochs",
                                                minimum=0)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        trainer = L.Trainer(**plain(config.trainer), logger=False, enable_checkpointing=False,
+        trainer = L.Trainer(**trainer_arguments(config.trainer), logger=False, enable_checkpointing=False,
                             default_root_dir=run_dir)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     dense = module.inference_model
@@ -111,7 +117,7 @@ def _finetune(config: DictConfig, module: YOLOv5Module, datamodule: YOLODataModu
     """Fine-tune the pruned module for ``epochs`` (its optimizer and schedule rebuilt for the small network);
     the fine-tune's TensorBoard log also gets the prune's charts."""
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="finetuned", save_last=False)
-    trainer = L.Trainer(**plain(config.trainer), max_epochs=epochs, default_root_dir=run_dir,
+    trainer = L.Trainer(**trainer_arguments(config.trainer), max_epochs=epochs, default_root_dir=run_dir,
                         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
                         callbacks=[checkpoints])
     if trainer.is_global_zero:

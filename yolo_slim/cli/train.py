@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.resume import AUTO, own_checkpoint
-from yolo_slim.cli.settings import build_model, plain, require_imgsz, require_positive_int
+from yolo_slim.cli.settings import build_model, plain, require_imgsz, require_positive_int, trainer_arguments
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
@@ -71,7 +71,9 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     model = build_model(config.model, nc=len(names), names=names)
     optim = config.optim
     nominal = require_positive_int(optim.nominal_batch_size, "optim.nominal_batch_size")
-    trainer_args = plain(config.trainer)
+    trainer_args = trainer_arguments(config.trainer)
+    if config.trainer.precision != trainer_args["precision"]:
+        log.info("trainer.precision=%s: %s", config.trainer.precision, trainer_args["precision"])
     # YOLOv5 accumulates gradients up to a nominal batch of 64 and scales weight decay to match.
     accumulate = trainer_args.pop("accumulate_grad_batches") or max(round(nominal / datamodule.batch_size), 1)
     weight_decay = float(optim.weight_decay) * datamodule.batch_size * accumulate / nominal

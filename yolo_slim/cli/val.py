@@ -9,7 +9,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import checkpoint_datamodule, load_checkpoint_module, plain
+from yolo_slim.cli.settings import checkpoint_datamodule, load_checkpoint_module, plain, trainer_arguments
 from yolo_slim.models.postprocess import NMSConfig
 
 
@@ -19,7 +19,7 @@ def run(config: DictConfig) -> None:
         module = load_checkpoint_module(checkpoint, NMSConfig(**plain(config.nms)))
         datamodule, imgsz = checkpoint_datamodule(config.data, module, augment=None)
         data = datamodule.data_yaml
-        trainer = L.Trainer(**plain(config.trainer), logger=False, enable_checkpointing=False)
+        trainer = L.Trainer(**trainer_arguments(config.trainer), logger=False, enable_checkpointing=False)
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     print(json.dumps({"checkpoint": str(checkpoint), "data": str(data), "imgsz": imgsz,
                       "map50": float(results["val/map50"]), "map": float(results["val/map"])}, indent=2))

@@ -147,9 +147,43 @@ def letterbox(image: torch.Tensor, new_size: int, fill: int = PAD_VALUE
     return padded, (new_width / width, new_height / height), (pad_left, pad_top)
 
 
-def load_mosaic(images: Sequence[torch.Tensor], labels: Sequence[np.ndarray], size: int,
-                rng: random.Random | None = None) -> tuple[torch.Tensor, np.ndarray]:
-    """Four images around a random centre of a 2s x 2s grey canvas (YOLOv5's load_mosaic).
+@dataclass(frozen=True)
+class Mosaic:
+    """YOLOv5's 2s x 2s mosaic canvas, held as its four tiles and their corners and drawn only where read.
+
+    The training sample is a window of the canvas (the random zoom reads at most all of it, one s x s
+    quarter on average), so :meth:`window` fills and pastes only that window: the pixels are those
+    of the whole canvas cut there, at less of the fill and copy (benchmarks/loader_cost.py).
+
+    Attributes:
+        tiles: The four (3, h, w) images.
+        corners: ``(left, top)`` of each tile on the canvas; parts off the canvas are cut.
+        side: 2s, the canvas's width and height.
+    """
+
+    tiles: tuple[torch.Tensor, ...]
+    corners: tuple[tuple[int, int], ...]
+    side: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.tiles[0].shape[0], self.side, self.side)
+
+    def window(self, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+        """The canvas's pixels ``[top:bottom, left:right]`` (within the canvas), as a new tensor."""
+        canvas = torch.full((self.shape[0], bottom - top, right - left), PAD_VALUE, dtype=torch.uint8)
+        for tile, (tile_left, tile_top) in zip(self.tiles, self.corners):
+            _paste(canvas, tile, tile_left - left, tile_top - top)
+        return canvas
+
+    def render(self) -> torch.Tensor:
+        """The whole (3, 2s, 2s) canvas."""
+        return self.window(0, self.side, 0, self.side)
+
+
+def mosaic_layout(images: Sequence[torch.Tensor], labels: Sequence[np.ndarray], size: int,
+                  rng: random.Random | None = None) -> tuple[Mosaic, np.ndarray]:
+    """Four images around a random centre of a 2s x 2s grey canvas (YOLOv5's load_mosaic), undrawn.
 
     Image 0 ends at the centre from the top left, 1 from the top right, 2 from the bottom left,
     3 from the bottom right; what falls off the canvas is cut. The centre is drawn from
@@ -162,35 +196,44 @@ def load_mosaic(images: Sequence[torch.Tensor], labels: Sequence[np.ndarray], si
         rng: Random source; the ``random`` module when None.
 
     Returns:
-        The (3, 2s, 2s) canvas and its labels, clipped to the canvas (some may have zero size).
+        The :class:`Mosaic` (its pixels drawn when read) and its labels, clipped to the canvas (some
+        may have zero size).
     """
     if len(images) != 4 or len(labels) != 4:
-        raise ValueError(f"load_mosaic needs exactly 4 images and 4 label arrays; found {len(images)} "
+        raise ValueError(f"a mosaic needs exactly 4 images and 4 label arrays; found {len(images)} "
                          f"and {len(labels)}")
     source = rng if rng is not None else random
     center_x, center_y = (int(source.uniform(size / 2, 3 * size / 2)) for _ in range(2))
-    canvas = torch.full((images[0].shape[0], 2 * size, 2 * size), PAD_VALUE, dtype=torch.uint8)
-    placed = []
+    corners, placed = [], []
     for quadrant, (tile, tile_labels) in enumerate(zip(images, labels)):
         height, width = tile.shape[-2:]
         left = center_x - width if quadrant in (0, 2) else center_x
         top = center_y - height if quadrant in (0, 1) else center_y
-        _paste(canvas, tile, left, top)
+        corners.append((left, top))
         shifted = tile_labels.astype(np.float32, copy=True)
         shifted[:, [1, 3]] += left
         shifted[:, [2, 4]] += top
         placed.append(shifted)
-    return canvas, clip_boxes(np.concatenate(placed).reshape(-1, 5), 2 * size, 2 * size)
+    mosaic = Mosaic(tuple(images), tuple(corners), 2 * size)
+    return mosaic, clip_boxes(np.concatenate(placed).reshape(-1, 5), 2 * size, 2 * size)
 
 
-def random_affine(image: torch.Tensor, labels: np.ndarray, scale: float, translate: float,
+def load_mosaic(images: Sequence[torch.Tensor], labels: Sequence[np.ndarray], size: int,
+                rng: random.Random | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`mosaic_layout` with the whole (3, 2s, 2s) canvas drawn, and its labels."""
+    mosaic, placed = mosaic_layout(images, labels, size, rng)
+    return mosaic.render(), placed
+
+
+def random_affine(image: torch.Tensor | Mosaic, labels: np.ndarray, scale: float, translate: float,
                   output_size: tuple[int, int] | None = None, rng: random.Random | None = None
                   ) -> tuple[torch.Tensor, np.ndarray]:
     """YOLOv5's random_perspective restricted to its scratch-low terms: random zoom and shift.
 
     The input's centre lands at ``(0.5 + U(-translate, translate)) * output size`` and distances
     are multiplied by ``U(1 - scale, 1 + scale)``. For a mosaic, YOLOv5 calls it on the 2s canvas
-    with ``border=-s/2``: pass ``output_size=(s, s)``.
+    with ``border=-s/2``: pass ``output_size=(s, s)`` (and the :class:`Mosaic` itself, which then
+    draws only the part of the canvas the zoom reads).
 
     Returns:
         The (3, out_h, out_w) image and the labels that remain, per :func:`box_candidates`.
@@ -203,7 +246,7 @@ def random_affine(image: torch.Tensor, labels: np.ndarray, scale: float, transla
     return scale_translate(image, labels, gain, (target_x, target_y), (out_height, out_width))
 
 
-def scale_translate(image: torch.Tensor, labels: np.ndarray, gain: float, target: tuple[float, float],
+def scale_translate(image: torch.Tensor | Mosaic, labels: np.ndarray, gain: float, target: tuple[float, float],
                     output_size: tuple[int, int]) -> tuple[torch.Tensor, np.ndarray]:
     """Zoom by ``gain`` about the image centre, which lands at ``target`` (x, y) of the output.
 
@@ -226,7 +269,8 @@ def scale_translate(image: torch.Tensor, labels: np.ndarray, gain: float, target
     if x_window is None or y_window is None:  # the zoomed image lies entirely outside the output
         return canvas, np.zeros((0, 5), dtype=np.float32)
     (x_start, x_stop, x_size, x_dest, x_ratio), (y_start, y_stop, y_size, y_dest, y_ratio) = x_window, y_window
-    crop = image[:, y_start:y_stop, x_start:x_stop]
+    crop = image.window(y_start, y_stop, x_start, x_stop) if isinstance(image, Mosaic) else \
+        image[:, y_start:y_stop, x_start:x_stop]
     if (y_size, x_size) != tuple(crop.shape[-2:]):
         crop = F.resize(crop, [y_size, x_size], antialias=True)
     _paste(canvas, crop, x_dest, y_dest)

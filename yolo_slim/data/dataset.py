@@ -25,7 +25,7 @@ from yolo_slim.data.augment import (
     fliplr,
     jitter_hsv,
     letterbox,
-    load_mosaic,
+    mosaic_layout,
     normalized_to_pixels,
     pixels_to_normalized,
     random_affine,
@@ -164,11 +164,12 @@ class YOLODataset(Dataset[Sample]):
             random.shuffle(indices)
             tiles = [self._load(tile_index) for tile_index in indices]
             path = tiles[indices.index(index)][2]
-            canvas, labels = load_mosaic([tile[0] for tile in tiles], [tile[1] for tile in tiles], size)
+            # The canvas is drawn only where the zoom below reads it.
+            mosaic, labels = mosaic_layout([tile[0] for tile in tiles], [tile[1] for tile in tiles], size)
             if random.random() < config.affine:
-                image, labels = random_affine(canvas, labels, config.scale, config.translate, (size, size))
+                image, labels = random_affine(mosaic, labels, config.scale, config.translate, (size, size))
             else:  # the plain centre cut of the 2s canvas, still filtering cut-off boxes
-                image, labels = scale_translate(canvas, labels, 1.0, (size / 2, size / 2), (size, size))
+                image, labels = scale_translate(mosaic, labels, 1.0, (size / 2, size / 2), (size, size))
         else:
             image, labels, path = self._letterboxed(index)
             if random.random() < config.affine:
