@@ -147,13 +147,14 @@ def letterbox(image: torch.Tensor, new_size: int, fill: int = PAD_VALUE
     return padded, (new_width / width, new_height / height), (pad_left, pad_top)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on tensors would be ambiguous; a mosaic is compared by identity
 class Mosaic:
     """YOLOv5's 2s x 2s mosaic canvas, held as its four tiles and their corners and drawn only where read.
 
-    The training sample is a window of the canvas (the random zoom reads at most all of it, one s x s
-    quarter on average), so :meth:`window` fills and pastes only that window: the pixels are those
-    of the whole canvas cut there, at less of the fill and copy (benchmarks/loader_cost.py).
+    The training sample is a window of the canvas (the random zoom reads a square of side s / gain:
+    all of it at gain 0.5, about a third of its area on average over hyp.scratch-low's 0.5 to 1.5),
+    so :meth:`window` fills and pastes only that window: the pixels are those of the whole canvas
+    cut there, at less of the fill and copy (benchmarks/loader_cost.py).
 
     Attributes:
         tiles: The four (3, h, w) images.

@@ -47,7 +47,7 @@ DEFAULT_STRENGTH = {"l1": 0.02, "targeted": 30.0, "polarize": 0.005}
 # warm-up of 0.3 cost 0.04 mAP before the prune from scratch). "trained": |γ| of trained weights already
 # rank; choosing at once and shrinking over half the phase leaves the other half to adapt (from a
 # trained model, mAP before the prune 0.223 at 0.6/0.15, 0.257 at 0/0.5 against 0.303 dense; 0.1/0.3
-# ties it before the prune and fine-tuned higher on two seeds: a candidate, not yet the default).
+# ties it before the prune, and after fine-tuning is ahead on two seeds and behind on a third).
 # benchmarks/README.md, "Sparsity methods", has the rows.
 TARGETED_PHASES: dict[str, tuple[float, float]] = {"fresh": (0.6, 0.15), "trained": (0.0, 0.5)}
 # Settings only some methods use: SlimCallback's argument -> (its MethodSettings field, the methods
