@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from yolo_slim.data import AugmentConfig, YOLODataModule
@@ -13,6 +15,8 @@ from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.models import YOLOv5, load_pretrained, shipped_configs
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY, network_from_checkpoint, read_checkpoint
 from yolo_slim.models.postprocess import NMSConfig
+
+log = logging.getLogger(__name__)
 
 LARGEST_STRIDE = 32
 
@@ -73,12 +77,11 @@ def trainer_arguments(trainer_config: DictConfig) -> dict[str, Any]:
     if arguments.get("precision") == AUTO_PRECISION:
         arguments["precision"] = CUDA_PRECISION if _runs_on_cuda(arguments.get("accelerator", "auto")) \
             else OTHER_PRECISION
+        log.info("trainer.precision=%s: %s", AUTO_PRECISION, arguments["precision"])  # what the run used
     return arguments
 
 
 def _runs_on_cuda(accelerator: Any) -> bool:
-    import torch
-
     # Lightning's "auto" and "gpu" pick CUDA whenever it is there (before MPS).
     name = str(accelerator).lower()
     return name == "cuda" or (name in ("gpu", "auto") and torch.cuda.is_available())

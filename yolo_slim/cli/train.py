@@ -72,8 +72,6 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     optim = config.optim
     nominal = require_positive_int(optim.nominal_batch_size, "optim.nominal_batch_size")
     trainer_args = trainer_arguments(config.trainer)
-    if config.trainer.precision != trainer_args["precision"]:
-        log.info("trainer.precision=%s: %s", config.trainer.precision, trainer_args["precision"])
     # YOLOv5 accumulates gradients up to a nominal batch of 64 and scales weight decay to match.
     accumulate = trainer_args.pop("accumulate_grad_batches") or max(round(nominal / datamodule.batch_size), 1)
     weight_decay = float(optim.weight_decay) * datamodule.batch_size * accumulate / nominal
