@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def table(args: argparse.Namespace) -> None:
-    records = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for path in args.results or [RESULTS]
+               for line in path.read_text().splitlines() if line.strip()]
     dense = {(r["protocol"], r["data"], r["seed"]): r for r in records if r["method"] == "dense"}
     print("| protocol | data | method | strength | ratio | seed | mAP before prune (dense same epoch) | right after "
           "| after/before | fine-tuned (dense) | channels <1e-2 / removed at prune | BN γ <1e-2 | removed mass "
@@ -164,6 +165,8 @@ def table(args: argparse.Namespace) -> None:
             strength = f"{strength}, warmup {settings['warmup']:g} hold {settings['hold']:g}{start}"
         elif r.get("extra"):
             strength = f"{strength}, {' '.join(e.removeprefix('prune.') for e in r['extra'])}"
+        if r.get("probe"):  # a run of benchmarks/probes/targeted_choice_and_distillation.patch
+            strength = f"{strength}; probe {r['probe']}"
         print(f"| {r['protocol']} | {r['data']} | {r['method']} | {strength} | {r['ratio']} | {r['seed']} | "
               f"{before['map']:.3f} ({_fmt(dense_then)}) | {after['map']:.3f} | "
               f"{after['map'] / before['map'] if before['map'] else 0:.2f} | {tuned['map']:.3f} ({_fmt(dense_end)}) | "
@@ -189,7 +192,8 @@ def main() -> None:
     one.add_argument("--results", type=Path, default=RESULTS)
     one.add_argument("extra", nargs="*", help="further overrides, passed on as they are")
     printed = commands.add_parser("table", help="print the table of every recorded run")
-    printed.add_argument("--results", type=Path, default=RESULTS)
+    printed.add_argument("--results", type=Path, action="append",
+                         help="a results file; repeat it to print several as one table (default: the main one)")
     args = parser.parse_args()
     run(args) if args.command == "run" else table(args)
 

@@ -120,8 +120,10 @@ def unfused_model_yaml(path: Path) -> dict:
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    # yolo_slim first, then the caller's path (the stubs for their online-only imports live there).
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": path})
 
 
 def their_tools(checkpoints: dict[str, Path], data: Path, imgsz: int, folder: Path) -> None:
@@ -155,8 +157,14 @@ def their_tools(checkpoints: dict[str, Path], data: Path, imgsz: int, folder: Pa
         export = _run([sys.executable, str(THEIRS / "export.py"), "--weights", str(exported), "--include", "onnx",
                        "torchscript", "--imgsz", str(imgsz), "--device", "cpu"], folder)
         written = [suffix for suffix in (".onnx", ".torchscript") if exported.with_suffix(suffix).is_file()]
-        export_text = ("succeeded: " + ", ".join(written)) if export.returncode == 0 and len(written) == 2 else \
-            f"failed ({export.returncode}): {(export.stderr or export.stdout).strip().splitlines()[-1]}"
+        # Their export.py reports a format's failure in its log and still exits 0: name the missing files
+        # and quote its own failure line.
+        log_lines = (export.stderr + export.stdout).splitlines()
+        failures = [line.split("export failure")[-1].strip(" ❌") for line in log_lines if "export failure" in line]
+        missing = [suffix for suffix in (".onnx", ".torchscript") if suffix not in written]
+        export_text = ("succeeded: " + ", ".join(written)) if export.returncode == 0 and not missing else \
+            f"failed (exit {export.returncode}, no {', '.join(missing) or 'file missing'}): " \
+            f"{'; '.join(failures) or (export.stderr or export.stdout).strip().splitlines()[-1]}"
         print(f"| {checkpoint} ({kind}) | {exported.stat().st_size / 1e6:.2f} MB fp16 | {detect_text} | {theirs} | "
               f"{ours_text} | "
               f"{export_text} |", flush=True)

@@ -43,6 +43,8 @@ def test_prune_sweep_from_a_sparse_only_run_with_finetune_and_a_failing_job(tmp_
     assert "| 1 |" in (sweep_dir / "sweep_summary.md").read_text()
     assert (sweep_dir / "pareto.png").stat().st_size > 1000
     assert (sweep_dir / "0" / "checkpoints" / "finetuned.ckpt").is_file()
+    # The prune's Trainer and the fine-tune's share one resolved trainer config: its line is logged once.
+    assert (sweep_dir / "0" / "prune.log").read_text().count("trainer.precision=auto: 32-true") == 1
     for chart in ("channels.png", "gamma_histogram.png"):
         assert (sweep_dir / "0" / chart).stat().st_size > 1000, chart
     events = EventAccumulator(str(sweep_dir / "0" / "tensorboard"), size_guidance={"images": 0})

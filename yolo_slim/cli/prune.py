@@ -65,8 +65,8 @@ def run(config: DictConfig) -> None:
         finetune_epochs = require_positive_int(config.prune.get("finetune_epochs", 0), "prune.finetune_epochs",
                                                minimum=0)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        trainer = L.Trainer(**trainer_arguments(config.trainer), logger=False, enable_checkpointing=False,
-                            default_root_dir=run_dir)
+        trainer_settings = trainer_arguments(config.trainer)  # once: it logs what precision=auto became
+        trainer = L.Trainer(**trainer_settings, logger=False, enable_checkpointing=False, default_root_dir=run_dir)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     dense = module.inference_model
     pictures_of_predictions = PredictionPictures()
@@ -86,8 +86,8 @@ def run(config: DictConfig) -> None:
     for stage in stages.values():
         stage["latency_ms"] = round(cpu_latency_ms(module.inference_model if stage is after else dense, imgsz), 3)
     if finetune_epochs:
-        stages["finetuned"], checkpoint = _finetune(config, module, datamodule, imgsz, finetune_epochs, run_dir,
-                                                    pictures)
+        stages["finetuned"], checkpoint = _finetune(trainer_settings, module, datamodule, imgsz, finetune_epochs,
+                                                    run_dir, pictures)
     pictures_of_predictions.write(run_dir, module.inference_model, final_title=(
         f"pruned + fine-tuned ({finetune_epochs} epochs)" if finetune_epochs else "pruned"))
     write_summary(run_dir, model=str(config.ckpt), imgsz=imgsz, data=str(data), stages=stages,
@@ -112,12 +112,12 @@ def _stored_choice(checkpoint: Path, network: YOLOv5, arguments: dict) -> Prunin
     return plan
 
 
-def _finetune(config: DictConfig, module: YOLOv5Module, datamodule: YOLODataModule, imgsz: int, epochs: int,
+def _finetune(trainer_settings: dict, module: YOLOv5Module, datamodule: YOLODataModule, imgsz: int, epochs: int,
               run_dir: Path, pictures: dict[str, Path]) -> tuple[dict, Path]:
     """Fine-tune the pruned module for ``epochs`` (its optimizer and schedule rebuilt for the small network);
     the fine-tune's TensorBoard log also gets the prune's charts."""
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="finetuned", save_last=False)
-    trainer = L.Trainer(**trainer_arguments(config.trainer), max_epochs=epochs, default_root_dir=run_dir,
+    trainer = L.Trainer(**trainer_settings, max_epochs=epochs, default_root_dir=run_dir,
                         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
                         callbacks=[checkpoints])
     if trainer.is_global_zero:
