@@ -10,7 +10,9 @@ defaults: our ``trainer.precision=auto``, their AMP), and validate every epoch (
 the same clock (``yolo_slim.lit.speed.TrainingSpeed`` in ours, ``benchmarks/ultralytics_train.py``
 in theirs: from the start of the third batch of an epoch to the end of its last batch); the table
 takes the epochs after ``--skip-epochs`` (the first pays for cuDNN's autotuning and the allocator)
-and gives total images over total time for each. ``--theirs-python`` must have ``yolov5==7.0.14``
+and gives total images over total time for each, with the share of each epoch the loop spent waiting
+for its next batch (the same window, no extra synchronisation): high means the data loader bounds
+the speed, low means the steps do. ``--theirs-python`` must have ``yolov5==7.0.14``
 (the scratch venv of ``benchmarks/ultralytics_check.py``); the offline stubs are written here.
 """
 
@@ -32,6 +34,7 @@ from yolo_slim.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = re.compile(r"epoch (\d+): ([\d.]+) training images/s")
+WAIT = re.compile(r"epoch (\d+): [\d.]+ training images/s, (\d+)% of it waiting for data")
 
 
 def _their_models(python: str) -> Path:
@@ -41,8 +44,8 @@ def _their_models(python: str) -> Path:
     return Path(where).parent / "models"
 
 
-def _rates(text: str, skip_epochs: int) -> dict[int, float]:
-    return {int(epoch): float(rate) for epoch, rate in RATE.findall(text) if int(epoch) >= skip_epochs}
+def _rates(text: str, skip_epochs: int, pattern: re.Pattern[str] = RATE) -> dict[int, float]:
+    return {int(epoch): float(rate) for epoch, rate in pattern.findall(text) if int(epoch) >= skip_epochs}
 
 
 def _run(name: str, command: list[str], environment: dict[str, str] | None, log: Path) -> tuple[str, float]:
@@ -100,19 +103,22 @@ def main() -> None:
             their_command += ["--cache", "ram"]
         environment = {**os.environ, "PYTHONPATH": str(write_stubs(folder / "stubs"))}
         their_text, their_seconds = _run("theirs", their_command, environment, logs / "theirs.log")
-    ours, theirs = _rates(ours_text, args.skip_epochs), _rates(their_text, args.skip_epochs)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     print(f"\n{name}: {args.model} {args.imgsz}px batch {args.batch_size}, {args.workers} workers, cache "
           f"{args.cache}, {'AMP' if device == 'cuda' else 'fp32'}, {args.num_train} images per epoch, "
           f"epochs {args.skip_epochs} to {args.epochs - 1} timed")
-    print("| trainer | images/s per timed epoch | images/s (harmonic mean) | process wall time |")
-    print("|---|---|---:|---:|")
+    print("| trainer | images/s per timed epoch | images/s (harmonic mean) | waiting for data, per epoch "
+          "| process wall time |")
+    print("|---|---|---:|---|---:|")
     means = {}
-    for label, rates, seconds in (("`python -m yolo_slim train`", ours, ours_seconds),
-                                  ("ultralytics `train.py` 7.0.14", theirs, their_seconds)):
+    for label, text, seconds in (("`python -m yolo_slim train`", ours_text, ours_seconds),
+                                 ("ultralytics `train.py` 7.0.14", their_text, their_seconds)):
+        rates = _rates(text, args.skip_epochs)
+        waits = _rates(text, args.skip_epochs, WAIT)
         means[label] = statistics.harmonic_mean(list(rates.values())) if rates else float("nan")
         cells = ", ".join(f"{rate:.0f}" for rate in rates.values()) or "none"
-        print(f"| {label} | {cells} | {means[label]:.1f} | {seconds:.0f} s |")
+        wait_cells = ", ".join(f"{wait:.0f}%" for wait in waits.values()) or "none"
+        print(f"| {label} | {cells} | {means[label]:.1f} | {wait_cells} | {seconds:.0f} s |")
     ours_mean, their_mean = means.values()
     print(f"ours / theirs: {ours_mean / their_mean:.2f}x", flush=True)
 

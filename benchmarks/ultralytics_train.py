@@ -4,8 +4,9 @@
 
 Runs their ``train.main`` with their argument parser, and registers on their ``Callbacks`` the same
 clock as yolo_slim's ``TrainingSpeed``: per epoch, from the start of the ``warmup_batches``-th batch
-to the end of the epoch's last batch (CUDA synchronised at both ends), printed as
-``epoch N: R training images/s``. STUBS: the folder ``benchmarks/ultralytics_stubs.py`` writes.
+to the end of the epoch's last batch (CUDA synchronised at both ends), and within it the time from
+the end of one batch to the start of the next (their loader's ``next``), printed as ``epoch N: R
+training images/s, W% of it waiting for data``. STUBS: the folder ``benchmarks/ultralytics_stubs.py`` writes.
 
 One change to what they run: ``check_amp`` is taken as passed. Their check compares the model's
 fp32 and AMP outputs, and where the fresh model's outputs disagree it downloads ``yolov5n.pt`` to
@@ -34,27 +35,35 @@ class EpochClock:
         self.batch = 0
         self.images = 0
         self.started: float | None = None
+        self.waited = 0.0
+        self.last_batch_end: float | None = None
 
     def on_train_epoch_start(self) -> None:
         self.epoch += 1
         self.batch, self.images, self.started = 0, 0, None
+        self.waited, self.last_batch_end = 0.0, None
 
     def on_train_batch_start(self) -> None:
         if self.batch == self.warmup_batches:
             _synchronize()
             self.started = time.perf_counter()
+        elif self.started is not None and self.last_batch_end is not None:
+            self.waited += time.perf_counter() - self.last_batch_end
         self.batch += 1
 
     def on_train_batch_end(self, model, ni, imgs, *args) -> None:
         if self.started is not None:
             self.images += len(imgs)
+            self.last_batch_end = time.perf_counter()
 
     def on_train_epoch_end(self, epoch: int) -> None:
         if self.started is None:
             return
         _synchronize()
-        rate = self.images / max(time.perf_counter() - self.started, 1e-9)
-        print(f"epoch {epoch}: {rate:.1f} training images/s", flush=True)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        waiting = min(self.waited / elapsed, 1.0)
+        print(f"epoch {epoch}: {self.images / elapsed:.1f} training images/s, "
+              f"{100 * waiting:.0f}% of it waiting for data", flush=True)
 
 
 def _synchronize() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from yolo_slim.lit.speed import METRIC, TrainingSpeed
+from yolo_slim.lit.speed import DATA_WAIT_METRIC, METRIC, TrainingSpeed
 
 STEP_SECONDS = 0.02
 VALIDATION_SECONDS = 0.1  # per batch: three batches would take the rate far below its floor if timed
@@ -33,13 +33,29 @@ class _SlowModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def _fit(speed: TrainingSpeed, batches: int, epochs: int = 2, **trainer_args) -> L.Trainer:
-    samples = [{"images": torch.rand(3, 2, 2)} for _ in range(BATCH * batches)]
+class _SlowSamples(torch.utils.data.Dataset):
+    """Each sample takes ``seconds`` to load (in the main process: the loader has no workers)."""
+
+    def __init__(self, count: int, seconds: float) -> None:
+        self.count, self.seconds = count, seconds
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict:
+        time.sleep(self.seconds)
+        return {"images": torch.rand(3, 2, 2)}
+
+
+def _fit(speed: TrainingSpeed, batches: int, epochs: int = 2, sample_seconds: float = 0.0,
+         **trainer_args) -> L.Trainer:
+    samples = _SlowSamples(BATCH * batches, sample_seconds)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[speed],
                         num_sanity_val_steps=0, **trainer_args)
     loader = DataLoader(samples, batch_size=BATCH)
-    trainer.fit(_SlowModule(), train_dataloaders=loader, val_dataloaders=DataLoader(samples[:3 * BATCH], BATCH))
+    validation = DataLoader(_SlowSamples(3 * BATCH, 0.0), BATCH)
+    trainer.fit(_SlowModule(), train_dataloaders=loader, val_dataloaders=validation)
     return trainer
 
 
@@ -53,7 +69,19 @@ def test_rate_per_epoch_in_logger_and_log(caplog):
         assert ceiling / 2 < rate <= ceiling
     assert trainer.logged_metrics[METRIC].item() == pytest.approx(speed.rates[1], rel=1e-5)
     lines = [record.getMessage() for record in caplog.records if "training images/s" in record.getMessage()]
-    assert lines == [f"epoch {epoch}: {speed.rates[epoch]:.1f} training images/s" for epoch in (0, 1)]
+    assert lines == [f"epoch {epoch}: {speed.rates[epoch]:.1f} training images/s, "
+                     f"{100 * speed.data_wait_shares[epoch]:.0f}% of it waiting for data" for epoch in (0, 1)]
+    assert trainer.logged_metrics[DATA_WAIT_METRIC].item() == pytest.approx(speed.data_wait_shares[1], rel=1e-5)
+
+
+def test_data_wait_share_is_the_time_between_batches():
+    # A batch takes 4 * 5 ms to load and 20 ms to train: about half the timed window is loading.
+    slow, fast = TrainingSpeed(warmup_batches=1), TrainingSpeed(warmup_batches=1)
+    _fit(slow, batches=8, epochs=1, sample_seconds=STEP_SECONDS / BATCH)
+    _fit(fast, batches=8, epochs=1)
+    assert 0.3 < slow.data_wait_shares[0] < 0.65
+    assert fast.data_wait_shares[0] < 0.2
+    assert slow.rates[0] < fast.rates[0]
 
 
 def test_short_epochs_get_no_figure():
