@@ -70,6 +70,15 @@ def test_split_with_no_usable_image(yolo_dataset):
         datamodule.setup("validate")
 
 
+def test_a_training_split_without_any_label_file_is_refused(yolo_dataset):
+    for label in (yolo_dataset.parent / "labels" / "train").glob("*.txt"):
+        label.unlink()
+    datamodule = YOLODataModule(yolo_dataset, imgsz=64)
+    with pytest.raises(DataConfigError, match=r"no image of split 'train' has a label file; e.g. .*labels.train.img"
+                                              r"\w*\.txt does not exist"):
+        datamodule.setup("fit")
+
+
 def test_test_split(yolo_dataset):
     datamodule = YOLODataModule(yolo_dataset, imgsz=64, workers=0)
     with pytest.raises(DataConfigError, match=r"has no 'test' split; it has train, val"):

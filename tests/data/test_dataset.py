@@ -125,6 +125,28 @@ def test_pillow_fallback_formats(tmp_path, helpers):
         np.testing.assert_allclose(_pixel_boxes(labels, 32)[0], helpers.white_box(image), atol=1.0)
 
 
+@pytest.mark.parametrize("suffix", ["png", "tif"])
+def test_16_bit_images_keep_their_high_byte(tmp_path, suffix):
+    # As OpenCV's imread (ultralytics' loader) reads them; torchvision returns a 16-bit PNG as
+    # uint16, and Pillow's convert("RGB") would clip a 16-bit TIFF at 255.
+    from PIL import Image
+
+    from yolo_slim.data.dataset import decode_rgb
+
+    grey = (np.arange(20 * 40, dtype=np.uint32).reshape(20, 40) * 80).astype(np.uint16)  # 0 .. 63920
+    path = tmp_path / "images" / f"deep.{suffix}"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(grey).save(path)
+    image = decode_rgb(str(path))
+    assert image.dtype == torch.uint8 and image.shape == (3, 20, 40)
+    expected = torch.from_numpy((grey >> 8).astype(np.uint8))
+    assert all(torch.equal(channel, expected) for channel in image)
+    records, _ = scan_split([path], nc=1)
+    dataset = YOLODataset(records, imgsz=32)
+    dataset.cache_images()  # the RAM cache takes only uint8 images: this raised before
+    assert dataset[0][0].dtype == torch.uint8
+
+
 # --- RAM cache -----------------------------------------------------------------------------------
 
 

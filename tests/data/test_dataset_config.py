@@ -164,3 +164,30 @@ def test_not_a_mapping(tmp_path, text, message):
 
 def test_data_config_error_is_a_value_error():
     assert issubclass(DataConfigError, ValueError)
+
+
+def test_a_test_split_that_points_to_nothing_is_left_out(yolo_dataset, caplog):
+    # Exports often name a test split they do not include; only train and val are required.
+    with caplog.at_level(logging.WARNING, logger="yolo_slim.data.dataset_config"):
+        config = load_dataset_config(_fatal(yolo_dataset, test="../test/images"))
+    assert set(config.splits) == {"train", "val"}
+    assert "split 'test' entry '../test/images'" in caplog.text and "the test split is left out" in caplog.text
+
+
+def test_roboflow_layout_finds_parent_relative_splits_beside_the_yaml(tmp_path, helpers):
+    # Roboflow's export: data.yaml beside train/ valid/ test/, entries written as ../train/images.
+    for split in ("train", "valid", "test"):
+        helpers.write_image(tmp_path / "export" / split / "images" / f"{split}.jpg", 32, 32)
+    data_yaml = _write_yaml(tmp_path / "export" / "data.yaml", {
+        "train": "../train/images", "val": "../valid/images", "test": "../test/images", "nc": 1, "names": ["a"]})
+    config = load_dataset_config(data_yaml)
+    assert {split: [path.name for path in paths] for split, paths in config.splits.items()} == {
+        "train": ["train.jpg"], "val": ["valid.jpg"], "test": ["test.jpg"]}
+    assert config.splits["train"][0] == tmp_path / "export" / "train" / "images" / "train.jpg"
+
+
+def test_hidden_files_are_not_images(tmp_path, helpers):
+    helpers.write_image(tmp_path / "images" / "a.jpg", 32, 32)
+    (tmp_path / "images" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    data_yaml = _write_yaml(tmp_path / "data.yaml", {"train": "images", "val": "images", "names": ["a"]})
+    assert [path.name for path in load_dataset_config(data_yaml).splits["train"]] == ["a.jpg"]

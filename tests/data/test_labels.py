@@ -60,9 +60,14 @@ def test_valid_dataset(yolo_dataset, helpers):
     ("0.5 0.5 0.5 0.25 0.25", "bad_class"),
     ("1 0.5 0.5 0 0.25", "zero_size_box"),
     ("1 0.5 0.5 0.25 0.0", "zero_size_box"),
-    ("1 0.95 0.5 0.2 0.2", "out_of_bounds"),  # x2 = 1.05
-    ("1 0.5 0.05 0.2 0.2", "out_of_bounds"),  # y1 = -0.05
+    ("1 320 240 50 60", "out_of_bounds"),  # pixels, not normalised
     ("1 1.5 0.5 0.1 0.1", "out_of_bounds"),
+    ("0 0.1 0.1 0.2 0.2 0.3 0.3 0.4", "wrong_column_count"),  # an odd number of coordinates
+    ("0 0.1 0.1 0.5", "wrong_column_count"),
+    ("0 0.1 0.1 0.5 -0.2 0.3 0.6", "negative_value"),  # a polygon
+    ("3 0.1 0.1 0.5 0.1 0.3 0.6", "bad_class"),
+    ("0 0.1 0.1 0.5 0.1 1.3 0.6", "out_of_bounds"),
+    ("0 0.1 0.1 0.2 0.1 0.3 0.1", "zero_size_box"),  # its points on one horizontal line
     (GOOD_ROW, "duplicate_row"),
     ("0 0.500 0.5 0.2500 0.25", "duplicate_row"),  # the same numbers, written differently
 ])
@@ -77,14 +82,28 @@ def test_bad_rows_are_skipped_and_counted(one_image, bad_row, kind):
     assert f"{kind} x1" in report.summary() and f"{label}:2" in report.summary()
 
 
-def test_boxes_inside_the_tolerance_are_clipped(one_image):
+def test_boxes_overhanging_the_image_are_clipped(one_image):
     image, label = one_image
-    label.write_text("0 0.995 0.5 0.02 0.2\n1 0.1 0.004 0.2 0.01\n")  # x2 = 1.005; y1 = -0.001
+    # x2 = 1.005; y1 = -0.001; x2 = 1.05 (an object leaving the frame); y1 = -0.05; cx a rounding below 0
+    label.write_text("0 0.995 0.5 0.02 0.2\n1 0.1 0.004 0.2 0.01\n1 0.95 0.5 0.2 0.2\n1 0.5 0.05 0.2 0.2\n"
+                     "0 -0.005 0.5 0.1 0.1\n")
     records, report = scan_split([image], nc=2)
-    assert report.problems == {} and report.clipped_boxes == 2
-    np.testing.assert_allclose(records[0].labels, [[0, 0.9925, 0.5, 0.015, 0.2], [1, 0.1, 0.0045, 0.2, 0.009]],
-                               atol=1e-6)
-    assert "2 boxes clipped" in report.summary()
+    assert report.problems == {} and report.clipped_boxes == 5
+    np.testing.assert_allclose(records[0].labels, [[0, 0.9925, 0.5, 0.015, 0.2], [1, 0.1, 0.0045, 0.2, 0.009],
+                                                   [1, 0.925, 0.5, 0.15, 0.2], [1, 0.5, 0.075, 0.2, 0.15],
+                                                   [0, 0.0225, 0.5, 0.045, 0.1]], atol=1e-6)
+    assert "5 boxes clipped" in report.summary()
+
+
+def test_polygon_rows_become_their_bounding_boxes(one_image):
+    # ultralytics' segment labels: class, then x y points; mixed with box rows in one file.
+    image, label = one_image
+    label.write_text("0 0.1 0.1 0.3 0.1 0.2 0.4\n1 0.5 0.5 0.25 0.25\n1 0.9 0.2 1.005 0.3 0.95 0.6 0.85 0.5\n")
+    records, report = scan_split([image], nc=2)
+    assert report.problems == {} and report.polygon_boxes == 2 and report.clipped_boxes == 1
+    np.testing.assert_allclose(records[0].labels, [[0, 0.2, 0.25, 0.2, 0.3], [1, 0.5, 0.5, 0.25, 0.25],
+                                                   [1, 0.925, 0.4, 0.15, 0.4]], atol=1e-6)
+    assert "2 polygon rows kept as their bounding boxes" in report.summary()
 
 
 def test_examples_are_capped_at_three(one_image):
@@ -258,3 +277,51 @@ def test_default_cache_path():
     assert default_cache_path([Path("/d/images/all/a.jpg")], "val") == Path("/d/labels/all-val.yolo_slim.cache")
     assert default_cache_path([], "train") is None
     assert default_cache_path([Path("/a.jpg")], "train") is None
+
+
+def test_images_without_a_label_file_are_backgrounds_counted_and_named(one_image, helpers, caplog):
+    image, label = one_image
+    label.write_text(GOOD_ROW + "\n")
+    unlabelled = helpers.write_image(image.parent / "b.png", 64, 64)
+    records, report = scan_split([image, unlabelled], nc=1)
+    assert len(records) == 2 and report.backgrounds == 1 and report.problems == {}
+    assert report.missing_labels == 1 and report.missing_label_example == str(label.parent / "b.txt")
+    assert f"1 images without a label file, taken as background; e.g. {label.parent / 'b.txt'}" in report.summary()
+    with caplog.at_level(logging.INFO, logger="yolo_slim.test"):
+        report.log(logging.getLogger("yolo_slim.test"))
+    assert caplog.records[-1].levelno == logging.INFO  # some images are labelled: backgrounds are plausible
+    label.unlink()  # now no image of the split has a label file: labels looked for in the wrong place
+    _, report = scan_split([image, unlabelled], nc=1)
+    assert report.missing_labels == 2 and report.objects == 0
+    with caplog.at_level(logging.INFO, logger="yolo_slim.test"):
+        report.log(logging.getLogger("yolo_slim.test"))
+    assert caplog.records[-1].levelno == logging.WARNING
+
+
+def test_a_jpeg_with_data_after_its_end_marker_is_kept(tmp_path, helpers):
+    # Phones append a motion clip or maker data after the JPEG's end marker; the image decodes whole.
+    path = helpers.write_image(tmp_path / "images" / "trailer.jpg", 32, 24, [(8, 8, 24, 16)])
+    path.write_bytes(path.read_bytes() + b"\x00\x01trailing maker data")
+    records, report = scan_split([path], nc=1)
+    assert report.problems == {} and [record.size for record in records] == [(24, 32)]
+    assert decode_rgb(str(path)).shape == (3, 24, 32)
+
+
+@pytest.mark.parametrize("exif", [b"Exif\x00\x00XX*\x00\x08\x00\x00\x00",  # not a TIFF header
+                                  # a valid block whose orientation is 9 (only 1 to 8 exist)
+                                  b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01"
+                                  b"\x00\x09\x00\x00"])
+def test_a_damaged_exif_block_keeps_the_image_unrotated(tmp_path, exif):
+    path = tmp_path / "images" / "exif.jpg"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 40, 3), dtype=np.uint8)).save(path, exif=exif)
+    records, report = scan_split([path], nc=1)
+    assert report.problems == {} and records[0].size == (20, 40)
+
+
+def test_labelimg_classes_file_is_not_an_orphan(one_image):
+    image, label = one_image
+    label.write_text(GOOD_ROW + "\n")
+    (label.parent / "classes.txt").write_text("cat\ndog\n")
+    _, report = scan_split([image], nc=1)
+    assert report.problems == {}

@@ -129,6 +129,12 @@ class YOLODataModule(lightning.LightningDataModule):
         if not records:
             raise DataConfigError(f"data.yaml {str(config.yaml_path)!r}: split '{split}' has no usable image "
                                   f"(all {report.images} were skipped):\n{report.summary(split)}")
+        if split == "train" and report.missing_labels == len(records):
+            # ultralytics refuses this too ("No labels found"): training on backgrounds alone teaches nothing.
+            raise DataConfigError(f"data.yaml {str(config.yaml_path)!r}: no image of split 'train' has a label "
+                                  f"file; e.g. {report.missing_label_example} does not exist (labels are looked "
+                                  f"for where the last '/images/' of the image path becomes '/labels/', else "
+                                  f"beside the image)")
         dataset = YOLODataset(records, self.imgsz, self.augment if split == "train" else None)
         # Training on a GPU, the HSV jitter (the dearest step of a sample: 3.7 of the 7.6 ms of CPU a
         # loader worker spends on it at 640 px, benchmarks/loader_cost.py) is left to

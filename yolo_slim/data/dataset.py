@@ -46,18 +46,30 @@ def decode_rgb(path: str) -> torch.Tensor:
     """Decode an image file to a uint8 (3, H, W) RGB tensor, EXIF orientation applied.
 
     torchvision decodes JPEG, PNG, WEBP and GIF; BMP and TIFF (valid in data.yaml splits) go
-    through Pillow.
+    through Pillow. 16-bit images (thermal, medical, some PNG exports) keep their 8 high bits, as
+    OpenCV's ``imread`` (ultralytics' loader) reads them: torchvision returns such a PNG as uint16,
+    and Pillow's ``convert("RGB")`` would clip a 16-bit TIFF at 255 instead of scaling it.
 
     Raises:
         RuntimeError, OSError, ...: the file cannot be decoded by either.
     """
     try:
-        return decode_image(path, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        image = decode_image(path, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        return image if image.dtype == torch.uint8 else _high_byte(image.to(torch.int32), 16)
     except RuntimeError:
         pass  # an unsupported format, or a corrupt file that Pillow will also refuse
     with Image.open(path) as image:
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
+        image = ImageOps.exif_transpose(image)
+        if image.mode.startswith("I;16"):  # 16-bit grey (the modes Pillow has for 16-bit TIFF and PNG)
+            grey = _high_byte(torch.from_numpy(np.array(image).astype(np.int32)), 16)
+            return grey.expand(3, *grey.shape).contiguous()  # (H, W) -> (3, H, W)
+        rgb = image.convert("RGB")
         return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
+
+
+def _high_byte(pixels: torch.Tensor, bits: int) -> torch.Tensor:
+    """The 8 high bits of ``bits``-bit integer pixels, as uint8."""
+    return (pixels >> (bits - 8)).clamp_(0, 255).to(torch.uint8)
 
 
 class YOLODataset(Dataset[Sample]):

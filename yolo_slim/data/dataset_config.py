@@ -11,7 +11,10 @@ The format, as ultralytics' ``check_dataset`` / ``LoadImagesAndLabels`` read it:
     nc: 2                       # optional; must agree with names
 
 One deliberate difference: ultralytics resolves a relative ``path`` against its own checkout;
-we resolve it against the yaml's folder, so that a dataset folder can be moved as a whole.
+we resolve it against the yaml's folder, so that a dataset folder can be moved as a whole. As in
+ultralytics, a split entry ``../x`` that does not exist is tried as ``x``: Roboflow's exports write
+``train: ../train/images`` in a yaml that sits beside ``train/``. A ``test`` entry that points to
+nothing is left out with a warning (ultralytics checks only ``val``); ``train`` and ``val`` must exist.
 Only the split folders and lists are read here; whether each image exists and is readable is
 checked later, per image, by :func:`yolo_slim.data.labels.scan_split`, which can count and skip
 bad images instead of refusing the whole dataset.
@@ -99,7 +102,13 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
     for split in SPLIT_KEYS:
         if data.get(split) in (None, "", []):
             continue  # only test may get here: train and val were checked above
-        splits[split] = _split_images(split, data[split], root, yaml_path)
+        try:
+            splits[split] = _split_images(split, data[split], root, yaml_path)
+        except DataConfigError as error:
+            if split in REQUIRED_KEYS:
+                raise
+            # An exported dataset often names a test split it did not include; training needs none.
+            log.warning("%s; the %s split is left out", error, split)
     return DatasetConfig(root=root, splits=splits, names=names, yaml_path=yaml_path)
 
 
@@ -142,8 +151,7 @@ def _split_images(split: str, value: Any, root: Path, yaml_path: Path) -> list[P
         if not isinstance(entry, (str, os.PathLike)):
             raise DataConfigError(f"data.yaml {str(yaml_path)!r}: split '{split}' entries must be folder "
                                   f"or .txt paths; found {entry!r}")
-        source = Path(entry).expanduser()
-        source = source if source.is_absolute() else Path(os.path.normpath(root / source))
+        source = _resolve_entry(str(entry), root)
         if source.is_dir():
             images.update(images_in_folder(source))
         elif source.is_file() and source.suffix.lower() == ".txt":
@@ -159,12 +167,30 @@ def _split_images(split: str, value: Any, root: Path, yaml_path: Path) -> list[P
     return sorted(images)
 
 
+def _resolve_entry(entry: str, root: Path) -> Path:
+    source = Path(entry).expanduser()
+    if source.is_absolute():
+        return source
+    resolved = Path(os.path.normpath(root / source))
+    if not resolved.exists() and entry.startswith("../"):
+        # ultralytics' check_dataset does the same retry; Roboflow's data.yaml relies on it.
+        beside = Path(os.path.normpath(root / entry[3:]))
+        if beside.exists():
+            log.info("split entry %r does not exist under %s; using %s (as ultralytics does)", entry, root, beside)
+            return beside
+    return resolved
+
+
 def images_in_folder(folder: Path) -> Iterable[Path]:
-    """Every file below ``folder`` with an image suffix (also `predict`'s folder sources)."""
+    """Every file below ``folder`` with an image suffix (also `predict`'s folder sources).
+
+    Hidden files are left out, as ultralytics' glob leaves them: macOS writes a ``._name.jpg``
+    resource fork beside every image copied to a foreign filesystem, and none of them decodes.
+    """
     # os.walk rather than Path.rglob: a large dataset folder lists several times faster.
     for directory, _, files in os.walk(folder, followlinks=True):
         for name in files:
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
                 yield Path(directory, name)
 
 

@@ -1,10 +1,13 @@
 """Scan a split: check every image and label file once, keep what is usable, count what is not.
 
-Labels are YOLO text files, one object per row ``class cx cy w h`` normalised to [0, 1], found
-by ultralytics' rule (:func:`label_path_for`). A missing label file means a background image,
-as in ultralytics. Everything else that is wrong is *recoverable*: the bad row or image is
-skipped and counted in a :class:`DataReport` with a few ``path:line`` examples, so that one bad
-file among thousands neither stops training nor passes silently.
+Labels are YOLO text files, one object per row ``class cx cy w h`` normalised to [0, 1], or a
+polygon ``class x1 y1 x2 y2 x3 y3 ...`` (ultralytics' segment labels), which becomes its bounding
+box; found by ultralytics' rule (:func:`label_path_for`). A missing label file means a background
+image, as in ultralytics; they are counted and named in the report, since a whole split without
+label files is almost always labels looked for in the wrong place. Everything else that is wrong is
+*recoverable*: the bad row or image is skipped and counted in a :class:`DataReport` with a few
+``path:line`` examples, so that one bad file among thousands neither stops training nor passes
+silently.
 
 Worked example (nc = 2), ``labels/train/a.txt``::
 
@@ -12,7 +15,9 @@ Worked example (nc = 2), ``labels/train/a.txt``::
     1 0.5 0.5 0.2 0.2      kept
     1 0.5 0.5 0.2 0.2      duplicate_row  (a.txt:3)
     2 0.5 0.5 0.2 0.2      bad_class      (a.txt:4, nc = 2)
-    0 0.995 0.5 0.02 0.2   kept, clipped to x2 = 1 (it overhangs by 0.005 < 1e-2)
+    0 0.98 0.5 0.1 0.2     kept, clipped to x2 = 1 (an object leaving the frame)
+    0 0.1 0.1 0.3 0.1 0.2 0.4   kept as the box around the polygon: 0 0.2 0.25 0.2 0.3
+    0 320 240 50 60        out_of_bounds  (pixels, not normalised)
 
 The result of a scan is cached (:func:`scan_split`'s ``cache_path``) with a fingerprint of the
 file list, sizes and modification times, so that a restart does not re-read a large dataset.
@@ -38,13 +43,16 @@ from yolo_slim.data.dataset_config import IMAGE_SUFFIXES
 log = logging.getLogger(__name__)
 
 # Bump when the scan's rules or the cache layout change, so that old caches are rebuilt.
-FORMAT_VERSION = 1
-# Annotation tools round box edges; a box overhanging the image by less than this (in
-# normalised units) is clipped rather than dropped.
+FORMAT_VERSION = 2
+# A normalised value above 1 by more than this means the row is not normalised (pixels, most
+# likely) and is dropped. A box whose values are normalised but whose edges overhang the image
+# (an object leaving the frame, an annotation dragged past the border) is clipped to it, as
+# ultralytics' loader does.
 COORDINATE_TOLERANCE = 1e-2
 MAX_EXAMPLES = 3
 _EXIF_ORIENTATION = 0x0112
 _JPEG_END_OF_IMAGE = b"\xff\xd9"
+_LABELIMG_CLASSES = "classes.txt"  # LabelImg writes the class names beside the labels: not a label file
 
 # kind -> what it means; the order is the order of the checks and of the summary.
 PROBLEM_KINDS: dict[str, str] = {
@@ -52,12 +60,14 @@ PROBLEM_KINDS: dict[str, str] = {
     "corrupt_image": "image unreadable, corrupt or truncated (image skipped)",
     "unreadable_label": "label file unreadable as text (image skipped)",
     "orphan_label": "label file with no image (ignored)",
-    "wrong_column_count": "row without exactly 5 columns (row skipped)",
+    "wrong_column_count": "row neither a box (5 columns) nor a polygon (class and 3 or more x y points) "
+                          "(row skipped)",
     "not_a_number": "row with a value that is not a finite number (row skipped)",
     "negative_value": "row with a negative value (row skipped)",
     "bad_class": "class id not an integer in [0, nc) (row skipped)",
     "zero_size_box": "box with zero width or height (row skipped)",
-    "out_of_bounds": f"box outside [0, 1] by more than {COORDINATE_TOLERANCE:g} (row skipped)",
+    "out_of_bounds": f"value above 1 by more than {COORDINATE_TOLERANCE:g}: not normalised to the image "
+                     "(row skipped)",
     "duplicate_row": "row repeating an earlier row of the same file (row skipped)",
 }
 
@@ -86,6 +96,9 @@ class DataReport:
     objects: int = 0  # label rows kept
     backgrounds: int = 0  # usable images without objects
     clipped_boxes: int = 0  # kept after clipping to the image
+    polygon_boxes: int = 0  # polygon rows kept as their bounding boxes
+    missing_labels: int = 0  # usable images without a label file (background images)
+    missing_label_example: str = ""  # where the first of them was looked for
     from_cache: bool = False
     problems: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -114,13 +127,20 @@ class DataReport:
                 lines.append(f"    {kind} x{self.problems[kind]}: {meaning}; e.g. "
                              + ", ".join(self.examples.get(kind, [])))
         if self.clipped_boxes:
-            lines.append(f"  {self.clipped_boxes} boxes clipped to the image "
-                         f"(they overhung it by less than {COORDINATE_TOLERANCE:g})")
+            lines.append(f"  {self.clipped_boxes} boxes clipped to the image (they overhung its border)")
+        if self.polygon_boxes:
+            lines.append(f"  {self.polygon_boxes} polygon rows kept as their bounding boxes")
+        if self.missing_labels:
+            lines.append(f"  {self.missing_labels} images without a label file, taken as background; "
+                         f"e.g. {self.missing_label_example} (labels are looked for where the last "
+                         f"'/images/' of the image path becomes '/labels/', else beside the image)")
         return "\n".join(lines)
 
     def log(self, logger: logging.Logger, title: str = "data") -> None:
-        """Log :meth:`summary` once: as a warning if anything was skipped, else as info."""
-        logger.log(logging.WARNING if self.problems else logging.INFO, "%s", self.summary(title))
+        """Log :meth:`summary` once: as a warning if anything was skipped or no image has a label file, else as info."""
+        no_labels_at_all = self.usable_images > 0 and self.missing_labels == self.usable_images
+        level = logging.WARNING if self.problems or no_labels_at_all else logging.INFO
+        logger.log(level, "%s", self.summary(title))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (ints, strings, dicts, lists) for a ``weights_only`` cache."""
@@ -207,6 +227,10 @@ def _scan(image_paths: list[Path], label_paths: list[Path], label_listing: list[
         labels = _read_labels(label_path, nc, report)
         if labels is None:
             continue
+        if labels is _NO_LABEL_FILE:
+            report.missing_labels += 1
+            report.missing_label_example = report.missing_label_example or str(label_path)
+            labels = np.zeros((0, 5), dtype=np.float32)
         records.append(ImageRecord(path=image_path, labels=labels, size=size))
         report.objects += len(labels)
         report.backgrounds += len(labels) == 0
@@ -224,17 +248,20 @@ def _check_image(path: Path, report: DataReport) -> tuple[int, int] | None:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            orientation = _exif_orientation(image)
+            orientation = _exif_orientation(image, path)
             image_format = image.format
             # verify() walks the file's structure (PNG chunks and their CRCs, ...) without
             # decoding pixels; it catches a truncated PNG but not a truncated JPEG ...
             image.verify()
         if image_format == "JPEG":
-            # ... so for JPEG check the end-of-image marker, as ultralytics does.
+            # ... so for JPEG check the end-of-image marker, as ultralytics does. Some cameras
+            # append data after it (a phone's motion photo, a maker's trailer): such a file decodes
+            # whole, so only a file that also fails to decode is taken as truncated. (ultralytics
+            # re-saves such files in place; we never write to the user's dataset.)
             with open(path, "rb") as file:
                 file.seek(-2, os.SEEK_END)
                 if file.read() != _JPEG_END_OF_IMAGE:
-                    raise OSError("JPEG lacks its end-of-image marker (truncated)")
+                    _decode_whole(path)
     except Exception as error:  # Pillow raises many types (OSError, SyntaxError, ValueError ...)
         log.debug("corrupt image %s: %s", path, error)
         report.add_problem("corrupt_image", str(path))
@@ -243,25 +270,46 @@ def _check_image(path: Path, report: DataReport) -> tuple[int, int] | None:
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
-def _exif_orientation(image: Image.Image) -> int:
+def _exif_orientation(image: Image.Image, path: Path) -> int:
+    """The EXIF orientation (1 to 8); 1 when the EXIF block is missing or unreadable.
+
+    A damaged EXIF block does not make the pixels unusable: the image is kept, unrotated.
+    """
     # From the raw EXIF block that opening the file already read: Image.getexif() would decode
     # a PNG's pixels (and then verify() refuses to run).
-    raw = image.info.get("exif")
-    if raw:
-        exif = Image.Exif()
-        exif.load(raw)
-        return int(exif.get(_EXIF_ORIENTATION, 1))
-    if image.format == "TIFF":  # TIFF keeps orientation among its own tags, read at open
-        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    return 1
+    try:
+        raw = image.info.get("exif")
+        if raw:
+            exif = Image.Exif()
+            exif.load(raw)
+            orientation = int(exif.get(_EXIF_ORIENTATION, 1))
+        elif image.format == "TIFF":  # TIFF keeps orientation among its own tags, read at open
+            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+        else:
+            orientation = 1
+    except Exception as error:  # Pillow raises SyntaxError, TypeError, struct.error ... on a bad block
+        log.debug("unreadable EXIF in %s (%s); taking orientation 1", path, error)
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def _decode_whole(path: Path) -> None:
+    """Decode every pixel with Pillow; raises OSError ("image file is truncated") when data is missing."""
+    with Image.open(path) as image:
+        image.load()
+
+
+# _read_labels' answer for an image without a label file (a background image, counted apart).
+_NO_LABEL_FILE = np.zeros((0, 5), dtype=np.float32)
 
 
 def _read_labels(label_path: Path, nc: int, report: DataReport) -> np.ndarray | None:
-    """The kept rows (n, 5); an empty array for a background image; None if unreadable."""
+    """The kept rows (n, 5); an empty array for a background image (:data:`_NO_LABEL_FILE` when the
+    file does not exist); None if unreadable."""
     try:
         text = label_path.read_text()
     except FileNotFoundError:
-        return np.zeros((0, 5), dtype=np.float32)
+        return _NO_LABEL_FILE
     except (OSError, UnicodeDecodeError) as error:
         log.debug("unreadable label file %s: %s", label_path, error)
         report.add_problem("unreadable_label", str(label_path))
@@ -281,14 +329,20 @@ def _read_labels(label_path: Path, nc: int, report: DataReport) -> np.ndarray | 
             report.add_problem("duplicate_row", f"{label_path}:{line_number}")
             continue
         report.clipped_boxes += clipped
+        report.polygon_boxes += len(fields) > 5
         seen.add(row)
         rows.append(row)
     return np.array(rows, dtype=np.float32).reshape(-1, 5)
 
 
 def _parse_row(fields: list[str], nc: int) -> tuple[tuple[float, ...], bool] | str:
-    """``((cls, cx, cy, w, h), clipped)`` for a usable row, else the problem kind."""
-    if len(fields) != 5:
+    """``((cls, cx, cy, w, h), clipped)`` for a usable row, else the problem kind.
+
+    A polygon row (class, then 3 or more ``x y`` points) gives the box around its points, as
+    ultralytics' ``segments2boxes`` does.
+    """
+    polygon = len(fields) >= 7 and len(fields) % 2 == 1
+    if len(fields) != 5 and not polygon:
         return "wrong_column_count"
     try:
         values = [float(value) for value in fields]
@@ -296,22 +350,29 @@ def _parse_row(fields: list[str], nc: int) -> tuple[tuple[float, ...], bool] | s
         return "not_a_number"
     if not all(math.isfinite(value) for value in values):
         return "not_a_number"
-    if any(value < 0 for value in values):
+    # Coordinates may undershoot 0 by the tolerance (rounded by an annotation tool; clipped below).
+    if values[0] < 0 or any(value < -COORDINATE_TOLERANCE for value in values[1:]):
         return "negative_value"
-    class_id, center_x, center_y, width, height = values
+    if any(value > 1 + COORDINATE_TOLERANCE for value in values[1:]):
+        return "out_of_bounds"
+    class_id = values[0]
     if class_id != int(class_id) or class_id >= nc:
         return "bad_class"
-    if width == 0 or height == 0:
+    if polygon:
+        xs, ys = values[1::2], values[2::2]
+        x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+    else:
+        _, center_x, center_y, width, height = values
+        x1, y1 = center_x - width / 2, center_y - height / 2
+        x2, y2 = center_x + width / 2, center_y + height / 2
+    if x2 <= x1 or y2 <= y1:
         return "zero_size_box"
-    x1, y1 = center_x - width / 2, center_y - height / 2
-    x2, y2 = center_x + width / 2, center_y + height / 2
-    if min(x1, y1) < -COORDINATE_TOLERANCE or max(x2, y2) > 1 + COORDINATE_TOLERANCE:
-        return "out_of_bounds"
     clipped = min(x1, y1) < 0 or max(x2, y2) > 1
     if clipped:
         x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, 1.0), min(y2, 1.0)
         if x2 <= x1 or y2 <= y1:
             return "zero_size_box"
+    if clipped or polygon:
         center_x, center_y, width, height = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
     return (class_id, center_x, center_y, width, height), clipped
 
@@ -337,7 +398,7 @@ def _orphan_labels(expected: set[Path], label_listing: list[Path]) -> list[Path]
     """
     orphans, stems_by_folder = [], {}
     for label_path in label_listing:
-        if label_path in expected:
+        if label_path in expected or label_path.name == _LABELIMG_CLASSES:
             continue
         image_folder = _image_folder_for(label_path.parent)
         if image_folder not in stems_by_folder:
