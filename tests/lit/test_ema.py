@@ -30,3 +30,12 @@ def test_ramped_decay_and_buffers():
 def test_bad_decay():
     with pytest.raises(ValueError, match=r"ema decay must be in \[0, 1\), found 1.0"):
         make_ema(nn.Linear(1, 1), decay=1.0)
+
+
+def test_the_ema_and_its_counter_live_on_the_model_device():
+    # An EMA made after a prune inside a DDP fit is never moved by Lightning: a CPU counter there
+    # reaches DDP's buffer broadcast, which NCCL refuses. The meta device stands in for CUDA.
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).to("meta")
+    ema = make_ema(model)
+    assert {tensor.device.type for tensor in [*ema.parameters(), *ema.buffers()]} == {"meta"}
+    assert ema.n_averaged.device.type == "meta"

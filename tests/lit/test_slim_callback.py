@@ -105,8 +105,13 @@ def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic
     snapshots = {}
 
     class _Snapshot(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                snapshots["momenta_before"] = [group["momentum"] for group in trainer.optimizers[0].param_groups]
+
         def on_train_epoch_start(self, trainer, pl_module):
             if trainer.current_epoch == 1:  # runs after SlimCallback's hook: the network is already pruned
+                snapshots["momenta_after"] = [group["momentum"] for group in trainer.optimizers[0].param_groups]
                 snapshots["after_prune"] = {k: v.clone() for k, v in pl_module.model.state_dict().items()}
                 optimizer_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
                 snapshots["optimizer_has_new_params"] = all(id(p) in optimizer_params
@@ -118,6 +123,8 @@ def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic
     assert count_parameters(module.model) < 0.6 * dense_params
     assert count_parameters(module.inference_model) == count_parameters(module.model)  # EMA compacted too
     assert snapshots["optimizer_has_new_params"]
+    # The warm-up's momentum goes on through the prune (a fresh schedule would start it at 0.8 again).
+    assert snapshots["momenta_after"] == snapshots["momenta_before"] and min(snapshots["momenta_before"]) > 0.8
     changed = [k for k, v in module.model.state_dict().items()
                if v.is_floating_point() and not torch.equal(v, snapshots["after_prune"][k])]
     assert any(k.endswith("conv.weight") for k in changed)  # fine-tuning trains the new parameters
@@ -143,6 +150,26 @@ def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic
     channels = events.Images("slim/channels")[0]
     assert channels.width > 300 and channels.height > 200  # the PNG itself, not a placeholder
     assert "slim/gamma" in events.Tags()["histograms"]
+
+
+def test_a_restarted_schedule_spans_the_fine_tune(tmp_path, synthetic_cache):
+    # finetune_schedule="restart": a fresh warm-up and decay over the steps left, ending at the final rate.
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    callback = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5, finetune_schedule="restart")
+    seen = {}
+
+    class _AtThePrune(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):  # after SlimCallback's: the new schedule is in
+            if trainer.current_epoch == 1:
+                seen["steps_done"] = trainer.global_step
+                seen["scheduler"] = trainer.lr_scheduler_configs[0].scheduler
+
+    trainer = _trainer(3, [callback, _AtThePrune()], tmp_path, limit_val_batches=1)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    scheduler = seen["scheduler"]
+    assert scheduler is trainer.lr_scheduler_configs[0].scheduler
+    assert seen["steps_done"] > 0 and scheduler.total_steps == trainer.global_step - seen["steps_done"]
+    assert scheduler.last_epoch == scheduler.total_steps  # the decay ran to its end, not part of the way
 
 
 def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):

@@ -28,9 +28,13 @@ def rebuild_optimizers(trainer: L.Trainer, pl_module: L.LightningModule, continu
     """Re-run ``configure_optimizers`` for new parameters (after a prune), and re-wrap DDP.
 
     With ``continue_schedule`` each new LR scheduler takes its predecessor's state (same number of
-    param groups), so the schedule goes on where it was instead of restarting.
+    param groups), so the schedule goes on where it was instead of restarting, and each group keeps
+    the rate and momentum it had (else the first step after the prune would take the fresh
+    schedule's step-0 momentum).
     """
     old_states = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+    # What a scheduler drives besides the rate (YOLOv5's warm-up ramps SGD's momentum), per group.
+    old_momenta = [[group.get("momentum") for group in optimizer.param_groups] for optimizer in trainer.optimizers]
     strategy = trainer.strategy
     if isinstance(strategy, DDPStrategy):
         # DDP registered its all-reduce hooks on the old parameters: wrap the new ones afresh.
@@ -46,6 +50,11 @@ def rebuild_optimizers(trainer: L.Trainer, pl_module: L.LightningModule, continu
         config.scheduler.load_state_dict(state)
         for group, rate in zip(config.scheduler.optimizer.param_groups, config.scheduler.get_last_lr()):
             group["lr"] = rate
+    for optimizer, momenta in zip(trainer.optimizers, old_momenta):
+        if len(optimizer.param_groups) == len(momenta):
+            for group, momentum in zip(optimizer.param_groups, momenta):
+                if momentum is not None and "momentum" in group:
+                    group["momentum"] = momentum
 
 
 def batch_fraction(trainer: L.Trainer, batch_idx: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -39,6 +40,10 @@ def make_ema(model: nn.Module, decay: float = 0.9999, ramp_updates: float = 2000
         raise ValueError(f"ema decay must be in [0, 1), found {decay}")
     if ramp_updates <= 0:
         raise ValueError(f"ema ramp_updates must be > 0, found {ramp_updates}")
-    ema = AveragedModel(model, multi_avg_fn=ramped_ema_update(decay, ramp_updates), use_buffers=True)
+    # On the model's device: AveragedModel would otherwise keep its update counter (a buffer) on the
+    # CPU, and an EMA made after a prune, inside a DDP fit, would hand that CPU buffer to DDP's
+    # buffer broadcast, which NCCL refuses (Lightning moves modules to the device only at setup).
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
+    ema = AveragedModel(model, device=device, multi_avg_fn=ramped_ema_update(decay, ramp_updates), use_buffers=True)
     ema.requires_grad_(False)
     return ema.eval()

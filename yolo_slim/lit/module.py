@@ -167,10 +167,17 @@ class YOLOv5Module(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        """Optimizer and per-step LR schedule, rebuilt from the factories whenever called (also after pruning)."""
+        """Optimizer and per-step LR schedule, rebuilt from the factories whenever called (also after pruning).
+
+        The schedule spans the optimizer steps the fit has left: all of them at the start, the rest
+        when a prune rebuilds it mid-fit (``finetune_schedule="restart"``; with "continue" the old
+        schedule's state replaces this one's).
+        """
         optimizer = self.optimizer_factory(parameter_groups(self.model, self.hparams.weight_decay))
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        trainer = self.trainer
+        total_steps = max(int(trainer.estimated_stepping_batches) - trainer.global_step, 1)
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        epochs = max(epochs - trainer.current_epoch, 1)
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps,
                                            steps_per_epoch=max(math.ceil(total_steps / epochs), 1),
                                            batches_per_step=self.trainer.accumulate_grad_batches)
