@@ -13,6 +13,17 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "yolo_slim", *args], capture_output=True, text=True, timeout=300)
 
 
+def test_a_ddp_child_runs_its_parents_command(monkeypatch):
+    # Lightning's launcher re-runs argv without the command word, marking the child with hydra.job.name.
+    child = ["ckpt=best.ckpt", "hydra.run.dir=\"/runs/val\"", "hydra.job.name=train_ddp_process_1"]
+    monkeypatch.setenv("YOLO_SLIM_COMMAND", "val")
+    assert split_command(child) == ("val", child)
+    assert split_command(["trainer.max_epochs=1"]) == ("train", ["trainer.max_epochs=1"])  # not a DDP child
+    assert split_command(["prune", *child]) == ("prune", child)  # a command word always wins
+    monkeypatch.delenv("YOLO_SLIM_COMMAND")
+    assert split_command(child) == ("train", child)
+
+
 def test_split_command():
     assert split_command(["info", "model=yolov5n"]) == ("info", ["model=yolov5n"])
     # No command word: train (Lightning's DDP children re-run argv without it).

@@ -42,3 +42,18 @@ def test_prune_needs_exactly_one_target(trained_run, tmp_path, cli_environment):
     assert "give exactly one of prune.ratio, prune.threshold, prune.flops_target; found none" in result.stderr
     result = run_cli(["prune", f"ckpt={best}", "prune.ratio=1.5", f"hydra.run.dir={tmp_path}"], cli_environment, 120)
     assert "ratio must be in [0, 1), found 1.5" in result.stderr
+
+
+@pytest.mark.slow
+def test_prune_and_fine_tune_on_two_processes(trained_run, tmp_path, cli_environment):
+    # Each DDP child must run prune (not the default train), and one rank writes the summary and prints.
+    run_dir = tmp_path / "pruned"
+    result = run_cli(["prune", f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", "prune.ratio=0.3",
+                      "prune.finetune_epochs=1", "data.workers=0", "trainer.accelerator=cpu", "trainer.devices=2",
+                      f"hydra.run.dir={run_dir}"], cli_environment, 300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("channels: params") == 1 and "error" not in result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert list(summary["stages"]) == ["train", "pruned", "finetuned"]
+    assert all("latency_ms" in stage for stage in summary["stages"].values())
+    assert summary["checkpoint"] == str(run_dir / "checkpoints" / "finetuned.ckpt")

@@ -40,6 +40,17 @@ def test_val_of_the_best_checkpoint_reproduces_its_map(trained_run, cli_environm
 
 
 @pytest.mark.slow
+def test_val_on_two_processes(trained_run, tmp_path, cli_environment):
+    # Lightning's DDP launcher re-runs the arguments without the command word: each child must run val too.
+    best = trained_run / "checkpoints" / "best.ckpt"
+    validated = run_cli(["val", f"ckpt={best}", "data.workers=0", "trainer.accelerator=cpu", "trainer.devices=2",
+                         f"hydra.run.dir={tmp_path}"], cli_environment, 300)
+    assert validated.returncode == 0, validated.stderr[-3000:]  # the child ran `train` before: killed, 137
+    assert "error" not in validated.stderr
+    assert json.loads(validated.stdout[validated.stdout.index("{"):])["checkpoint"] == str(best)
+
+
+@pytest.mark.slow
 def test_bad_settings_fail_at_start_up(tmp_path, cli_environment):
     result = run_cli(["train", *TINY_TRAIN, "data.batch_size=0", f"hydra.run.dir={tmp_path}"], cli_environment, 120)
     assert result.returncode != 0

@@ -1,9 +1,11 @@
 """Command-line entry: ``python -m yolo_slim <command> [overrides]``; the only place Hydra lives.
 
 Hydra parses ``sys.argv`` itself and would take a bare ``train`` for a malformed override, so
-the dispatcher pops the command word first. An argument list without a command means ``train``:
-Lightning's DDP launcher re-runs ``sys.argv[1:]`` (already without the command) in its child
-processes, and they must land in the same command. ``train resume=RUN`` is rewritten here into a
+the dispatcher pops the command word first. An argument list without a command means ``train``,
+except in the child processes Lightning's DDP launcher starts: it re-runs ``sys.argv[1:]`` (already
+without the command) with ``hydra.job.name=train_ddp_process_<rank>`` added, and such a child takes
+the command its parent ran from the environment (``YOLO_SLIM_COMMAND``), so that ``val`` or
+``prune`` on several devices runs ``val`` or ``prune`` on each. ``train resume=RUN`` is rewritten here into a
 Hydra run of that folder's own saved config (:mod:`yolo_slim.cli.resume`). Errors the user caused
 come out as one line and exit status 2 (:mod:`yolo_slim.cli.errors`).
 """
@@ -25,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "export": "deployable file of a checkpoint: ONNX, ultralytics .pt or TorchScript, each checked",
 }
 DEFAULT_COMMAND = "train"
+# The command of the running dispatcher, for the DDP child processes Lightning starts (see above).
+COMMAND_VARIABLE = "YOLO_SLIM_COMMAND"
+_DDP_CHILD_MARK = "hydra.job.name=train_ddp_process_"  # what Lightning's launcher adds to a child's argv
 _USAGE = "usage: python -m yolo_slim <command> [key=value ...]\n\ncommands:\n"
 
 
@@ -50,6 +55,9 @@ def split_command(argv: list[str]) -> tuple[str, list[str]]:
         return argv[0], argv[1:]
     if argv and not argv[0].startswith("-") and "=" not in argv[0]:
         raise UsageError(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}")
+    inherited = os.environ.get(COMMAND_VARIABLE)
+    if inherited in COMMANDS and any(argument.startswith(_DDP_CHILD_MARK) for argument in argv):
+        return inherited, argv
     return DEFAULT_COMMAND, argv
 
 
@@ -86,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
 
         register_schemas()  # the dataclasses behind the yaml files' `- /schema/...` defaults
         sys.argv = [sys.argv[0], *overrides]
+        os.environ[COMMAND_VARIABLE] = command  # inherited by Lightning's DDP children (split_command)
         failed: list[str] = []
         sweep = bool({"-m", "--multirun"} & set(overrides))
 

@@ -78,16 +78,23 @@ def run(config: DictConfig) -> None:
     after = stage_metrics(trainer, module, datamodule, imgsz)
     checkpoint = run_dir / "checkpoints" / "pruned.ckpt"
     trainer.save_checkpoint(checkpoint)
-    from yolo_slim.slim.plots import write_prune_artifacts  # matplotlib: imported when used
+    # On several devices every rank holds the same plan and network (the same weights, the same
+    # rules); one writes the files and times the CPU latency (ranks timing at once would slow each other).
+    writer = trainer.is_global_zero
+    pictures: dict[str, Path] = {}
+    if writer:
+        from yolo_slim.slim.plots import write_prune_artifacts  # matplotlib: imported when used
 
-    pictures = write_prune_artifacts(run_dir, dense, small, imgsz, histogram_title="|gamma| of the checkpoint, "
-                                     f"before pruning (threshold {plan.threshold:.3g})")
+        pictures = write_prune_artifacts(run_dir, dense, small, imgsz, histogram_title="|gamma| of the checkpoint, "
+                                         f"before pruning (threshold {plan.threshold:.3g})")
     stages = {"train": before, "pruned": after}
-    for stage in stages.values():
+    for stage in stages.values() if writer else ():
         stage["latency_ms"] = round(cpu_latency_ms(module.inference_model if stage is after else dense, imgsz), 3)
     if finetune_epochs:
         stages["finetuned"], checkpoint = _finetune(trainer_settings, module, datamodule, imgsz, finetune_epochs,
                                                     run_dir, pictures)
+    if not writer:
+        return
     pictures_of_predictions.write(run_dir, module.inference_model, final_title=(
         f"pruned + fine-tuned ({finetune_epochs} epochs)" if finetune_epochs else "pruned"))
     write_summary(run_dir, model=str(config.ckpt), imgsz=imgsz, data=str(data), stages=stages,
@@ -124,5 +131,6 @@ def _finetune(trainer_settings: dict, module: YOLOv5Module, datamodule: YOLOData
         log_images(trainer, pictures, step=0)
     trainer.fit(module, datamodule=datamodule)
     stage = stage_metrics(trainer, module, datamodule, imgsz)
-    stage["latency_ms"] = round(cpu_latency_ms(module.inference_model, imgsz), 3)
+    if trainer.is_global_zero:
+        stage["latency_ms"] = round(cpu_latency_ms(module.inference_model, imgsz), 3)
     return stage, Path(checkpoints.best_model_path or checkpoints.last_model_path)

@@ -21,5 +21,6 @@ def run(config: DictConfig) -> None:
         data = datamodule.data_yaml
         trainer = L.Trainer(**trainer_arguments(config.trainer), logger=False, enable_checkpointing=False)
     results = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    print(json.dumps({"checkpoint": str(checkpoint), "data": str(data), "imgsz": imgsz,
-                      "map50": float(results["val/map50"]), "map": float(results["val/map"])}, indent=2))
+    if trainer.is_global_zero:  # on several devices every rank has the (synchronised) result; one prints it
+        print(json.dumps({"checkpoint": str(checkpoint), "data": str(data), "imgsz": imgsz,
+                          "map50": float(results["val/map50"]), "map": float(results["val/map"])}, indent=2))
