@@ -27,6 +27,9 @@ What it checks:
    yolo_slim checkpoints (``--dense``, ``--pruned``; skipped without them), on the built-in
    synthetic validation set in YOLO layout; yolo_slim's own ``val`` on the same files and data beside
    their mAP.
+3. Their ``detect.py`` and ``val.py`` on the ONNX file ``python -m yolo_slim export ckpt=... format=onnx
+   half=false`` writes (their ``DetectMultiBackend`` reads its stride and class names from the file's
+   metadata; fp32, since their CPU path feeds fp32 images).
 
 torch >= 2.6 defaults ``torch.load`` to ``weights_only=True``, which refuses every whole-model
 ``.pt``, ultralytics' own releases included; their v7.0 code predates that, so it runs here with
@@ -128,28 +131,17 @@ def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def their_tools(checkpoints: dict[str, Path], data: Path, imgsz: int, folder: Path) -> None:
     print("\n| checkpoint | exported .pt | their detect.py --save-txt on the val images | their val.py mAP50 / "
-          "mAP50-95 | yolo_slim val on the .pt | their export.py --include onnx torchscript |")
-    print("|---|---|---|---:|---:|---|")
+          "mAP50-95 | yolo_slim val on the .pt | their export.py --include onnx torchscript | our .onnx: their "
+          "detect.py | our .onnx: their val.py mAP50 / mAP50-95 |")
+    print("|---|---|---|---:|---:|---|---|---:|")
     for kind, checkpoint in checkpoints.items():
         exported = folder / f"{kind}.pt"
         result = _run([sys.executable, "-m", "yolo_slim", "export", f"ckpt={checkpoint}", "format=ultralytics",
                        f"output={exported}"], ROOT)
         if result.returncode:
             raise SystemExit(f"yolo_slim export failed:\n{result.stderr[-3000:]}")
-        detect = _run([sys.executable, str(THEIRS / "detect.py"), "--weights", str(exported), "--source",
-                       str(Path(data).parent / "images" / "val"), "--imgsz", str(imgsz), "--device", "cpu",
-                       "--save-txt", "--nosave", "--project", str(folder / "detect"), "--name", kind], folder)
-        labels = list((folder / "detect" / kind / "labels").glob("*.txt"))
-        boxes = sum(len(label.read_text().splitlines()) for label in labels)
-        detect_text = f"{len(labels)} images with boxes, {boxes} boxes" if detect.returncode == 0 else \
-            f"failed: {(detect.stderr or detect.stdout).strip().splitlines()[-1]}"
-        val = _run([sys.executable, str(THEIRS / "val.py"), "--weights", str(exported), "--data", str(data),
-                    "--imgsz", str(imgsz), "--batch-size", "16", "--device", "cpu", "--workers", "0",
-                    "--project", str(folder / "val"), "--name", kind], folder)
-        row = re.search(r"^\s+all\s+\d+\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", val.stdout + val.stderr,
-                        re.MULTILINE)
-        theirs = f"{float(row.group(3)):.3f} / {float(row.group(4)):.3f}" if row else \
-            f"failed: {(val.stderr or val.stdout).strip().splitlines()[-1]}"
+        detect_text = _their_detect(exported, data, imgsz, folder, kind)
+        theirs = _their_val(exported, data, imgsz, folder, kind)
         ours_run = _run([sys.executable, "-m", "yolo_slim", "val", f"ckpt={exported}", f"data.path={data}",
                          f"data.imgsz={imgsz}", "data.workers=0"], folder)
         ours = json.loads(ours_run.stdout[ours_run.stdout.index("{"):]) if ours_run.returncode == 0 else None
@@ -165,9 +157,38 @@ def their_tools(checkpoints: dict[str, Path], data: Path, imgsz: int, folder: Pa
         export_text = ("succeeded: " + ", ".join(written)) if export.returncode == 0 and not missing else \
             f"failed (exit {export.returncode}, no {', '.join(missing) or 'file missing'}): " \
             f"{'; '.join(failures) or (export.stderr or export.stdout).strip().splitlines()[-1]}"
+        onnx_file = folder / f"{kind}-ours.onnx"
+        result = _run([sys.executable, "-m", "yolo_slim", "export", f"ckpt={checkpoint}", "format=onnx", "half=false",
+                       f"imgsz={imgsz}", f"output={onnx_file}"], ROOT)
+        if result.returncode:
+            onnx_detect = onnx_val = f"yolo_slim export failed: {result.stderr.strip().splitlines()[-1]}"
+        else:
+            onnx_detect = _their_detect(onnx_file, data, imgsz, folder, f"{kind}-onnx")
+            onnx_val = _their_val(onnx_file, data, imgsz, folder, f"{kind}-onnx")
         print(f"| {checkpoint} ({kind}) | {exported.stat().st_size / 1e6:.2f} MB fp16 | {detect_text} | {theirs} | "
-              f"{ours_text} | "
-              f"{export_text} |", flush=True)
+              f"{ours_text} | {export_text} | {onnx_detect} | {onnx_val} |", flush=True)
+
+
+def _their_detect(weights: Path, data: Path, imgsz: int, folder: Path, name: str) -> str:
+    """Their detect.py --save-txt on the validation images: how many images got boxes, and how many boxes."""
+    detect = _run([sys.executable, str(THEIRS / "detect.py"), "--weights", str(weights), "--source",
+                   str(Path(data).parent / "images" / "val"), "--imgsz", str(imgsz), "--device", "cpu",
+                   "--save-txt", "--nosave", "--project", str(folder / "detect"), "--name", name], folder)
+    labels = list((folder / "detect" / name / "labels").glob("*.txt"))
+    boxes = sum(len(label.read_text().splitlines()) for label in labels)
+    return f"{len(labels)} images with boxes, {boxes} boxes" if detect.returncode == 0 else \
+        f"failed: {(detect.stderr or detect.stdout).strip().splitlines()[-1]}"
+
+
+def _their_val(weights: Path, data: Path, imgsz: int, folder: Path, name: str) -> str:
+    """Their val.py's mAP50 / mAP50-95 line on ``data``."""
+    val = _run([sys.executable, str(THEIRS / "val.py"), "--weights", str(weights), "--data", str(data),
+                "--imgsz", str(imgsz), "--batch-size", "16", "--device", "cpu", "--workers", "0",
+                "--project", str(folder / "val"), "--name", name], folder)
+    row = re.search(r"^\s+all\s+\d+\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", val.stdout + val.stderr,
+                    re.MULTILINE)
+    return f"{float(row.group(3)):.3f} / {float(row.group(4)):.3f}" if row else \
+        f"failed: {(val.stderr or val.stdout).strip().splitlines()[-1]}"
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ import re
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from model_support import RunsCommand
@@ -89,9 +90,16 @@ def test_round_trip_of_an_ultralytics_layout_checkpoint(tmp_path, package, confi
     path = tmp_path / "weights.pt"
     with _FakeUltralytics(package) as fake:
         pickled = fake.pickled_model(original, yaml_dict, names, v5_anchor_grid=config.endswith("-v5")).half()
-        other = None if key == "model" else pickled
-        torch.save({"model": pickled if key == "model" else None, "ema": other, "epoch": -1,
-                    "optimizer": None, "updates": None, "date": "2022-11-22"}, path)
+        if key == "model":  # a release: strip_optimizer emptied the training state
+            content = {"model": pickled, "ema": None, "epoch": -1, "optimizer": None, "updates": None,
+                       "best_fitness": None}
+        else:  # their train.py's last.pt: best_fitness is the ndarray fitness() returns, the optimizer's state
+            optimizer = torch.optim.SGD(pickled.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+            content = {"model": None, "ema": pickled, "epoch": 3, "updates": 120,
+                       "best_fitness": np.array([0.4213]), "optimizer": optimizer.state_dict(),
+                       "opt": {"weights": "yolov5n.pt", "epochs": 100, "hyp": {"lr0": np.float64(0.01)}},
+                       "git": {"remote": "", "branch": None, "commit": None}}
+        torch.save({**content, "date": "2022-11-22"}, path)
     assert package not in sys.modules
     loaded = load_yolov5(path)
     assert loaded.names == ["cat", "dog", "cow"] and loaded.nc == 3

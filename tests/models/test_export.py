@@ -5,6 +5,7 @@ the largest difference in decoded outputs is 1.5e-4 for the dense model and 9e-5
 compaction, on predictions up to ~400 (box sizes in pixels); the tests allow 1e-3.
 """
 
+import ast
 import json
 
 import numpy as np
@@ -93,7 +94,8 @@ def test_settings_errors(dense, dense_file, tmp_path, monkeypatch):
 
 def test_the_onnx_file_carries_names_and_stride(dense_file):
     metadata = {entry.key: entry.value for entry in onnx.load(str(dense_file)).metadata_props}
-    assert metadata["stride"] == "32" and json.loads(metadata["names"]) == {"0": "0", "1": "1", "2": "2"}
+    # As ultralytics' export writes it: their DetectMultiBackend eval()s it and reads names[0].
+    assert metadata["stride"] == "32" and ast.literal_eval(metadata["names"]) == {0: "0", 1: "1", 2: "2"}
 
 
 def test_torchscript_parity_a_free_batch_axis_and_its_config(dense, tmp_path):

@@ -13,6 +13,7 @@ checkpoint's own yaml. Anything outside the allow-list stops the load with
 
 from __future__ import annotations
 
+import codecs
 import logging
 import pickle
 import types
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from yolo_slim.models.registry import ultralytics_class_names
@@ -50,6 +52,7 @@ _YOLOV5_MODULES = ("models.yolo", "models.common", "models.experimental",
                    "yolov5.models.yolo", "yolov5.models.common", "yolov5.models.experimental")
 _YOLOV5_OTHER_CLASSES = frozenset({"Model", "DetectionModel", "BaseModel", "BottleneckCSP", "CrossConv", "C3x",
                                    "DWConv", "C3SPP", "MixConv2d", "Contract", "Expand"})
+_NUMPY_MULTIARRAY = (getattr(np, "_core", None) or np.core).multiarray
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
@@ -62,6 +65,15 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "object"): object,
+    # numpy arrays and scalars: an unstripped ultralytics training checkpoint (their last.pt, or an
+    # epoch file of --save-period) stores best_fitness as an ndarray. These build an array of the
+    # ndarray class (the only array class allowed here) from a dtype and bytes; nothing runs.
+    # (numpy 2 names the module numpy._core.multiarray, numpy 1 numpy.core.multiarray; files of either load.)
+    **{(module, name): getattr(_NUMPY_MULTIARRAY, name)
+       for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles spell an array's bytes
 }
 
 

@@ -64,7 +64,9 @@ def export_onnx(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 
         torch.onnx.export(network, (example,), str(path), dynamo=False, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=opset, dynamic_axes=axes,
                           do_constant_folding=True)
-    _add_metadata(path, {"stride": str(int(network.stride.max())), "names": json.dumps(dict(enumerate(model.names)))})
+    # The names as Python writes a dict, as ultralytics' export does: their DetectMultiBackend eval()s this
+    # text and indexes it by int (names[0]); a JSON object's string keys would fail there.
+    _add_metadata(path, {"stride": str(int(network.stride.max())), "names": str(dict(enumerate(model.names)))})
     log.info("exported %s (%dx%d, opset %d, %.2f MB)", path, height, width, opset, path.stat().st_size / 1e6)
     return path
 
