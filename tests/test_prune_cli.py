@@ -47,13 +47,19 @@ def test_prune_needs_exactly_one_target(trained_run, tmp_path, cli_environment):
 @pytest.mark.slow
 def test_prune_and_fine_tune_on_two_processes(trained_run, tmp_path, cli_environment):
     # Each DDP child must run prune (not the default train), and one rank writes the summary and prints.
+    # The fine-tune takes train's recipe: the optim group, 64 images per optimizer step, the loss at its size.
     run_dir = tmp_path / "pruned"
     result = run_cli(["prune", f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", "prune.ratio=0.3",
                       "prune.finetune_epochs=1", "data.workers=0", "trainer.accelerator=cpu", "trainer.devices=2",
-                      f"hydra.run.dir={run_dir}"], cli_environment, 300)
+                      "optim.weight_decay=0.001", "data.imgsz=64", f"hydra.run.dir={run_dir}"], cli_environment, 300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("channels: params") == 1 and "error" not in result.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert list(summary["stages"]) == ["train", "pruned", "finetuned"]
     assert all("latency_ms" in stage for stage in summary["stages"].values())
     assert summary["checkpoint"] == str(run_dir / "checkpoints" / "finetuned.ckpt")
+    finetuned = torch.load(run_dir / "checkpoints" / "finetuned.ckpt", weights_only=True)
+    # 24 images, batches of 8 over 2 ranks: 2 batches each, summed into one step (8 batches of 8 make 64)
+    assert finetuned["global_step"] == 1
+    assert finetuned["hyper_parameters"]["weight_decay"] == pytest.approx(0.001 * 8 * 8 / 64)
+    assert finetuned["hyper_parameters"]["imgsz"] == 64

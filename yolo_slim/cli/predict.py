@@ -22,7 +22,7 @@ from torchvision.io import write_jpeg, write_png
 from tqdm import tqdm
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import require_imgsz, require_positive_int
+from yolo_slim.cli.settings import require_bool, require_imgsz, require_number, require_positive_int
 from yolo_slim.data.dataset import decode_rgb
 from yolo_slim.models import CheckpointFormatError
 from yolo_slim.models.postprocess import NMSConfig
@@ -35,8 +35,10 @@ def run(config: DictConfig) -> None:
     with users_input():
         paths = image_sources(str(config.source))
         imgsz = require_imgsz(config.imgsz, "imgsz")
-        nms = NMSConfig(conf_threshold=float(config.conf), iou_threshold=float(config.iou),
+        nms = NMSConfig(conf_threshold=require_number(config.conf, "conf", minimum=0, maximum=1),
+                        iou_threshold=require_number(config.iou, "iou", minimum=0, maximum=1),
                         max_det=require_positive_int(config.max_det, "max_det"), multi_label=False)
+        save_images = require_bool(config.save_images, "save_images")
         detectors = [_load(config.ckpt, "ckpt")] + ([_load(config.compare, "compare")] if config.compare else [])
         sizes = [_size(detector, imgsz) for detector in detectors]
     folder = Path(HydraConfig.get().runtime.output_dir)
@@ -60,10 +62,10 @@ def run(config: DictConfig) -> None:
         main = predictions[0]
         _write_labels(folder / "labels" / f"{name}.txt", main)
         results += _coco_rows(name, main)
-        if config.save_images or len(detectors) > 1:
+        if save_images or len(detectors) > 1:
             pictures = [draw_detections(image, p.detections, _class_names(d, p.detections))
                         for d, p in zip(detectors, predictions)]
-            if config.save_images:
+            if save_images:
                 _write_picture(pictures[0], folder / f"{name}{_picture_suffix(path)}")
             if len(detectors) > 1:
                 titles = [f"{d.path.name}: {len(p.detections)} boxes, {p.milliseconds[1]:.1f} ms"

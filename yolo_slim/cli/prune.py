@@ -23,7 +23,9 @@ from omegaconf import DictConfig
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.settings import (
     checkpoint_datamodule,
+    Optimization,
     load_checkpoint_module,
+    optimization,
     plain,
     require_positive_int,
     trainer_arguments,
@@ -66,6 +68,9 @@ def run(config: DictConfig) -> None:
                                                minimum=0)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         trainer_settings = trainer_arguments(config.trainer)  # once: it logs what precision=auto became
+        accumulate = trainer_settings.pop("accumulate_grad_batches", None)
+        if finetune_epochs:
+            accumulate = prepare_finetune(module, optimization(config.optim, datamodule.batch_size, accumulate), imgsz)
         trainer = L.Trainer(**trainer_settings, logger=False, enable_checkpointing=False, default_root_dir=run_dir)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     dense = module.inference_model
@@ -91,8 +96,8 @@ def run(config: DictConfig) -> None:
     for stage in stages.values() if writer else ():
         stage["latency_ms"] = round(cpu_latency_ms(module.inference_model if stage is after else dense, imgsz), 3)
     if finetune_epochs:
-        stages["finetuned"], checkpoint = _finetune(trainer_settings, module, datamodule, imgsz, finetune_epochs,
-                                                    run_dir, pictures)
+        stages["finetuned"], checkpoint = _finetune({**trainer_settings, "accumulate_grad_batches": accumulate},
+                                                    module, datamodule, imgsz, finetune_epochs, run_dir, pictures)
     if not writer:
         return
     pictures_of_predictions.write(run_dir, module.inference_model, final_title=(
@@ -103,6 +108,21 @@ def run(config: DictConfig) -> None:
           f"{after['params']:,}, GFLOPs {before['gflops']:.3f} -> {after['gflops']:.3f}, "
           f"mAP50 {before['map50']:.4f} -> {after['map50']:.4f}, mAP {before['map']:.4f} -> {after['map']:.4f}\n"
           f"checkpoint: {checkpoint}")
+
+
+def prepare_finetune(module: YOLOv5Module, optim: Optimization, imgsz: int) -> int:
+    """Give the loaded module the fine-tune's recipe (before the pruned network, and its EMA, are installed);
+    returns the batches per optimizer step.
+
+    A checkpoint keeps neither its optimizer's factories nor its accumulation; without these the
+    fine-tune would run torch's defaults one batch per step, four times the weight decay per epoch of
+    a 16-image batch trained as YOLOv5 trains. A .pt (or ``data.imgsz``) may also bring a size other
+    than the one the module was built for, and the loss's objectness gain scales with it.
+    """
+    module.optimizer_factory, module.scheduler_factory = optim.optimizer, optim.scheduler
+    module.hparams.update(weight_decay=optim.weight_decay, ema_decay=optim.ema_decay, ema_ramp=optim.ema_ramp,
+                          imgsz=imgsz)
+    return optim.accumulate
 
 
 def _stored_choice(checkpoint: Path, network: YOLOv5, arguments: dict) -> PruningPlan | None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
@@ -26,6 +32,103 @@ def require_imgsz(value: Any, setting: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % LARGEST_STRIDE:
         raise ValueError(f"{setting} must be a positive multiple of {LARGEST_STRIDE}, found {value!r}")
     return value
+
+
+def require_stride_multiple(imgsz: int, model: YOLOv5, setting: str) -> int:
+    """``imgsz`` when the model's largest stride divides it (64 for the P6 layouts, 128 for P7)."""
+    stride = int(model.stride.max())
+    if imgsz % stride:
+        raise ValueError(f"{setting} must be a multiple of {stride} for this model (its largest stride), "
+                         f"found {imgsz}; e.g. {max(round(imgsz / stride), 1) * stride}")
+    return imgsz
+
+
+def require_number(value: Any, setting: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    """``value`` as a float, within ``[minimum, maximum]`` where given."""
+    number = None if isinstance(value, bool) else _as_float(value)
+    if number is None or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        bounds = (f" in [{minimum}, {maximum}]" if minimum is not None and maximum is not None
+                  else f" >= {minimum}" if minimum is not None else f" <= {maximum}" if maximum is not None else "")
+        raise ValueError(f"{setting} must be a number{bounds}, found {value!r}")
+    return number
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def require_bool(value: Any, setting: str) -> bool:
+    """``value`` when it is true or false: a string such as ``no`` would otherwise count as true."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{setting} must be true or false, found {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """The ``optim`` group, checked: what train's module and Trainer, and prune's fine-tune, are given."""
+
+    optimizer: Callable[..., Optimizer]
+    scheduler: Callable[..., LRScheduler]
+    weight_decay: float  # already scaled for the batch size and the accumulation
+    accumulate: int  # batches per optimizer step
+    ema_decay: float
+    ema_ramp: float
+
+
+def optimization(optim: DictConfig, batch_size: int, accumulate: Any = None) -> Optimization:
+    """The ``optim`` node for batches of ``batch_size``; ``accumulate``: ``trainer.accumulate_grad_batches``.
+
+    As YOLOv5 does, ``accumulate`` null sums the gradients of enough batches to make an optimizer step
+    of ``optim.nominal_batch_size`` images, and weight decay is scaled by the images per step over it.
+    """
+    nominal = require_positive_int(optim.nominal_batch_size, "optim.nominal_batch_size")
+    if accumulate is None:
+        accumulate = max(round(nominal / batch_size), 1)
+    accumulate = require_positive_int(accumulate, "trainer.accumulate_grad_batches")
+    weight_decay = require_number(optim.weight_decay, "optim.weight_decay", minimum=0) * batch_size * accumulate / nominal
+    optimizer, scheduler = _factories(optim)
+    return Optimization(optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, accumulate=accumulate,
+                        ema_decay=_ema_decay(optim.ema_decay),
+                        ema_ramp=require_number(optim.ema_ramp, "optim.ema_ramp", minimum=1))
+
+
+def _ema_decay(value: object) -> float:
+    decay = require_number(value, "optim.ema_decay", minimum=0)
+    if decay >= 1:
+        raise ValueError(f"optim.ema_decay must be in [0, 1) (0 disables the EMA), found {value!r}")
+    return decay
+
+
+def _factories(optim: DictConfig) -> tuple[Callable[..., Optimizer], Callable[..., LRScheduler]]:
+    """``optim.optimizer`` and ``optim.scheduler`` as factories, tried once on a throwaway parameter.
+
+    The module calls them only in ``configure_optimizers``, inside the fit: a bad value there
+    (``optim.optimizer.lr=abc``, an unknown keyword, ``optim.scheduler.shape=cosin``) would surface
+    as a traceback minutes later instead of a line naming the group now.
+    """
+    factories = []
+    for group in ("optimizer", "scheduler"):
+        try:
+            factories.append(instantiate(optim[group]))
+        except InstantiationException as error:
+            raise ValueError(f"optim.{group} could not be made: {error}") from error
+    optimizer_factory, scheduler_factory = factories
+    probe = [{"params": [torch.nn.Parameter(torch.zeros(1))], "name": "weight"}]
+    try:
+        optimizer = optimizer_factory(probe)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"optim.optimizer does not accept its settings {plain(optim.optimizer)}: {error}") from error
+    try:
+        scheduler_factory(optimizer, total_steps=2, steps_per_epoch=1, batches_per_step=1)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"optim.scheduler does not accept its settings {plain(optim.scheduler)}: {error}") from error
+    return optimizer_factory, scheduler_factory
+
 
 
 def build_model(model_config: DictConfig, nc: int | None = None,
@@ -128,6 +231,7 @@ def checkpoint_datamodule(data_config: DictConfig, module: YOLOv5Module,
                                 batch_size=require_positive_int(data_config.batch_size, "data.batch_size"),
                                 workers=require_positive_int(data_config.workers, "data.workers", minimum=0),
                                 augment=augment, cache_dir=data_config.cache_dir)
+    require_stride_multiple(imgsz, module.model, "data.imgsz")
     if datamodule.nc != module.model.nc:
         raise ValueError(f"data {data} has {datamodule.nc} classes but the checkpoint's model has {module.model.nc}")
     return datamodule, imgsz

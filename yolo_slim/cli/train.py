@@ -12,14 +12,14 @@ from pathlib import Path
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.resume import AUTO, own_checkpoint
-from yolo_slim.cli.settings import build_model, plain, require_imgsz, require_positive_int, trainer_arguments
+from yolo_slim.cli.settings import (build_model, optimization, plain, require_bool, require_imgsz,
+                                    require_positive_int, require_stride_multiple, trainer_arguments)
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
@@ -69,17 +69,13 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     datamodule, imgsz = build_datamodule(config.data)
     names = datamodule.names  # reads data.yaml now: a bad one fails here, before any model is built
     model = build_model(config.model, nc=len(names), names=names)
-    optim = config.optim
-    nominal = require_positive_int(optim.nominal_batch_size, "optim.nominal_batch_size")
+    require_stride_multiple(imgsz, model, "data.imgsz")  # 64 for the P6 layouts, 128 for P7
     trainer_args = trainer_arguments(config.trainer)
-    # YOLOv5 accumulates gradients up to a nominal batch of 64 and scales weight decay to match.
-    accumulate = trainer_args.pop("accumulate_grad_batches") or max(round(nominal / datamodule.batch_size), 1)
-    weight_decay = float(optim.weight_decay) * datamodule.batch_size * accumulate / nominal
+    optim = optimization(config.optim, datamodule.batch_size, trainer_args.pop("accumulate_grad_batches"))
     module = YOLOv5Module(
-        model, names=names, imgsz=imgsz, optimizer=instantiate(optim.optimizer),
-        scheduler=instantiate(optim.scheduler), weight_decay=weight_decay,
-        loss=plain(config.loss),  # the module turns the dict into a LossConfig
-        nms=NMSConfig(**plain(config.nms)), ema_decay=float(optim.ema_decay), ema_ramp=float(optim.ema_ramp),
+        model, names=names, imgsz=imgsz, optimizer=optim.optimizer, scheduler=optim.scheduler,
+        weight_decay=optim.weight_decay, loss=plain(config.loss),  # the module turns the dict into a LossConfig
+        nms=NMSConfig(**plain(config.nms)), ema_decay=optim.ema_decay, ema_ramp=optim.ema_ramp,
         data=str(datamodule.data_yaml))
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
                            save_last=False, auto_insert_metric_name=False)
@@ -89,14 +85,17 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            every_n_epochs=1, enable_version_counter=False)
     callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="step"), TrainingSpeed()]
-    autoanchor = config.model.get("autoanchor", True)
-    if not isinstance(autoanchor, bool):
-        raise ValueError(f"model.autoanchor must be true or false, found {autoanchor!r}")
-    if autoanchor:
+    if require_bool(config.model.get("autoanchor", True), "model.autoanchor"):
         callbacks.append(AutoAnchor(seed=int(config.seed)))
     if config.get("prune") is not None:
-        callbacks.append(build_slim_callback(config.prune, imgsz))
-    trainer = L.Trainer(**trainer_args, accumulate_grad_batches=accumulate, default_root_dir=run_dir,
+        slim = build_slim_callback(config.prune, imgsz)
+        late = slim.late_prunes(trainer_args.get("max_epochs"))
+        if late:  # SlimCallback would say so too, but only once the fit has started
+            setting = "prune.epoch" if config.prune.epochs is None else "prune.epochs"
+            raise ValueError(f"{setting} must be < trainer.max_epochs={trainer_args['max_epochs']} (a prune happens "
+                             f"at the start of its epoch, and fine-tuning needs the epochs after it), found {late[0] if len(late) == 1 else late}")
+        callbacks.append(slim)
+    trainer = L.Trainer(**trainer_args, accumulate_grad_batches=optim.accumulate, default_root_dir=run_dir,
                         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
                         callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     model_name = str(config.model.weights or config.model.cfg)

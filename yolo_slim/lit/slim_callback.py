@@ -133,9 +133,13 @@ class SlimCallback(L.Callback):
                 "round_to": self.round_to, "min_channels": self.min_channels}
 
     # ------------------------------------------------------------------ hooks
+    def late_prunes(self, max_epochs: int | None) -> list[int]:
+        """The prune epochs still to come that a fit of ``max_epochs`` would never reach (none when unbounded)."""
+        return [e for e in self.prune_epochs[self.completed_prunes:] if max_epochs is not None
+                and 0 <= max_epochs <= e]
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        late = [e for e in self.prune_epochs[self.completed_prunes:] if trainer.max_epochs is not None
-                and 0 <= trainer.max_epochs <= e]
+        late = self.late_prunes(trainer.max_epochs)
         if late:
             raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={trainer.max_epochs} "
                              f"(a prune at epoch e happens at its start, so e < max_epochs leaves fine-tuning time)")

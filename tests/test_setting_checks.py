@@ -1,0 +1,83 @@
+"""Settings that used to fail only inside the fit (or not at all) are refused while the job is built,
+with the setting's name: the CLI prints that line and exits 2 (tests/test_errors_cli.py)."""
+
+import pytest
+from cli_support import TINY_TRAIN
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from yolo_slim.cli import config_dir
+from yolo_slim.cli.resume import RESUMABLE
+from yolo_slim.cli.schemas import register_schemas
+from yolo_slim.cli.settings import require_bool, require_number, require_stride_multiple
+from yolo_slim.cli.train import build_job
+from yolo_slim.models import YOLOv5
+
+
+def _train_config(overrides: list[str]):
+    register_schemas()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=[*TINY_TRAIN, *overrides])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # P6 layouts halve the map five times and then once more: 160 px cannot be split into 64-pixel cells
+    (["model=yolov5n6", "data.imgsz=160"], "data.imgsz must be a multiple of 64 for this model"),
+    (["model=yolov5-p7", "data.imgsz=192"], "data.imgsz must be a multiple of 128 for this model"),
+    (["+prune=sparse", "prune.epoch=2"], "prune.epoch must be < trainer.max_epochs=2"),
+    (["+prune=sparse", "prune.epochs=[1,3]", "prune.ratio=[0.2,0.4]"], "prune.epochs must be < trainer.max_epochs=2"),
+    (["optim.weight_decay=abc"], "optim.weight_decay must be a number >= 0, found 'abc'"),
+    (["optim.ema_decay=1"], "optim.ema_decay must be in [0, 1)"),
+    (["optim.ema_ramp=0"], "optim.ema_ramp must be a number >= 1"),
+    (["optim.optimizer.lr=abc"], "optim.optimizer does not accept its settings"),
+    (["+optim.optimizer.betas=[0.9,0.99]"], "optim.optimizer does not accept its settings"),  # SGD has none
+    (["optim.optimizer._target_=torch.optim.Nope"], "optim.optimizer could not be made"),
+    (["optim.scheduler.shape=cosin"], "optim.scheduler does not accept its settings"),
+    (["optim.scheduler.final_lr_ratio=0"], "final_lr_ratio must be in (0, 1]"),
+    (["model.autoanchor=no"], "model.autoanchor must be true or false, found 'no'"),
+])
+def test_a_bad_setting_is_refused_before_the_fit(tmp_path, monkeypatch, synthetic_cache, overrides, message):
+    monkeypatch.setenv("YOLO_SLIM_CACHE", synthetic_cache)
+    with pytest.raises(ValueError) as raised:
+        build_job(_train_config(overrides), tmp_path)
+    assert message in str(raised.value)
+
+
+def test_the_settings_that_pass_build_a_job(tmp_path, monkeypatch, synthetic_cache):
+    monkeypatch.setenv("YOLO_SLIM_CACHE", synthetic_cache)
+    job = build_job(_train_config(["model=yolov5n6", "data.imgsz=128", "+prune=sparse", "prune.epoch=1",
+                                   "optim.optimizer.lr=0.02", "optim.ema_decay=0"]), tmp_path)
+    assert job.imgsz == 128 and job.module.ema is None
+    optimizer = job.module.optimizer_factory([{"params": list(job.module.model.parameters())}])
+    assert optimizer.defaults["lr"] == 0.02
+
+
+@pytest.mark.parametrize("value,expected", [(0.25, 0.25), (1, 1.0), ("0.5", 0.5)])
+def test_numbers_in_range_pass(value, expected):
+    assert require_number(value, "conf", minimum=0, maximum=1) == expected
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "abc", None, True, float("nan"), float("inf")])
+def test_other_values_name_the_setting_and_its_range(value):
+    with pytest.raises(ValueError, match=r"conf must be a number in \[0, 1\], found"):
+        require_number(value, "conf", minimum=0, maximum=1)
+
+
+@pytest.mark.parametrize("value", ["no", "false", 0, None])
+def test_only_true_and_false_are_booleans(value):
+    with pytest.raises(ValueError, match="save_images must be true or false"):
+        require_bool(value, "save_images")
+    assert require_bool(False, "save_images") is False
+
+
+def test_val_and_prune_check_the_checkpoints_stride_too():
+    model = YOLOv5("yolov5n6", nc=2)
+    assert require_stride_multiple(256, model, "data.imgsz") == 256
+    with pytest.raises(ValueError, match="data.imgsz must be a multiple of 64 for this model .*found 96; e.g. 128"):
+        require_stride_multiple(96, model, "data.imgsz")
+
+
+def test_every_setting_a_resume_may_change_can_be_given_without_a_plus():
+    config = _train_config([])
+    missing = object()
+    assert [key for key in RESUMABLE if OmegaConf.select(config, key, default=missing) is missing] == []
