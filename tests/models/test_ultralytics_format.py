@@ -14,7 +14,7 @@ from model_support import randomize_norms
 from torch import nn
 
 from yolo_slim.models import YOLOv5, load_pretrained, load_yolov5, parse_model_yaml
-from yolo_slim.models.checkpoint import read_checkpoint
+from yolo_slim.models.checkpoint import network_from_checkpoint, read_checkpoint
 from yolo_slim.models.ultralytics_format import UNBUILDABLE_MODULE, ultralytics_yaml, write_ultralytics_checkpoint
 from yolo_slim.slim import compact, plan_pruning
 
@@ -197,3 +197,25 @@ def test_their_forward_gives_our_predictions(cfg, prune, tmp_path):
             expected = ours(image)
         assert len(maps) == 3
         assert (predictions - expected).abs().max() < 1e-4
+
+
+def test_a_file_their_train_py_retrained_for_other_classes_loads_with_its_new_head(tmp_path):
+    # Their train.py --weights OURS.pt --data OTHER.yaml rebuilds from the yaml with yaml["nc"] set to the
+    # new class count and a new head, and saves the yaml with our spec entry left as it was.
+    ours = YOLOv5("yolov5n", nc=3).eval()
+    path = write_ultralytics_checkpoint(ours, tmp_path / "ours.pt", half=False)
+    content = read_checkpoint(path)
+    stored = content["model"]
+    stored.yaml["nc"] = 5
+    stored.names = {i: f"class{i}" for i in range(5)}
+    detect = stored._modules["model"]._modules[str(len(ours.model) - 1)]
+    detect.nc, detect.no = 5, 10
+    generator = torch.Generator().manual_seed(0)
+    for conv in detect._modules["m"]._modules.values():
+        weight = conv._parameters["weight"]
+        conv._parameters["weight"] = torch.randn(3 * 10, weight.shape[1], 1, 1, generator=generator)
+        conv._parameters["bias"] = torch.randn(3 * 10, generator=generator)
+    model = network_from_checkpoint(content, path)  # what load_yolov5 does with the file's content
+    assert model.nc == 5 and model.names == [f"class{i}" for i in range(5)]
+    assert torch.equal(model.detect.m[0].bias, detect._modules["m"]._modules["0"]._parameters["bias"])
+    assert torch.equal(model.model[0].conv.weight, ours.model[0].conv.weight)  # the backbone is the file's

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from yolo_slim.models.registry import ultralytics_class_names
+from yolo_slim.models.spec import ModelSpec
 from yolo_slim.models.ultralytics_format import spec_in_yaml
 from yolo_slim.models.yolo import YOLOv5
 
@@ -298,7 +299,13 @@ def _from_pickled_model(stored: _InertModule, path: str | Path) -> YOLOv5:
         names = [names[k] for k in sorted(names)]
     written = spec_in_yaml(yaml_dict)
     if written is not None:  # written by yolo_slim (export format=ultralytics): the exact, maybe pruned, spec
-        model = YOLOv5.from_spec(written["spec"], names=names, pruning_history=written.get("pruning_history") or ())
+        spec = ModelSpec.from_dict(dict(written["spec"]))
+        nc = yaml_dict.get("nc")
+        if isinstance(nc, int) and not isinstance(nc, bool) and nc != spec.nc:
+            # Their train.py retrained it for other classes: it sets yaml["nc"] and builds a new head, but
+            # carries our entry over as it was. The head follows the yaml; the rest is the spec's.
+            spec = spec.with_nc(nc)
+        model = YOLOv5.from_spec(spec, names=names, pruning_history=written.get("pruning_history") or ())
     else:
         model = YOLOv5(dict(yaml_dict), in_channels=int(yaml_dict.get("ch", 3)), names=names)
     _load_weights(model, _state_of(stored), path)
