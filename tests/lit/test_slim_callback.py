@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 from PIL import Image
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 from slim_support import UsersModule, tiny_datamodule
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -170,6 +171,18 @@ def test_a_restarted_schedule_spans_the_fine_tune(tmp_path, synthetic_cache):
     assert scheduler is trainer.lr_scheduler_configs[0].scheduler
     assert seen["steps_done"] > 0 and scheduler.total_steps == trainer.global_step - seen["steps_done"]
     assert scheduler.last_epoch == scheduler.total_steps  # the decay ran to its end, not part of the way
+
+
+def test_early_stopping_patience_starts_over_at_the_prune(tmp_path, synthetic_cache):
+    # The validations before and after the prune are not epochs without progress. (An EarlyStopping
+    # checks at each validation's end when told to, or when validation is not once per epoch.)
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    stopper = EarlyStopping(monitor="val/map", mode="max", patience=1, check_on_train_epoch_end=False)
+    slim = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5)
+    trainer = _trainer(2, [slim, stopper], tmp_path, limit_val_batches=1, limit_train_batches=3)
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    assert trainer.global_step == 2 * 3  # the fine-tune ran (it stopped at the prune, after 3 steps)
+    assert stopper.best_score == trainer.callback_metrics["val/map"]  # its best is the pruned network's
 
 
 def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):

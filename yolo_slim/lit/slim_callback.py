@@ -294,6 +294,19 @@ class SlimCallback(L.Callback):
 
     # ------------------------------------------------------------------ pruning
     def _prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stopping_before = trainer.should_stop
+        self._prune_and_measure(trainer, pl_module)
+        # The two validations around the prune ran the callbacks' validation hooks: an EarlyStopping
+        # counted the same weights again, then the fresh network's drop, as epochs without progress
+        # (patience 2 would end the fit at the prune). The pruned network is another model: its
+        # patience starts over, from no best score.
+        for stopper in trainer.early_stopping_callbacks:
+            stopper.wait_count = 0
+            stopper.best_score = torch.tensor(torch.inf if stopper.monitor_op == torch.lt else -torch.inf)
+        if trainer.early_stopping_callbacks:
+            trainer.should_stop = stopping_before
+
+    def _prune_and_measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         index = self.completed_prunes
         suffix = "" if index == 0 else f"_{index + 1}"
         imgsz = self.imgsz or int(getattr(pl_module, "hparams", {}).get("imgsz", 640))
