@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from yolo_slim.lit.ema import make_ema
+from yolo_slim.lit.ema import make_ema, update_ema
 
 
 def test_ramped_decay_and_buffers():
@@ -39,3 +40,48 @@ def test_the_ema_and_its_counter_live_on_the_model_device():
     ema = make_ema(model)
     assert {tensor.device.type for tensor in [*ema.parameters(), *ema.buffers()]} == {"meta"}
     assert ema.n_averaged.device.type == "meta"
+
+
+class _HostReads(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in ("item", "__bool__", "__float__", "__int__", "tolist")
+        return func(*args, **(kwargs or {}))
+
+
+def test_update_ema_is_torchs_update_without_reading_the_device():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    theirs, ours = make_ema(model, decay=0.9, ramp_updates=3.0), make_ema(model, decay=0.9, ramp_updates=3.0)
+    reads = []
+    for step in range(5):
+        model.train()(torch.randn(8, 3))  # new BatchNorm statistics and a counter step
+        with torch.no_grad():
+            model[0].weight.add_(torch.randn_like(model[0].weight))
+        theirs.update_parameters(model)
+        with _HostReads() as counter:
+            update_ema(ours, model)
+        reads.append(counter.count)
+        for mine, expected in zip([*ours.parameters(), *ours.buffers()], [*theirs.parameters(), *theirs.buffers()]):
+            torch.testing.assert_close(mine, expected, rtol=0, atol=0)
+    assert reads == [1, 0, 0, 0, 0]  # the counter is read once, when the EMA is new
+
+
+def test_a_loaded_counter_drives_the_ramp():
+    model = nn.Linear(2, 1)
+    ema = make_ema(model, decay=0.9, ramp_updates=1.0)
+    for _ in range(3):
+        update_ema(ema, model)
+    restored = make_ema(model, decay=0.9, ramp_updates=1.0)
+    update_ema(restored, model)  # its own count is 1 now
+    restored.load_state_dict(ema.state_dict())  # 3, as a resumed fit loads it
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    before = restored.module.weight.clone()
+    update_ema(restored, model)
+    decay = 0.9 * (1 - math.exp(-3.0))
+    torch.testing.assert_close(restored.module.weight, decay * before + (1 - decay) * 1.0)
+    assert int(restored.n_averaged) == 4

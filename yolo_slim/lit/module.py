@@ -19,7 +19,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from yolo_slim.lit.ema import make_ema
+from yolo_slim.lit.ema import make_ema, update_ema
 from yolo_slim.lit.evaluation import make_map_metric, metric_inputs
 from yolo_slim.lit.network import store_network
 from yolo_slim.lit.optim import parameter_groups
@@ -163,7 +163,7 @@ class YOLOv5Module(L.LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:  # once per real optimizer step, after gradient accumulation
-            self.ema.update_parameters(self.model)
+            update_ema(self.ema, self.model)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torchvision.ops import box_convert, complete_box_iou_loss
+from torchvision.ops import box_convert
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,33 @@ _EPS = 1e-7  # ultralytics' bbox_iou adds the same to box heights
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
 
 
+def complete_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """1 - CIoU of each pair of (x1, y1, x2, y2) rows: the values and gradients of torchvision's
+    ``complete_box_iou_loss(reduction="none")``, without its boolean-mask indexing.
+
+    torchvision zeroes the intersection of disjoint pairs by indexing with a mask, four times per
+    call; each such index has a data-dependent size, so on a GPU it waits for every queued kernel
+    (three levels: twelve waits per step). Clamping the overlap's sides at 0 gives the same numbers.
+    tests/models/test_loss.py checks it against torchvision's.
+    """
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    overlap_w = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(min=0)
+    overlap_h = (torch.min(y2, y2g) - torch.max(y1, y1g)).clamp(min=0)
+    intersection = overlap_w * overlap_h
+    w_pred, h_pred, w_gt, h_gt = x2 - x1, y2 - y1, x2g - x1g, y2g - y1g
+    union = w_pred * h_pred + w_gt * h_gt - intersection
+    iou = intersection / (union + eps)
+    # Distance term: centres' distance over the enclosing box's diagonal, both squared.
+    diagonal = (torch.max(x2, x2g) - torch.min(x1, x1g)) ** 2 + (torch.max(y2, y2g) - torch.min(y1, y1g)) ** 2 + eps
+    centres = ((x1 + x2 - x1g - x2g) / 2) ** 2 + ((y1 + y2 - y1g - y2g) / 2) ** 2
+    # Aspect term, weighted by alpha (no gradient through alpha, as in the paper and torchvision).
+    v = (4 / torch.pi**2) * (torch.atan(w_gt / h_gt) - torch.atan(w_pred / h_pred)) ** 2
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return 1 - iou + centres / diagonal + alpha * v
+
+
 class YOLOv5Loss(nn.Module):
     """Callable loss; holds no reference to the network, so it survives pruning unchanged.
 
@@ -77,6 +104,8 @@ class YOLOv5Loss(nn.Module):
     def __init__(self, anchors: torch.Tensor, nc: int, config: LossConfig) -> None:
         super().__init__()
         self.register_buffer("anchors", anchors.detach().clone(), persistent=False)
+        # On the module, so it is on the device with it: a host tensor copied there at each step would wait.
+        self.register_buffer("neighbours", _NEIGHBOURS.clone(), persistent=False)
         self.nc = nc
         self.config = config
         self.bce = nn.BCEWithLogitsLoss()
@@ -108,8 +137,7 @@ class YOLOv5Loss(nn.Module):
                 # + eps: a saturated logit gives a 0-size box, and CIoU's aspect term (atan(w / h)) would be 0/0.
                 wh = (picked[:, 2:4].sigmoid() * 2) ** 2 * anchor_wh + _EPS
                 predicted = box_convert(torch.cat((xy, wh), 1), "cxcywh", "xyxy")
-                ciou_loss = complete_box_iou_loss(predicted, box_convert(target_box, "cxcywh", "xyxy"),
-                                                  reduction="none")
+                ciou_loss = complete_box_iou_loss(predicted, box_convert(target_box, "cxcywh", "xyxy"))
                 box_loss = box_loss + ciou_loss.mean()
                 objectness_target[image, anchor, cell_y, cell_x] = (1.0 - ciou_loss).detach().clamp(0).to(raw.dtype)
                 if self.nc > 1:  # one class: objectness alone carries the score
@@ -131,15 +159,18 @@ class YOLOv5Loss(nn.Module):
         device = raw.device
         _, na, ny, nx, _ = raw.shape
         anchors = self.anchors[level].to(device)  # (na, 2) in cells
-        grid_size = torch.tensor([nx, ny, nx, ny], device=device, dtype=torch.float32)
-        boxes = targets[:, 2:6].float() * grid_size  # (M, 4) in cells
+        # Scaled by Python numbers: a tensor of the grid size made here would be a host-to-device copy,
+        # which waits for the GPU.
+        boxes = targets[:, 2:6].float().clone()  # (M, 4) in cells
+        boxes[:, 0::2] *= nx
+        boxes[:, 1::2] *= ny
         # Each target against each anchor: (na, M)
         ratio = boxes[None, :, 2:4] / anchors[:, None]
         matched = torch.max(ratio, 1 / ratio).amax(dim=2) < self.config.anchor_t
         anchor_index, target_index = matched.nonzero(as_tuple=True)
         boxes, rows = boxes[target_index], targets[target_index]
         centre = boxes[:, 0:2]  # (n, 2)
-        mirrored = grid_size[0:2] - centre
+        mirrored = torch.stack((nx - centre[:, 0], ny - centre[:, 1]), 1)
         # A neighbour is used when the centre lies in the half of the cell facing it, and the
         # neighbour exists (centre more than one cell from that border).
         near_low = (centre % 1 < 0.5) & (centre > 1)  # (n, 2): left, up
@@ -147,7 +178,7 @@ class YOLOv5Loss(nn.Module):
         use = torch.stack((torch.ones_like(near_low[:, 0]), near_low[:, 0], near_low[:, 1],
                            near_high[:, 0], near_high[:, 1]))  # (5, n)
         which, sample = use.nonzero(as_tuple=True)
-        offsets = _NEIGHBOURS.to(device)[which] * 0.5
+        offsets = self.neighbours.to(device)[which] * 0.5
         centre, boxes, rows, anchor_index = centre[sample], boxes[sample], rows[sample], anchor_index[sample]
         cell = (centre - offsets).long()
         cell_x, cell_y = cell[:, 0].clamp(0, nx - 1), cell[:, 1].clamp(0, ny - 1)
