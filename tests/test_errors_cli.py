@@ -80,3 +80,22 @@ def test_only_set_up_errors_become_usage_errors():
         with users_input():
             raise RuntimeError("a bug")
     assert describe_hydra_error(RuntimeError("a bug"), "train", []) is None
+
+
+@pytest.mark.slow
+def test_data_faults_found_inside_the_fit_are_one_line_too(tmp_path, cli_environment):
+    # The splits are scanned in the datamodule's setup, after the command's own set-up has passed.
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        for index in range(2):
+            Image.new("RGB", (64, 64)).save(tmp_path / "images" / split / f"{index}.jpg")
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: images/train\nval: images/val\nnames: [a]\n")
+    result = run_cli(["train", f"data.path={tmp_path / 'data.yaml'}", "data.imgsz=64", "data.workers=0",
+                      "trainer.max_epochs=1", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'run'}"],
+                     cli_environment, 120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("yolo_slim train: error: data.yaml") and "no image of split 'train' has a label" in last

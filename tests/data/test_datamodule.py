@@ -211,3 +211,17 @@ def test_cache_setting(yolo_dataset, monkeypatch, caplog, cache, limit, cached):
         assert message == ("train split: images decoded on every sample, not cached (0.1 MiB at imgsz 64; "
                            "data.cache=auto caches below 0.0 MiB; ram forces it)")
     assert next(iter(datamodule.train_dataloader()))["images"].shape == (6, 3, 64, 64)
+
+
+def test_a_ram_cache_larger_than_the_free_memory_is_refused_and_auto_does_without(yolo_dataset, monkeypatch, caplog):
+    monkeypatch.setattr("yolo_slim.data.datamodule.available_memory_bytes", lambda: 50 * 1024)  # 0.05 MiB
+    with pytest.raises(DataConfigError, match=r"data.cache=ram: the train split needs 0.1 MiB at imgsz 64, but "
+                                              r"0.0 MiB of memory is available; use data.cache=auto or none"):
+        YOLODataModule(yolo_dataset, imgsz=64, workers=0, cache="ram").setup("fit")
+    datamodule = YOLODataModule(yolo_dataset, imgsz=64, workers=0, cache="auto")
+    with caplog.at_level(logging.INFO, logger="yolo_slim.data.datamodule"):
+        datamodule.setup("fit")
+    assert datamodule.datasets["train"].cached is False
+    assert any("not cached (data.cache=auto: the train split needs" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr("yolo_slim.data.datamodule.available_memory_bytes", lambda: None)  # no /proc/meminfo
+    assert YOLODataModule(yolo_dataset, imgsz=64, workers=0, cache="ram").setup("fit") is None

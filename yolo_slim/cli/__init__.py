@@ -69,7 +69,7 @@ _SET_BY_US = "YOLO_SLIM_SET_HYDRA_FULL_ERROR"
 
 def main(argv: list[str] | None = None) -> None:
     """Dispatch to the command's Hydra app; ``argv`` defaults to ``sys.argv[1:]``."""
-    from yolo_slim.cli.errors import EXIT_USAGE, UsageError, describe_hydra_error, report
+    from yolo_slim.cli.errors import EXIT_USAGE, UsageError, describe_hydra_error, one_line, report
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] in (["-h"], ["--help"]) or arguments[:1] == ["help"]:
@@ -100,13 +100,18 @@ def main(argv: list[str] | None = None) -> None:
 
         @functools.wraps(task)  # Hydra names the job (and its log file) after the task's module
         def job(config: object) -> None:
+            from yolo_slim.data.dataset_config import DataConfigError
+
             try:
                 task(config)
-            except UsageError as error:
+            # The data's own faults are the user's wherever they surface: a split is scanned in the
+            # datamodule's setup, inside the fit, after the command's set-up has passed.
+            except (UsageError, DataConfigError) as error:
                 if sweep or tracebacks:
                     raise  # a sweep records the failed job and goes on; HYDRA_FULL_ERROR=1 wants the traceback
-                report(command, str(error))  # here, inside the job, its log file is still open
-                failed.append(str(error))
+                message = one_line(str(error))
+                report(command, message)  # here, inside the job, its log file is still open
+                failed.append(message)
 
         hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(job)()
         if failed:

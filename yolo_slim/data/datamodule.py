@@ -162,11 +162,30 @@ class YOLODataModule(lightning.LightningDataModule):
                 log.info("%s split: images decoded on every sample, not cached (%s at imgsz %d; %s)",
                          split, size, self.imgsz, reason)
             return
+        shortfall = self._memory_shortfall(split, resized_bytes)
+        if shortfall is not None:
+            if self.cache == "ram":  # the kernel would kill the run partway through caching, without a word
+                raise DataConfigError(f"data.cache=ram: {shortfall}; use data.cache=auto or none")
+            if self._is_global_zero():
+                log.info("%s split: images decoded on every sample, not cached (data.cache=auto: %s)", split, shortfall)
+            return
         start = time.perf_counter()
         dataset.cache_images()
         if self._is_global_zero():
             log.info("%s split: %d images cached in RAM, %s at imgsz %d (data.cache=%s), in %.1f s",
                      split, len(dataset), size, self.imgsz, self.cache, time.perf_counter() - start)
+
+    def _memory_shortfall(self, split: str, resized_bytes: int) -> str | None:
+        """What caching ``split`` would need beyond the memory available, or None when it fits."""
+        available = available_memory_bytes()
+        trainer = getattr(self, "trainer", None)
+        # Each process on this machine caches its own copy.
+        processes = max(getattr(trainer, "world_size", 1) // max(getattr(trainer, "num_nodes", 1), 1), 1)
+        if available is None or resized_bytes * processes <= available:
+            return None
+        copies = f" x {processes} processes" if processes > 1 else ""
+        return (f"the {split} split needs {_format_bytes(resized_bytes)}{copies} at imgsz {self.imgsz}, but "
+                f"{_format_bytes(available)} of memory is available")
 
     def _is_global_zero(self) -> bool:
         trainer = getattr(self, "trainer", None)
@@ -192,6 +211,19 @@ class YOLODataModule(lightning.LightningDataModule):
         from yolo_slim.data.synthetic import SyntheticConfig, ensure_synthetic_dataset
 
         return Path(ensure_synthetic_dataset(self.synthetic or SyntheticConfig(), self.cache_dir))
+
+
+def available_memory_bytes() -> int | None:
+    """The kernel's estimate of memory a process can take without swapping (``MemAvailable``), or
+    ``None`` where ``/proc/meminfo`` does not exist. (psutil would say the same; it is not a dependency.)"""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _format_bytes(count: int) -> str:
