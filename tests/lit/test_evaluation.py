@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, DistributedSampler
 
-from yolo_slim.lit.evaluation import make_map_metric, metric_inputs
+from yolo_slim.lit.evaluation import blank_out, make_map_metric, metric_inputs, repeated_positions
 
 TARGETS = torch.tensor([
     [0, 0, 0.25, 0.25, 0.2, 0.1],
@@ -44,3 +45,25 @@ def test_targets_are_converted_to_pixels_xyxy():
     _, truths = metric_inputs([torch.zeros((0, 6)), torch.zeros((0, 6))], TARGETS, (160, 320))
     torch.testing.assert_close(truths[0]["boxes"][0], torch.tensor([48.0, 32.0, 112.0, 48.0]))
     assert truths[1]["labels"].tolist() == [1]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_the_distributed_samplers_repeats_are_found_and_blanked(shuffle):
+    # 7 images on 2 processes in batches of 2: each reads 4, so one image is read twice.
+    dataset = list(range(7))
+    seen, repeats = [], []
+    for rank in (0, 1):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=shuffle, seed=3)
+        loader = DataLoader(dataset, batch_size=2, sampler=sampler)
+        for batch_index, batch in enumerate(loader):
+            positions = repeated_positions(loader, batch_index, len(batch))
+            seen += [image for j, image in enumerate(batch.tolist()) if j not in positions]
+            repeats += [image for j, image in enumerate(batch.tolist()) if j in positions]
+    assert sorted(seen) == dataset and len(repeats) == 1  # every image once, the repeat found
+    assert repeated_positions(DataLoader(dataset, batch_size=2), 0, 2) == []  # one process: none
+    predictions = [{"boxes": torch.ones(2, 4), "scores": torch.ones(2), "labels": torch.zeros(2, dtype=torch.long)}]
+    truths = [{"boxes": torch.ones(1, 4), "labels": torch.zeros(1, dtype=torch.long)}]
+    blank_out(predictions, truths, [0])
+    assert [len(predictions[0][key]) for key in ("boxes", "scores", "labels")] == [0, 0, 0]
+    assert predictions[0]["boxes"].shape == (0, 4) and truths[0]["boxes"].shape == (0, 4)
+    assert len(truths[0]["labels"]) == 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch.utils.data import DistributedSampler
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_convert
 
@@ -34,3 +37,31 @@ def metric_inputs(detections: list[torch.Tensor], targets: torch.Tensor,
         truths.append({"boxes": box_convert(rows[:, 2:6].float() * scale, "cxcywh", "xyxy"),
                        "labels": rows[:, 1].long()})
     return predictions, truths
+
+
+def repeated_positions(loader: Any, batch_index: int, batch_length: int) -> list[int]:
+    """Positions in a validation batch that hold a DistributedSampler's repeats: it pads the split to an
+    equal count per process with images from its start, which would otherwise count twice in the mAP.
+
+    Rank ``r`` reads padded positions ``r, r + W, r + 2W, ...``; those at or past the split's length
+    are the repeats (with or without shuffling, as long as the sampler does not drop the tail).
+    """
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last or loader.batch_size is None:
+        return []
+    first, count = batch_index * loader.batch_size, len(sampler.dataset)
+    return [j for j in range(batch_length) if sampler.rank + (first + j) * sampler.num_replicas >= count]
+
+
+def blank_out(predictions: list[dict[str, torch.Tensor]], truths: list[dict[str, torch.Tensor]],
+              positions: list[int]) -> None:
+    """Empty the entries at ``positions``: no detections and no objects leave COCO's AP untouched.
+
+    They are emptied rather than dropped: torchmetrics gathers its per-image lists across processes
+    element by element, which needs the same number of images on every process.
+    """
+    for position in positions:
+        boxes = predictions[position]["boxes"]
+        predictions[position] = {"boxes": boxes.new_zeros((0, 4)), "scores": boxes.new_zeros((0,)),
+                                 "labels": predictions[position]["labels"].new_zeros((0,))}
+        truths[position] = {"boxes": boxes.new_zeros((0, 4)), "labels": truths[position]["labels"].new_zeros((0,))}

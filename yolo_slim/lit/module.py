@@ -20,7 +20,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from yolo_slim.lit.ema import make_ema, update_ema
-from yolo_slim.lit.evaluation import make_map_metric, metric_inputs
+from yolo_slim.lit.evaluation import blank_out, make_map_metric, metric_inputs, repeated_positions
 from yolo_slim.lit.network import store_network
 from yolo_slim.lit.optim import parameter_groups
 from yolo_slim.lit.schedule import WarmupDecayLR
@@ -151,6 +151,8 @@ class YOLOv5Module(L.LightningModule):
         images = _to_float(batch["images"])
         detections = non_max_suppression(self.inference_model(images), self.nms_config)
         predictions, truths = metric_inputs(detections, batch["targets"], tuple(images.shape[-2:]))
+        # On several processes the split is padded with repeats: they must not count twice.
+        blank_out(predictions, truths, repeated_positions(self.trainer.val_dataloaders, batch_idx, len(images)))
         self.val_map.update(predictions, truths)
 
     def on_validation_epoch_end(self) -> None:
