@@ -79,6 +79,27 @@ def test_targeted_moves_only_the_chosen_channels_toward_zero(tmp_path, synthetic
     assert chosen_start.mean() < kept_start.mean()
 
 
+class _ZeroInItsDtype(_Zero):
+    def training_step(self, batch, batch_idx):
+        return sum(level.sum() for level in self.model(batch["images"].to(self.dtype) / 255)) * 0.0
+
+
+def test_targeted_shrinks_bfloat16_weights_too(tmp_path, synthetic_cache):
+    # Each step's factor (1 - rate, rate < 2e-3 here) is finer than bfloat16 can tell from 1: multiplied
+    # in place step by step, no γ would ever move. The gathered factor is applied once it can.
+    module = _ZeroInItsDtype()
+    callback = SlimCallback(method="targeted", sparsity=0.02, warmup=0.0, hold=0.5, prune_epochs=[], ratio=0.5)
+    trainer = _trainer(2, [callback], tmp_path, limit_train_batches=6, precision="bf16-true")
+    start = [w.detach().to(torch.bfloat16).clone() for w in sparsity_target(module.model).weights]
+    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    target, masks = _masks(module.model, callback.method.choice)
+    assert target.weights[0].dtype == torch.bfloat16
+    assert max(callback.method.rate(p / 12, 12) for p in range(12)) < 2e-3
+    chosen = torch.cat([(w.detach() / s)[m.bool()].float() for w, s, m in zip(target.weights, start, masks)])
+    kept = torch.cat([(w.detach() / s)[~m.bool()].float() for w, s, m in zip(target.weights, start, masks)])
+    assert (kept == 1).all() and chosen.max() < 0.995  # about exp(-0.014), to bfloat16's precision
+
+
 def test_targeted_prune_is_free_and_reported(tmp_path, synthetic_cache):
     module = _Zero()
     callback = SlimCallback(method="targeted", sparsity=200.0, warmup=0.0, hold=0.5, prune_epochs=2, ratio=0.5,

@@ -213,6 +213,7 @@ class TargetedMethod(SparsityMethod):
         self.choice: dict[str, Any] | None = None  # the plan (as a dict) whose removed channels are shrunk
         self.start: str | None = None  # "fresh" or "trained": what the first bind found (TARGETED_PHASES)
         self._masks: tuple[torch.Tensor, ...] | None = None
+        self._pending_factor = 1.0  # 16-bit weights: the shrink not applied yet (see _applied_rate)
 
     def bind(self, network: YOLOv5, copies: list[YOLOv5]) -> None:
         super().bind(network, copies)
@@ -258,7 +259,7 @@ class TargetedMethod(SparsityMethod):
             add_bn_l1_grad(self._targets[0], self.settings.warmup_sparsity)
         if self._masks is None:
             return
-        rate = self.rate(progress, steps_in_phase)
+        rate = self._applied_rate(self.rate(progress, steps_in_phase))
         holding = progress >= 1 - self.settings.hold
         trained = self._targets[0]
         if holding:
@@ -269,6 +270,23 @@ class TargetedMethod(SparsityMethod):
         for target in self._targets:
             shrink(target.weights, self._masks, rate)
             shrink(target.biases, self._masks, rate)
+
+    def _applied_rate(self, rate: float) -> float:
+        """``rate``, or in 16-bit weights the shrink gathered since it was last applied.
+
+        A step's factor ``1 - rate`` (about 1e-3) is finer than a bfloat16 γ can tell from 1 (its spacing
+        near 1 is 2^-8): multiplied in place, every γ would round back to itself and the run would never
+        shrink (``precision="bf16-true"``). So the factors are multiplied here until their product moves a
+        γ by at least the dtype's epsilon, and then applied at once: the same shrink, in fewer, larger steps.
+        """
+        dtype = self._targets[0].weights[0].dtype if self._targets[0].weights else torch.float32
+        if torch.finfo(dtype).bits > 16:
+            return rate
+        self._pending_factor *= 1 - rate
+        if 1 - self._pending_factor < torch.finfo(dtype).eps:
+            return 0.0
+        applied, self._pending_factor = 1 - self._pending_factor, 1.0
+        return applied
 
     def _resolve_phases(self) -> None:
         """Fill the warm-up and hold not given with the defaults of this run's start."""
