@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.settings import (
-    checkpoint_datamodule,
     Optimization,
+    checkpoint_datamodule,
     load_checkpoint_module,
     optimization,
     plain,

@@ -90,7 +90,8 @@ def optimization(optim: DictConfig, batch_size: int, accumulate: Any = None) -> 
     if accumulate is None:
         accumulate = max(round(nominal / batch_size), 1)
     accumulate = require_positive_int(accumulate, "trainer.accumulate_grad_batches")
-    weight_decay = require_number(optim.weight_decay, "optim.weight_decay", minimum=0) * batch_size * accumulate / nominal
+    images_per_step = batch_size * accumulate
+    weight_decay = require_number(optim.weight_decay, "optim.weight_decay", minimum=0) * images_per_step / nominal
     optimizer, scheduler = _factories(optim)
     return Optimization(optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, accumulate=accumulate,
                         ema_decay=_ema_decay(optim.ema_decay),
@@ -128,7 +129,6 @@ def _factories(optim: DictConfig) -> tuple[Callable[..., Optimizer], Callable[..
     except (TypeError, ValueError) as error:
         raise ValueError(f"optim.scheduler does not accept its settings {plain(optim.scheduler)}: {error}") from error
     return optimizer_factory, scheduler_factory
-
 
 
 def build_model(model_config: DictConfig, nc: int | None = None,

@@ -91,9 +91,9 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
         slim = build_slim_callback(config.prune, imgsz)
         late = slim.late_prunes(trainer_args.get("max_epochs"))
         if late:  # SlimCallback would say so too, but only once the fit has started
-            setting = "prune.epoch" if config.prune.epochs is None else "prune.epochs"
+            setting, found = ("prune.epoch", late[0]) if config.prune.epochs is None else ("prune.epochs", late)
             raise ValueError(f"{setting} must be < trainer.max_epochs={trainer_args['max_epochs']} (a prune happens "
-                             f"at the start of its epoch, and fine-tuning needs the epochs after it), found {late[0] if len(late) == 1 else late}")
+                             f"at the start of its epoch, and fine-tuning needs the epochs after it), found {found}")
         callbacks.append(slim)
     trainer = L.Trainer(**trainer_args, accumulate_grad_batches=optim.accumulate, default_root_dir=run_dir,
                         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),

@@ -296,10 +296,10 @@ class SlimCallback(L.Callback):
     def _prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stopping_before = trainer.should_stop
         self._prune_and_measure(trainer, pl_module)
-        # The two validations around the prune ran the callbacks' validation hooks: an EarlyStopping
-        # counted the same weights again, then the fresh network's drop, as epochs without progress
-        # (patience 2 would end the fit at the prune). The pruned network is another model: its
-        # patience starts over, from no best score.
+        # The two validations around the prune ran the callbacks' validation hooks: an EarlyStopping that
+        # checks at validation end (asked to, or validating less than once an epoch) counted the same
+        # weights again, then the fresh network's drop, as epochs without progress (patience 2 ended the
+        # fit at the prune). The pruned network is another model: its patience starts over, from no best.
         for stopper in trainer.early_stopping_callbacks:
             stopper.wait_count = 0
             stopper.best_score = torch.tensor(torch.inf if stopper.monitor_op == torch.lt else -torch.inf)
