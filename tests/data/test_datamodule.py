@@ -225,3 +225,19 @@ def test_a_ram_cache_larger_than_the_free_memory_is_refused_and_auto_does_withou
     assert any("not cached (data.cache=auto: the train split needs" in r.getMessage() for r in caplog.records)
     monkeypatch.setattr("yolo_slim.data.datamodule.available_memory_bytes", lambda: None)  # no /proc/meminfo
     assert YOLODataModule(yolo_dataset, imgsz=64, workers=0, cache="ram").setup("fit") is None
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+def test_a_containers_memory_limit_bounds_the_available_memory(tmp_path, layout):
+    from yolo_slim.data.datamodule import available_memory_bytes
+
+    folder = tmp_path if layout == "v2" else tmp_path / "memory"
+    folder.mkdir(exist_ok=True)
+    limit, usage, inactive = (("memory.max", "memory.current", "inactive_file") if layout == "v2" else
+                              ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
+    (folder / limit).write_text(f"{8 << 20}\n")  # 8 MiB: below any machine's free memory
+    (folder / usage).write_text(f"{6 << 20}\n")
+    (folder / "memory.stat").write_text(f"anon 123\n{inactive} {1 << 20}\n")  # 1 MiB of it reclaimable cache
+    assert available_memory_bytes(tmp_path) == (8 << 20) - (5 << 20)
+    (folder / limit).write_text("max\n" if layout == "v2" else "9223372036854771712\n")  # no limit
+    assert available_memory_bytes(tmp_path) != (8 << 20) - (5 << 20)  # MemAvailable alone then

@@ -213,9 +213,16 @@ class YOLODataModule(lightning.LightningDataModule):
         return Path(ensure_synthetic_dataset(self.synthetic or SyntheticConfig(), self.cache_dir))
 
 
-def available_memory_bytes() -> int | None:
-    """The kernel's estimate of memory a process can take without swapping (``MemAvailable``), or
-    ``None`` where ``/proc/meminfo`` does not exist. (psutil would say the same; it is not a dependency.)"""
+def available_memory_bytes(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Memory this process can still take: the kernel's ``MemAvailable``, or less under a container's
+    memory limit (cgroup v2 or v1), whose overrun kills the process; ``None`` when neither can be read.
+    (psutil would give the first; it is not a dependency, and it does not see the second.)"""
+    candidates = [_meminfo_available(), _cgroup_headroom(cgroup_root)]
+    known = [value for value in candidates if value is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
@@ -223,6 +230,36 @@ def available_memory_bytes() -> int | None:
                     return int(line.split()[1]) * 1024  # kB
     except (OSError, ValueError, IndexError):
         return None
+    return None
+
+
+# A cgroup without a limit reports "max" (v2) or a number near 2^63 (v1).
+_NO_LIMIT = 1 << 60
+
+
+def _cgroup_headroom(root: Path) -> int | None:
+    """The limit minus the working set (usage less the inactive file cache, which the kernel reclaims
+    before it kills: the figure Kubernetes evicts on), for the first cgroup layout found."""
+    for limit_file, usage_file, inactive_key in (("memory.max", "memory.current", "inactive_file"),
+                                                 ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+                                                  "total_inactive_file")):
+        try:
+            limit_text = (root / limit_file).read_text().strip()
+            usage = int((root / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= _NO_LIMIT:
+            return None
+        stat = (root / limit_file).with_name("memory.stat")
+        inactive = 0
+        try:
+            for line in stat.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == inactive_key:
+                    inactive = int(value)
+        except (OSError, ValueError):
+            pass
+        return max(int(limit_text) - (usage - inactive), 0)
     return None
 
 
