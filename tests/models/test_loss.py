@@ -129,3 +129,10 @@ def test_the_ciou_loss_is_torchvisions_without_its_masks():
     (ours * weights).sum().backward()
     (theirs * weights).sum().backward()
     torch.testing.assert_close(ours_input.grad, theirs_input.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_the_loss_is_made_on_its_anchors_device():
+    # After a prune the module builds a new loss from the network's anchors, on the GPU, and Lightning
+    # does not move it: every tensor it uses per step must start there (the meta device stands in).
+    loss = YOLOv5Loss(ANCHORS.to("meta"), nc=3, config=CONFIG)
+    assert {buffer.device.type for buffer in loss.buffers()} == {"meta"}

@@ -104,8 +104,9 @@ class YOLOv5Loss(nn.Module):
     def __init__(self, anchors: torch.Tensor, nc: int, config: LossConfig) -> None:
         super().__init__()
         self.register_buffer("anchors", anchors.detach().clone(), persistent=False)
-        # On the module, so it is on the device with it: a host tensor copied there at each step would wait.
-        self.register_buffer("neighbours", _NEIGHBOURS.clone(), persistent=False)
+        # On the anchors' device and the module's: a host tensor copied to the GPU at each step would wait.
+        # (A loss made after a prune is never moved by Lightning: it starts where the anchors are.)
+        self.register_buffer("neighbours", _NEIGHBOURS.to(anchors.device), persistent=False)
         self.nc = nc
         self.config = config
         self.bce = nn.BCEWithLogitsLoss()
