@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra import compose, initialize_config_dir
 from torch.overrides import TorchFunctionMode
 
@@ -53,8 +54,6 @@ class ReadCounter(TorchFunctionMode):
 
 
 def _has_bool_tensor(index: object) -> bool:
-    import torch
-
     items = index if isinstance(index, tuple) else (index,)
     return any(isinstance(item, torch.Tensor) and item.dtype == torch.bool for item in items)
 

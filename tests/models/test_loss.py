@@ -106,31 +106,6 @@ def test_loss_config_validation():
         LossConfig(label_smoothing=1.0)
 
 
-def test_the_ciou_loss_is_torchvisions_without_its_masks():
-    from torchvision.ops import complete_box_iou_loss as torchvisions
-
-    from yolo_slim.models.loss import complete_box_iou_loss
-
-    generator = torch.Generator().manual_seed(0)
-    corners = torch.rand(400, 2, generator=generator) * 10
-    sizes = torch.rand(400, 2, generator=generator) * 4 + 0.01
-    boxes = torch.cat((corners, corners + sizes), 1)
-    # Overlapping, disjoint (shifted past each other), nested and identical pairs.
-    others = torch.cat((boxes[:100] + 0.5, boxes[100:200] + 20, boxes[200:300] * 0.5 + boxes[200:300].mean() * 0.5,
-                        boxes[300:]))
-    ours_input = boxes.clone().requires_grad_(True)
-    theirs_input = boxes.clone().requires_grad_(True)
-    ours = complete_box_iou_loss(ours_input, others)
-    theirs = torchvisions(theirs_input, others, reduction="none")
-    assert (theirs[100:200] > 1).all() and theirs[300:].abs().max() < 1e-5  # disjoint and identical pairs are in
-    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
-    # Each pair its own weight; identical pairs (loss 0, gradient only float noise there) weigh 1.
-    weights = torch.cat((torch.arange(1.0, 301.0), torch.ones(100)))
-    (ours * weights).sum().backward()
-    (theirs * weights).sum().backward()
-    torch.testing.assert_close(ours_input.grad, theirs_input.grad, rtol=1e-5, atol=1e-5)
-
-
 def test_the_loss_is_made_on_its_anchors_device():
     # After a prune the module builds a new loss from the network's anchors, on the GPU, and Lightning
     # does not move it: every tensor it uses per step must start there (the meta device stands in).

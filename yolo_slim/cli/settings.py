@@ -46,10 +46,13 @@ def require_stride_multiple(imgsz: int, model: YOLOv5, setting: str) -> int:
 def require_number(value: Any, setting: str, minimum: float | None = None, maximum: float | None = None) -> float:
     """``value`` as a float, within ``[minimum, maximum]`` where given."""
     number = None if isinstance(value, bool) else _as_float(value)
-    if number is None or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        bounds = (f" in [{minimum}, {maximum}]" if minimum is not None and maximum is not None
-                  else f" >= {minimum}" if minimum is not None else f" <= {maximum}" if maximum is not None else "")
-        raise ValueError(f"{setting} must be a number{bounds}, found {value!r}")
+    too_low = minimum is not None and number is not None and number < minimum
+    too_high = maximum is not None and number is not None and number > maximum
+    if number is None or too_low or too_high:
+        bounds = [f">= {minimum}"] * (minimum is not None) + [f"<= {maximum}"] * (maximum is not None)
+        if len(bounds) == 2:
+            bounds = [f"in [{minimum}, {maximum}]"]
+        raise ValueError(" ".join([f"{setting} must be a number", *bounds]) + f", found {value!r}")
     return number
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, complete_box_iou_loss
 
 
 @dataclass(frozen=True)
@@ -63,33 +63,6 @@ class LossConfig:
 _EPS = 1e-7  # ultralytics' bbox_iou adds the same to box heights
 # Neighbour offsets in cells: own cell, then left, up, right, down (x, y).
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
-
-
-def complete_box_iou_loss(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """1 - CIoU of each pair of (x1, y1, x2, y2) rows: the values and gradients of torchvision's
-    ``complete_box_iou_loss(reduction="none")``, without its boolean-mask indexing.
-
-    torchvision zeroes the intersection of disjoint pairs by indexing with a mask, four times per
-    call; each such index has a data-dependent size, so on a GPU it waits for every queued kernel
-    (three levels: twelve waits per step). Clamping the overlap's sides at 0 gives the same numbers.
-    tests/models/test_loss.py checks it against torchvision's.
-    """
-    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
-    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
-    overlap_w = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(min=0)
-    overlap_h = (torch.min(y2, y2g) - torch.max(y1, y1g)).clamp(min=0)
-    intersection = overlap_w * overlap_h
-    w_pred, h_pred, w_gt, h_gt = x2 - x1, y2 - y1, x2g - x1g, y2g - y1g
-    union = w_pred * h_pred + w_gt * h_gt - intersection
-    iou = intersection / (union + eps)
-    # Distance term: centres' distance over the enclosing box's diagonal, both squared.
-    diagonal = (torch.max(x2, x2g) - torch.min(x1, x1g)) ** 2 + (torch.max(y2, y2g) - torch.min(y1, y1g)) ** 2 + eps
-    centres = ((x1 + x2 - x1g - x2g) / 2) ** 2 + ((y1 + y2 - y1g - y2g) / 2) ** 2
-    # Aspect term, weighted by alpha (no gradient through alpha, as in the paper and torchvision).
-    v = (4 / torch.pi**2) * (torch.atan(w_gt / h_gt) - torch.atan(w_pred / h_pred)) ** 2
-    with torch.no_grad():
-        alpha = v / (1 - iou + v + eps)
-    return 1 - iou + centres / diagonal + alpha * v
 
 
 class YOLOv5Loss(nn.Module):
@@ -138,7 +111,8 @@ class YOLOv5Loss(nn.Module):
                 # + eps: a saturated logit gives a 0-size box, and CIoU's aspect term (atan(w / h)) would be 0/0.
                 wh = (picked[:, 2:4].sigmoid() * 2) ** 2 * anchor_wh + _EPS
                 predicted = box_convert(torch.cat((xy, wh), 1), "cxcywh", "xyxy")
-                ciou_loss = complete_box_iou_loss(predicted, box_convert(target_box, "cxcywh", "xyxy"))
+                ciou_loss = complete_box_iou_loss(predicted, box_convert(target_box, "cxcywh", "xyxy"),
+                                                  reduction="none")
                 box_loss = box_loss + ciou_loss.mean()
                 objectness_target[image, anchor, cell_y, cell_x] = (1.0 - ciou_loss).detach().clamp(0).to(raw.dtype)
                 if self.nc > 1:  # one class: objectness alone carries the score
