@@ -209,17 +209,17 @@ def test_iterative_prunes_keep_one_stage_entry_each(tmp_path, synthetic_cache):
 def test_targeted_phases_default_by_where_the_sparse_phase_starts(spread, given, expected):
     module = _Zero() if spread else YOLOv5Module(model=YOLOv5("yolov5n", nc=4))
     callback = SlimCallback(method="targeted", prune_epochs=[], ratio=0.5, **given)
-    callback._bind(module)
+    callback._bind(None, module)
     method = callback.method
     assert (method.start, method.settings.warmup, method.settings.hold) == expected
     assert callback.describe()["start"] == expected[0] and callback.describe()["warmup"] == expected[1]
     resumed = SlimCallback(method="targeted", prune_epochs=[], ratio=0.5, **given)
     resumed.load_state_dict(callback.state_dict())
-    resumed._bind(YOLOv5Module(model=YOLOv5("yolov5n", nc=4)))  # a fresh network, but the run's start is kept
+    resumed._bind(None, YOLOv5Module(model=YOLOv5("yolov5n", nc=4)))  # a fresh network, but the run's start is kept
     assert (resumed.method.start, resumed.method.settings.warmup) == expected[:2]
 
 
 def test_a_given_warmup_that_leaves_no_shrink_time_with_the_trained_hold_is_refused():
     callback = SlimCallback(method="targeted", warmup=0.6, prune_epochs=[], ratio=0.5)
     with pytest.raises(ValueError, match=r"warmup \+ hold < 1, found warmup=0.6 and hold=0.5 \(with the trained"):
-        callback._bind(_Zero())
+        callback._bind(None, _Zero())

@@ -7,8 +7,17 @@ function below says which internal it mirrors, so that a Lightning upgrade is ch
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 from lightning.pytorch.strategies import DDPStrategy
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+try:
+    from lightning.pytorch.callbacks import WeightAveraging
+except ImportError:  # an older Lightning, without the WeightAveraging callbacks
+    WeightAveraging = None
 
 
 def run_validation(trainer: L.Trainer) -> None:
@@ -69,3 +78,29 @@ def optimizer_steps_per_epoch(trainer: L.Trainer) -> int:
     if not isinstance(batches, int) or batches <= 0:  # an infinite or unsized loader
         return 1
     return max(-(-batches // max(trainer.accumulate_grad_batches, 1)), 1)
+
+
+def trainer_weight_averages(trainer: L.Trainer | None) -> list[AveragedModel]:
+    """The weight averages that Lightning's ``WeightAveraging`` callbacks (``EMAWeightAveraging`` and
+    subclasses) keep of the whole LightningModule: each is an ``AveragedModel`` around a copy of it.
+
+    Reads the callback's ``_average_model``, which it has no public accessor for. It exists from the
+    callback's ``setup`` of a fit on; before that, or outside a fit, there is none.
+    """
+    if trainer is None or WeightAveraging is None:
+        return []
+    return [callback._average_model for callback in trainer.callbacks
+            if isinstance(callback, WeightAveraging) and isinstance(callback._average_model, AveragedModel)]
+
+
+def mirror_into_trainer_averages(trainer: L.Trainer | None, pl_module: nn.Module) -> None:
+    """Give every ``WeightAveraging`` callback's average the module's current architecture.
+
+    For a resumed pruned fit: the callback copied the module at ``setup``, while it was still dense, and
+    its own ``on_load_checkpoint`` (which runs after the module's) then loads the pruned average into that
+    copy. A fresh copy of the rebuilt module has the shapes; the load fills in the averaged values.
+    """
+    for average in trainer_weight_averages(trainer):
+        reference = next(average.module.parameters(), None)
+        fresh = copy.deepcopy(pl_module)
+        average.module = fresh.to(reference.device) if reference is not None else fresh

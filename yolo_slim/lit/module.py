@@ -21,7 +21,8 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from yolo_slim.lit.ema import make_ema, update_ema
 from yolo_slim.lit.evaluation import blank_out, make_map_metric, metric_inputs, repeated_positions
-from yolo_slim.lit.network import store_network
+from yolo_slim.lit._lightning_internals import mirror_into_trainer_averages
+from yolo_slim.lit.network import attached_trainer, store_network
 from yolo_slim.lit.optim import parameter_groups
 from yolo_slim.lit.schedule import WarmupDecayLR
 from yolo_slim.models import ModelSpec, YOLOv5
@@ -200,6 +201,7 @@ class YOLOv5Module(L.LightningModule):
         if spec is not None and ModelSpec.from_dict(spec) != self.model.spec:
             log.info("checkpoint holds a different architecture than the module; rebuilding it")
             self.set_network(YOLOv5.from_spec(spec, names=stored.get("names"), pruning_history=plans))
+            mirror_into_trainer_averages(attached_trainer(self), self)  # Lightning's WeightAveraging copies
         else:
             for network in {id(n): n for n in (self.model, self.inference_model)}.values():
                 network.pruning_history = [dict(plan) for plan in plans]

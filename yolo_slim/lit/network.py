@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from yolo_slim.lit._lightning_internals import mirror_into_trainer_averages
 from yolo_slim.models import YOLOv5
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY
 
@@ -39,10 +41,15 @@ def find_network(module: nn.Module, model_attr: str | None = None) -> tuple[str,
     return found[0]
 
 
-def averaged_copies(module: nn.Module, network: YOLOv5) -> list[YOLOv5]:
+def weight_averages(module: nn.Module, network: YOLOv5) -> list[AveragedModel]:
     """The weight averages (EMA, SWA: torch's ``AveragedModel``) of ``network`` held by ``module``."""
-    return [m.module for m in module.modules()
+    return [m for m in module.modules()
             if isinstance(m, AveragedModel) and isinstance(m.module, YOLOv5) and m.module.spec == network.spec]
+
+
+def averaged_copies(module: nn.Module, network: YOLOv5) -> list[YOLOv5]:
+    """The networks inside :func:`weight_averages`."""
+    return [average.module for average in weight_averages(module, network)]
 
 
 def store_network(checkpoint: dict[str, Any], network: YOLOv5, model_attr: str | None = None) -> None:
@@ -58,16 +65,24 @@ def restore_pruned_network(module: nn.Module, checkpoint: dict[str, Any]) -> Non
     """Rebuild a pruned YOLOv5 inside ``module`` before the checkpoint's weights load.
 
     Call it from your LightningModule's ``on_load_checkpoint(self, checkpoint)`` (the one line a
-    module other than ``YOLOv5Module`` needs to resume a pruned run).
+    module other than ``YOLOv5Module`` needs to resume a pruned run). The module's weight averages of
+    the network (torch's ``AveragedModel``) are rebuilt too, and so are those of Lightning's
+    ``WeightAveraging`` callbacks, whose own ``on_load_checkpoint`` runs after this one.
     """
     stored = checkpoint.get(CHECKPOINT_KEY)
     if not stored or "spec" not in stored:
         return
     path, network = find_network(module, stored.get("model_attr"))
-    rebuilt = YOLOv5.from_spec(stored["spec"], names=stored.get("names"), pruning_history=stored.get("plans", ()))
+    plans = stored.get("plans", ())
+    rebuilt = YOLOv5.from_spec(stored["spec"], names=stored.get("names"), pruning_history=plans)
     if rebuilt.spec != network.spec:
+        for average in weight_averages(module, network):
+            reference = next(average.module.parameters())
+            average.module = YOLOv5.from_spec(stored["spec"], names=stored.get("names"), pruning_history=plans).to(
+                reference.device, reference.dtype)
         reference = next(network.parameters())
         replace_submodule(module, path, rebuilt.to(reference.device, reference.dtype))
+        mirror_into_trainer_averages(attached_trainer(module), module)
     else:
         for copy in [network, *averaged_copies(module, network)]:
             copy.pruning_history = list(rebuilt.pruning_history)
@@ -77,3 +92,13 @@ def replace_submodule(module: nn.Module, path: str, new: nn.Module) -> None:
     """Put ``new`` at the dotted attribute ``path`` of ``module``."""
     parent_path, _, name = path.rpartition(".")
     setattr(module.get_submodule(parent_path) if parent_path else module, name, new)
+
+
+def attached_trainer(module: nn.Module) -> L.Trainer | None:
+    """The Trainer a LightningModule is attached to, or None (a plain module, or none attached)."""
+    if not isinstance(module, L.LightningModule):
+        return None
+    try:
+        return module.trainer
+    except RuntimeError:  # LightningModule.trainer raises when no Trainer is attached
+        return None

@@ -7,7 +7,8 @@
   channels the prune would remove are chosen on rank 0 and broadcast, so every rank shrinks the
   same ones.
 * At the start of each prune epoch: validate, plan on rank 0, broadcast the plan, compact the
-  network (and the module's EMA, if it has one) on every rank, swap it in, rebuild the optimizers
+  network (and its weight averages: the module's EMA or AveragedModel, Lightning's WeightAveraging
+  callbacks' copy) on every rank, swap it in, rebuild the optimizers
   and the DDP wrapper, continue the LR schedule, validate again.
 * Every epoch: how separated the channels the next prune would remove are (logged, and appended
   to ``separation.csv`` in the run folder).
@@ -30,7 +31,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from yolo_slim.lit import _lightning_internals as internals
-from yolo_slim.lit.network import averaged_copies, find_network, replace_submodule, store_network
+from yolo_slim.lit.network import averaged_copies, find_network, replace_submodule, store_network, weight_averages
 from yolo_slim.lit.slim_arguments import check_slim_arguments
 from yolo_slim.lit.slim_artifacts import PredictionPictures, append_separation_row, write_histogram, write_prune_charts
 from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method
@@ -144,7 +145,7 @@ class SlimCallback(L.Callback):
             raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={trainer.max_epochs} "
                              f"(a prune at epoch e happens at its start, so e < max_epochs leaves fine-tuning time)")
         _, network = find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
-        self._bind(pl_module)  # a resumed fit holds a rebuilt network
+        self._bind(trainer, pl_module)  # a resumed fit holds a rebuilt network
         # A resumed fit (ckpt_path) has already trained: its γ are not "before sparse training".
         if self.write_artifacts and self.completed_prunes == 0 and trainer.ckpt_path is None and trainer.is_global_zero:
             write_histogram(trainer, network, "gamma_histogram_start", "|gamma| before sparse training")
@@ -288,9 +289,13 @@ class SlimCallback(L.Callback):
             return trainer.global_step / trainer.max_steps
         return 0.0  # unbounded fit: hold the starting strength
 
-    def _bind(self, pl_module: L.LightningModule) -> None:
-        _, network = find_network(pl_module, self.model_attr)
-        self.method.bind(network, averaged_copies(pl_module, network))
+    def _bind(self, trainer: L.Trainer | None, pl_module: L.LightningModule) -> None:
+        path, network = find_network(pl_module, self.model_attr)
+        copies = averaged_copies(pl_module, network)
+        for average in internals.trainer_weight_averages(trainer):
+            copied = average.module.get_submodule(path)
+            copies += [copied, *averaged_copies(average.module, copied)]
+        self.method.bind(network, copies)
 
     # ------------------------------------------------------------------ pruning
     def _prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -317,17 +322,14 @@ class SlimCallback(L.Callback):
         # targeted prunes exactly what it shrank (identical on every rank: its choice was broadcast).
         plan = self.method.chosen_plan() or self._plan(trainer, network, index)
         figures = separation(network, plan).to_dict()
-        small = compact(network, plan)
-        ema = getattr(pl_module, "ema", None)
-        if hasattr(pl_module, "set_network"):  # YOLOv5Module: swaps network, EMA and loss together
-            small_ema = compact(ema.module, plan) if isinstance(ema, AveragedModel) else None
-            updates = int(ema.n_averaged) if isinstance(ema, AveragedModel) else 0
-            pl_module.set_network(small, ema_network=small_ema, ema_updates=updates)
-        else:
-            replace_submodule(pl_module, path, small)
+        small = _install_compacted(pl_module, path, plan)
+        # Lightning's WeightAveraging callbacks average a copy of the whole module: it is pruned the same way,
+        # or their next update (and their swap at validation) would meet the old shapes.
+        for average in internals.trainer_weight_averages(trainer):
+            _install_compacted(average.module, path, plan)
         internals.rebuild_optimizers(trainer, pl_module, continue_schedule=self.finetune_schedule == "continue")
         self.completed_prunes += 1
-        self._bind(pl_module)
+        self._bind(trainer, pl_module)
         log.info("pruned at epoch %d: %d of %d channels removed; removed output mass %.2e", trainer.current_epoch,
                  plan.removed_channels, plan.total_channels, figures["removed_output_mass"])
         self.stages[f"pruned{suffix}"] = {**self._stage(trainer, pl_module, imgsz), **figures,
@@ -387,6 +389,27 @@ def targeted_choice_in(checkpoint: dict[str, Any], ratio: float, policy: str, ro
         if state.get("method") == "targeted" and choice is not None and state.get("choice_rules") == wanted:
             return PruningPlan.from_dict(choice)
     return None
+
+
+def _install_compacted(module: torch.nn.Module, path: str, plan: PruningPlan) -> YOLOv5:
+    """Swap the network at ``path`` of ``module`` for its compacted copy, and its weight averages with it.
+
+    ``YOLOv5Module`` rebuilds its EMA and loss in ``set_network``; any other module's torch
+    ``AveragedModel`` of the network keeps its update count and gets a compacted copy of its weights.
+    """
+    network = module.get_submodule(path)
+    small = compact(network, plan)
+    if hasattr(module, "set_network"):
+        ema = getattr(module, "ema", None)
+        averaged = isinstance(ema, AveragedModel)
+        module.set_network(small, ema_network=compact(ema.module, plan) if averaged else None,
+                           ema_updates=int(ema.n_averaged) if averaged else 0)
+        return small
+    averages = weight_averages(module, network)
+    replace_submodule(module, path, small)
+    for average in averages:
+        average.module = compact(average.module, plan)
+    return small
 
 
 def _validated_network(pl_module: L.LightningModule, network: YOLOv5) -> YOLOv5:
