@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 from PIL import Image
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from slim_support import UsersModule, tiny_datamodule
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -183,6 +183,26 @@ def test_early_stopping_patience_starts_over_at_the_prune(tmp_path, synthetic_ca
     trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
     assert trainer.global_step == 2 * 3  # the fine-tune ran (it stopped at the prune, after 3 steps)
     assert stopper.best_score == trainer.callback_metrics["val/map"]  # its best is the pruned network's
+
+
+class _FallingScore(YOLOv5Module):
+    """Validation also logs a score that falls every epoch: the dense epoch 0 scores best of all."""
+
+    def on_validation_epoch_end(self):
+        super().on_validation_epoch_end()
+        self.log("score", 100.0 - self.current_epoch)
+
+
+def test_a_monitored_checkpoint_keeps_the_best_pruned_network_not_the_dense_one(tmp_path, synthetic_cache):
+    best = ModelCheckpoint(dirpath=tmp_path / "checkpoints", filename="best", monitor="score", mode="max")
+    slim = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5)
+    trainer = _trainer(3, [slim, best], tmp_path, limit_val_batches=1, limit_train_batches=2)
+    dense_spec = YOLOv5("yolov5n", nc=4).spec.to_dict()
+    trainer.fit(_FallingScore(YOLOv5("yolov5n", nc=4), imgsz=64), datamodule=tiny_datamodule(synthetic_cache))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt"]  # replaced, no best-v1
+    assert best.best_model_score == 99.0  # epoch 1's, the pruned network's first; epoch 0 scored 100
+    stored = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert stored["epoch"] == 1 and stored["yolo_slim"]["spec"] != dense_spec
 
 
 def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):

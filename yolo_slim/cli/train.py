@@ -140,8 +140,9 @@ def run(config: DictConfig) -> None:
         best = job.trainer.checkpoint_callback.best_model_path or None
         stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz, ckpt_path=best)}
     else:
-        # The result is the last model: after pruning, a "best" checkpoint may be the dense one; in
-        # sparse training only (prune.epochs=[]), it may predate most of the sparsity.
+        # The result is the last model, which the stages measure. best.ckpt ranks only the epochs after
+        # the last prune (SlimCallback starts the monitors over); in sparse training only
+        # (prune.epochs=[]) it may predate most of the sparsity.
         best = str(run_dir / "checkpoints" / "last.ckpt")
         final = stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz)
         final["latency_ms"] = round(cpu_latency_ms(job.module.inference_model, job.imgsz), 3)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 
 import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
@@ -104,3 +106,24 @@ def mirror_into_trainer_averages(trainer: L.Trainer | None, pl_module: nn.Module
         reference = next(average.module.parameters(), None)
         fresh = copy.deepcopy(pl_module)
         average.module = fresh.to(reference.device) if reference is not None else fresh
+
+
+def start_monitors_over(trainer: L.Trainer) -> None:
+    """Forget what the Trainer's monitors ranked so far (at a prune: the network after it is another model).
+
+    EarlyStopping starts its patience over from no best score. A ModelCheckpoint with a ``monitor``
+    keeps its files but ranks them worst, so the next checkpoints replace them: with ``save_top_k=1``
+    the first validation after the prune overwrites ``best.ckpt`` under the same name. Clearing
+    ``best_k_models`` instead would leave the old file behind and write ``best-v1.ckpt`` beside it.
+    Mirrors ``ModelCheckpoint._update_best_and_save``'s use of ``best_k_models`` and ``kth_value``.
+    """
+    for stopper in trainer.early_stopping_callbacks:
+        stopper.wait_count = 0
+        stopper.best_score = torch.tensor(torch.inf if stopper.monitor_op == torch.lt else -torch.inf)
+    for saver in trainer.checkpoint_callbacks:
+        if not isinstance(saver, ModelCheckpoint) or saver.monitor is None or not saver.best_k_models:
+            continue
+        worst = torch.tensor(torch.inf if saver.mode == "min" else -torch.inf)
+        saver.best_k_models = {path: worst.clone() for path in saver.best_k_models}
+        saver.kth_value = worst.clone()
+        saver.best_model_score = worst.clone()

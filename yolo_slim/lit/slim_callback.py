@@ -301,13 +301,11 @@ class SlimCallback(L.Callback):
     def _prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stopping_before = trainer.should_stop
         self._prune_and_measure(trainer, pl_module)
-        # The two validations around the prune ran the callbacks' validation hooks: an EarlyStopping that
-        # checks at validation end (asked to, or validating less than once an epoch) counted the same
-        # weights again, then the fresh network's drop, as epochs without progress (patience 2 ended the
-        # fit at the prune). The pruned network is another model: its patience starts over, from no best.
-        for stopper in trainer.early_stopping_callbacks:
-            stopper.wait_count = 0
-            stopper.best_score = torch.tensor(torch.inf if stopper.monitor_op == torch.lt else -torch.inf)
+        # The pruned network is another model: what monitors ranked of the dense one no longer counts.
+        # An EarlyStopping that checks at validation end (asked to, or validating less than once an epoch)
+        # counted the two validations around the prune as epochs without progress (patience 2 ended the
+        # fit at the prune); a monitored ModelCheckpoint would keep the dense network as its best.
+        internals.start_monitors_over(trainer)
         if trainer.early_stopping_callbacks:
             trainer.should_stop = stopping_before
 
