@@ -125,6 +125,30 @@ def test_pin_memory_follows_the_trainer(yolo_dataset):
     assert datamodule.val_dataloader().pin_memory is True
 
 
+def test_each_ddp_rank_draws_its_own_augmentation_when_loading_in_process(yolo_dataset):
+    # workers=0: augmentation draws from the training process's `random`, which seed_everything seeds alike
+    # on every rank. The fake ranks below read the same images (no DistributedSampler), so any difference
+    # in their first batch is the augmentation's.
+    class FakeStrategy:
+        root_device = torch.device("cpu")
+
+    def first_batch(world_size: int | None, rank: int = 0) -> torch.Tensor:
+        class FakeTrainer:
+            strategy, is_global_zero, global_rank = FakeStrategy(), rank == 0, rank
+
+        datamodule = YOLODataModule(yolo_dataset, imgsz=64, batch_size=4, workers=0)
+        if world_size is not None:
+            datamodule.trainer = FakeTrainer()
+            datamodule.trainer.world_size = world_size
+        datamodule.setup("fit")
+        random.seed(0), torch.manual_seed(0)
+        return next(iter(datamodule.train_dataloader()))["images"]
+
+    assert torch.equal(first_batch(1), first_batch(None))  # one process: the seeded draws as they were
+    assert torch.equal(first_batch(2, 1), first_batch(2, 1))  # each rank still reproducible
+    assert not torch.equal(first_batch(2, 0), first_batch(2, 1))
+
+
 def test_the_hsv_jitter_goes_to_the_device_only_when_training_on_a_gpu(yolo_dataset):
     class FakeStrategy:
         root_device = torch.device("cuda", 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,8 @@ class YOLODataModule(lightning.LightningDataModule):
                 self.datasets[split] = self._build(split)
 
     def train_dataloader(self) -> DataLoader:
+        if self.workers == 0:
+            self._separate_rank_draws()
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -186,6 +189,20 @@ class YOLODataModule(lightning.LightningDataModule):
         copies = f" x {processes} processes" if processes > 1 else ""
         return (f"the {split} split needs {_format_bytes(resized_bytes)}{copies} at imgsz {self.imgsz}, but "
                 f"{_format_bytes(available)} of memory is available")
+
+    def _separate_rank_draws(self) -> None:
+        """Give each DDP rank its own augmentation draws when the training process loads the data itself.
+
+        Augmentation draws from the ``random`` module (:mod:`yolo_slim.data.augment`), which
+        ``seed_everything`` seeds alike in every rank: with workers=0 every rank drew the same mosaic
+        partners, flips and jitters for its batch positions. (Loader workers are told apart by
+        Lightning's worker seeding, which mixes in the rank.) One process is left as it is.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or getattr(trainer, "world_size", 1) <= 1:
+            return
+        # From the current state, so that a seeded run stays reproducible, plus the rank.
+        random.seed(random.getrandbits(64) + trainer.global_rank)
 
     def _is_global_zero(self) -> bool:
         trainer = getattr(self, "trainer", None)
