@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from slim_support import UsersModule, tiny_datamodule
+from slim_support import UsersModule, ZeroLossModule, tiny_datamodule
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from yolo_slim.lit import SlimCallback, YOLOv5Module
@@ -51,18 +51,7 @@ def test_prune_epoch_beyond_the_run_fails_before_training(tmp_path, synthetic_ca
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
-class _Zero(L.LightningModule):
-    """Loss with zero gradient everywhere: only the sparsity term moves γ."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.model = YOLOv5("yolov5n", nc=4)
-
-    def training_step(self, batch, batch_idx):
-        return sum(level.sum() for level in self.model(batch["images"].float() / 255)) * 0.0
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.model.parameters(), lr=1.0)
+_Zero = ZeroLossModule
 
 
 def test_sparsity_applies_once_per_optimizer_step_after_accumulation(tmp_path, synthetic_cache):

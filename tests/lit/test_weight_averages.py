@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
-from slim_support import UsersModule, tiny_datamodule
+from slim_support import UsersModule, ZeroLossModule, tiny_datamodule
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from yolo_slim.lit import SlimCallback, YOLOv5Module, find_network, restore_pruned_network
@@ -112,24 +112,10 @@ def test_lightnings_ema_callback_is_pruned_with_the_network_and_resumes(tmp_path
         torch.testing.assert_close(probe.weights[name], value, rtol=0, atol=0, msg=name)
 
 
-class _ZeroLoss(L.LightningModule):
-    """A loss of zero: only the sparsity method moves the γ."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.model = YOLOv5("yolov5n", nc=4)
-
-    def training_step(self, batch, batch_idx):
-        return sum(level.sum() for level in self.model(batch["images"].float() / 255)) * 0.0
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.0)
-
-
 def test_targeted_shrinks_the_chosen_channels_of_lightnings_average_too(tmp_path, synthetic_cache):
     # The average is what validation (and the prune's "after" figure) sees: its chosen channels must be
     # as small as the network's when the prune removes them, not an EMA's lag behind.
-    module, averaging = _ZeroLoss(), EMAWeightAveraging(decay=0.99)
+    module, averaging = ZeroLossModule(), EMAWeightAveraging(decay=0.99)
     start = [w.detach().clone() for w in sparsity_target(module.model).weights]
     callback = SlimCallback(method="targeted", sparsity=100.0, warmup=0.0, hold=0.5, prune_epochs=[], ratio=0.5,
                             write_artifacts=False)
