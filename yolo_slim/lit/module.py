@@ -19,9 +19,9 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from yolo_slim.lit._lightning_internals import mirror_into_trainer_averages
 from yolo_slim.lit.ema import make_ema, update_ema
 from yolo_slim.lit.evaluation import blank_out, make_map_metric, metric_inputs, repeated_positions
-from yolo_slim.lit._lightning_internals import mirror_into_trainer_averages
 from yolo_slim.lit.network import attached_trainer, store_network
 from yolo_slim.lit.optim import parameter_groups
 from yolo_slim.lit.schedule import WarmupDecayLR

@@ -9,6 +9,7 @@ path of the network (``model_attr``). :func:`store_network` is the only writer: 
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 import lightning as L
@@ -73,13 +74,11 @@ def restore_pruned_network(module: nn.Module, checkpoint: dict[str, Any]) -> Non
     if not stored or "spec" not in stored:
         return
     path, network = find_network(module, stored.get("model_attr"))
-    plans = stored.get("plans", ())
-    rebuilt = YOLOv5.from_spec(stored["spec"], names=stored.get("names"), pruning_history=plans)
+    rebuilt = YOLOv5.from_spec(stored["spec"], names=stored.get("names"), pruning_history=stored.get("plans", ()))
     if rebuilt.spec != network.spec:
-        for average in weight_averages(module, network):
+        for average in weight_averages(module, network):  # the load then fills in the averaged values
             reference = next(average.module.parameters())
-            average.module = YOLOv5.from_spec(stored["spec"], names=stored.get("names"), pruning_history=plans).to(
-                reference.device, reference.dtype)
+            average.module = deepcopy(rebuilt).to(reference.device, reference.dtype)
         reference = next(network.parameters())
         replace_submodule(module, path, rebuilt.to(reference.device, reference.dtype))
         mirror_into_trainer_averages(attached_trainer(module), module)
