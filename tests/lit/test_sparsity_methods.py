@@ -100,6 +100,23 @@ def test_targeted_shrinks_bfloat16_weights_too(tmp_path, synthetic_cache):
     assert (kept == 1).all() and chosen.max() < 0.995  # about exp(-0.014), to bfloat16's precision
 
 
+def test_a_resume_keeps_the_16bit_shrink_not_yet_applied():
+    # Steps whose gathered factor is still finer than bfloat16's epsilon apply nothing; a checkpoint taken
+    # then must carry that factor, or the resumed run applies a different shrink from the uninterrupted one.
+    def bound():
+        module = _Zero().to(torch.bfloat16)
+        callback = SlimCallback(method="targeted", warmup=0.0, hold=0.5, prune_epochs=[], ratio=0.5)
+        callback._bind(None, module)
+        return callback
+
+    running = bound()
+    assert [running.method._applied_rate(1e-3) for _ in range(7)] == [0.0] * 7  # 1 - 0.999^7 < 2^-7
+    resumed = bound()
+    resumed.load_state_dict(running.state_dict())
+    applied = [callback.method._applied_rate(1e-3) for callback in (running, resumed)]
+    assert applied[0] == applied[1] == pytest.approx(1 - (1 - 1e-3) ** 8)  # 8 steps' shrink, at once
+
+
 def test_targeted_prune_is_free_and_reported(tmp_path, synthetic_cache):
     module = _Zero()
     callback = SlimCallback(method="targeted", sparsity=200.0, warmup=0.0, hold=0.5, prune_epochs=2, ratio=0.5,

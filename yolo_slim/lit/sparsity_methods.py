@@ -300,11 +300,13 @@ class TargetedMethod(SparsityMethod):
         return {**super().describe(), "start": self.start}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"choice": self.choice, "start": self.start}
+        # The pending factor too: in 16-bit weights a resume would otherwise drop up to one epsilon of shrink.
+        return {"choice": self.choice, "start": self.start, "pending_factor": self._pending_factor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.choice = state.get("choice")
         self.start = state.get("start", self.start)
+        self._pending_factor = float(state.get("pending_factor", 1.0))
 
 
 _CLASSES = {"l1": L1Method, "targeted": TargetedMethod, "polarize": PolarizeMethod}
