@@ -42,7 +42,7 @@ def test_settings_and_overrides(tmp_path, cli_environment):
 @pytest.mark.slow
 def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_run, cli_environment):
     _assert_one_line(run_cli(["val", f"ckpt={tmp_path / 'none.ckpt'}"], cli_environment, 120), "val",
-                     "does not exist")
+                     "does not exist; give a checkpoint written by `train`")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("garbage\n")
     _assert_one_line(run_cli(["val", f"ckpt={garbage}"], cli_environment, 120), "val",

@@ -11,7 +11,7 @@ import copy
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
@@ -95,17 +95,58 @@ def trainer_weight_averages(trainer: L.Trainer | None) -> list[AveragedModel]:
             if isinstance(callback, WeightAveraging) and isinstance(callback._average_model, AveragedModel)]
 
 
+def _swa_callbacks(trainer: L.Trainer | None) -> list[StochasticWeightAveraging]:
+    """Lightning's ``StochasticWeightAveraging`` callbacks that hold their copy of the module.
+
+    Unlike ``WeightAveraging``, it keeps a plain ``deepcopy`` of the LightningModule in ``_average_model``
+    (made at its ``setup``, on the CPU until averaging starts) and averages into it epoch by epoch.
+    """
+    if trainer is None:
+        return []
+    return [callback for callback in trainer.callbacks
+            if isinstance(callback, StochasticWeightAveraging) and isinstance(callback._average_model, nn.Module)]
+
+
+def trainer_module_copies(trainer: L.Trainer | None) -> list[nn.Module]:
+    """Every copy of the whole LightningModule that Lightning's averaging callbacks keep: inside each
+    ``WeightAveraging`` average, and each ``StochasticWeightAveraging``'s average. A prune must compact them
+    too, or the callback's next update would meet the old shapes."""
+    return [average.module for average in trainer_weight_averages(trainer)] + [
+        callback._average_model for callback in _swa_callbacks(trainer)]
+
+
+def swa_first_epoch(trainer: L.Trainer) -> int | None:
+    """The first (0-based) epoch at which a ``StochasticWeightAveraging`` callback averages, if there is one.
+
+    Mirrors the callback's ``on_fit_start`` (a float ``swa_epoch_start`` is a share of ``max_epochs``)
+    and its ``swa_start`` property, read before its own ``on_fit_start`` may have run.
+    """
+    starts = []
+    for callback in _swa_callbacks(trainer):
+        start = callback._swa_epoch_start
+        if isinstance(start, float):
+            start = int((trainer.max_epochs or 0) * start)
+        starts.append(max(start - 1, 0))
+    return min(starts, default=None)
+
+
 def mirror_into_trainer_averages(trainer: L.Trainer | None, pl_module: nn.Module) -> None:
-    """Give every ``WeightAveraging`` callback's average the module's current architecture.
+    """Give every copy of the module that an averaging callback keeps the module's current architecture.
 
     For a resumed pruned fit: the callback copied the module at ``setup``, while it was still dense, and
-    its own ``on_load_checkpoint`` (which runs after the module's) then loads the pruned average into that
-    copy. A fresh copy of the rebuilt module has the shapes; the load fills in the averaged values.
+    its own ``on_load_checkpoint`` or ``load_state_dict`` (which runs after the module's) then loads the
+    pruned average into that copy. A fresh copy of the rebuilt module has the shapes; the load fills in the
+    averaged values.
     """
-    for average in trainer_weight_averages(trainer):
-        reference = next(average.module.parameters(), None)
+    def fresh_copy_like(old: nn.Module) -> nn.Module:
+        reference = next(old.parameters(), None)
         fresh = copy.deepcopy(pl_module)
-        average.module = fresh.to(reference.device) if reference is not None else fresh
+        return fresh.to(reference.device) if reference is not None else fresh
+
+    for average in trainer_weight_averages(trainer):
+        average.module = fresh_copy_like(average.module)
+    for callback in _swa_callbacks(trainer):
+        callback._average_model = fresh_copy_like(callback._average_model)
 
 
 def start_monitors_over(trainer: L.Trainer) -> None:

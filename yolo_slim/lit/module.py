@@ -201,7 +201,7 @@ class YOLOv5Module(L.LightningModule):
         if spec is not None and ModelSpec.from_dict(spec) != self.model.spec:
             log.info("checkpoint holds a different architecture than the module; rebuilding it")
             self.set_network(YOLOv5.from_spec(spec, names=stored.get("names"), pruning_history=plans))
-            mirror_into_trainer_averages(attached_trainer(self), self)  # Lightning's WeightAveraging copies
+            mirror_into_trainer_averages(attached_trainer(self), self)  # Lightning's averaging callbacks' copies
         else:
             for network in {id(n): n for n in (self.model, self.inference_model)}.values():
                 network.pruning_history = [dict(plan) for plan in plans]

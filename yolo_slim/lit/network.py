@@ -68,7 +68,7 @@ def restore_pruned_network(module: nn.Module, checkpoint: dict[str, Any]) -> Non
     Call it from your LightningModule's ``on_load_checkpoint(self, checkpoint)`` (the one line a
     module other than ``YOLOv5Module`` needs to resume a pruned run). The module's weight averages of
     the network (torch's ``AveragedModel``) are rebuilt too, and so are those of Lightning's
-    ``WeightAveraging`` callbacks, whose own ``on_load_checkpoint`` runs after this one.
+    ``WeightAveraging`` and ``StochasticWeightAveraging`` callbacks, whose own loading runs after this one.
     """
     stored = checkpoint.get(CHECKPOINT_KEY)
     if not stored or "spec" not in stored:

@@ -7,9 +7,9 @@
   channels the prune would remove are chosen on rank 0 and broadcast, so every rank shrinks the
   same ones.
 * At the start of each prune epoch: validate, plan on rank 0, broadcast the plan, compact the
-  network (and its weight averages: the module's EMA or AveragedModel, Lightning's WeightAveraging
-  callbacks' copy) on every rank, swap it in, rebuild the optimizers
-  and the DDP wrapper, continue the LR schedule, validate again.
+  network (and its weight averages: the module's EMA or AveragedModel, the copy that Lightning's
+  WeightAveraging and StochasticWeightAveraging callbacks average) on every rank, swap it in,
+  rebuild the optimizers and the DDP wrapper, continue the LR schedule, validate again.
 * Every epoch: how separated the channels the next prune would remove are (logged, and appended
   to ``separation.csv`` in the run folder).
 * Checkpoints carry the pruned spec and its plans; a resumed fit rebuilds the architecture before
@@ -144,6 +144,14 @@ class SlimCallback(L.Callback):
         if late:
             raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={trainer.max_epochs} "
                              f"(a prune at epoch e happens at its start, so e < max_epochs leaves fine-tuning time)")
+        pending = self.prune_epochs[self.completed_prunes:]
+        swa_start = internals.swa_first_epoch(trainer)
+        if pending and swa_start is not None and swa_start <= pending[-1]:
+            # SWA's average is an equal mean from its first epoch on: it would mix the dense and pruned networks,
+            # and its SWALR scheduler would not survive the optimizers rebuilt at the prune.
+            raise ValueError(f"StochasticWeightAveraging averages from epoch {swa_start} on, at or before "
+                             f"SlimCallback's last prune (epoch {pending[-1]}); set its swa_epoch_start to "
+                             f"{pending[-1] + 2} or later (it counts from 1) so that it averages the pruned network")
         _, network = find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
         self._bind(trainer, pl_module)  # a resumed fit holds a rebuilt network
         # A resumed fit (ckpt_path) has already trained: its γ are not "before sparse training".
@@ -321,10 +329,10 @@ class SlimCallback(L.Callback):
         plan = self.method.chosen_plan() or self._plan(trainer, network, index)
         figures = separation(network, plan).to_dict()
         small = _install_compacted(pl_module, path, plan)
-        # Lightning's WeightAveraging callbacks average a copy of the whole module: it is pruned the same way,
-        # or their next update (and their swap at validation) would meet the old shapes.
-        for average in internals.trainer_weight_averages(trainer):
-            _install_compacted(average.module, path, plan)
+        # Lightning's WeightAveraging and StochasticWeightAveraging callbacks average a copy of the whole module:
+        # it is pruned the same way, or their next update (and their swap at validation) would meet the old shapes.
+        for module_copy in internals.trainer_module_copies(trainer):
+            _install_compacted(module_copy, path, plan)
         internals.rebuild_optimizers(trainer, pl_module, continue_schedule=self.finetune_schedule == "continue")
         self.completed_prunes += 1
         self._bind(trainer, pl_module)
