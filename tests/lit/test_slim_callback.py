@@ -27,7 +27,7 @@ def _trainer(max_epochs, callbacks, tmp_path, **kwargs):
 
 @pytest.mark.parametrize("arguments,message", [
     ({"sparsity": -1.0}, "sparsity and bias_sparsity must be >= 0, found -1.0"),
-    ({"schedule": "step"}, r"schedule must be one of \('constant', 'linear', 'cosine'\), found 'step'"),
+    ({"method": "l1", "schedule": "step"}, r"schedule must be one of \('constant', 'linear', 'cosine'\), found 'step'"),
     ({"prune_epochs": [3, 2]}, r"prune_epochs must be strictly increasing, found \[3, 2\]"),
     ({"prune_epochs": -1}, "prune_epochs must be an int >= 0"),
     ({"prune_epochs": [1, 2], "ratio": [0.3]}, r"ratio needs one value per prune epoch \(2\), found 1"),

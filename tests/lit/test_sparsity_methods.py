@@ -49,6 +49,8 @@ def _masks(network, choice):
     ({"method": "l2"}, r"method must be one of \('l1', 'targeted', 'polarize'\), found 'l2'"),
     ({"method": "l1", "polarization_t": 1.3}, "polarization_t applies to method polarize, not to method='l1'"),
     ({"method": "targeted", "bias_sparsity": 1e-3}, "bias_sparsity applies to method l1 and polarize"),
+    ({"method": "targeted", "schedule": "cosine"}, "schedule applies to method l1 and polarize"),
+    ({"method": "targeted", "floor": 0.5}, "floor applies to method l1 and polarize"),
     ({"method": "polarize", "warmup": 0.1}, "warmup applies to method targeted, not to method='polarize'"),
     ({"method": "polarize", "polarization_t": 0.9}, r"polarization_t must be > 1 .*found 0.9"),
     ({"method": "targeted", "warmup": 0.7, "hold": 0.4}, "warmup and hold must be fractions .* with warmup \\+ hold < 1"),

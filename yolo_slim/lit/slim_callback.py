@@ -55,8 +55,8 @@ class SlimCallback(L.Callback):
         sparsity: The method's strength; default: the method's value chosen from the benchmark
             table (``DEFAULT_STRENGTH``). ``l1``: s of ``s·sign(γ)`` per step; ``polarize``: λ;
             ``targeted``: the full-strength shrink in e-folds per sparse phase.
-        schedule: ``l1``/``polarize``: how the strength evolves over the sparse phase: constant,
-            linear or cosine (both decaying to ``floor * sparsity``).
+        schedule: ``l1``/``polarize``: how the strength evolves over the sparse phase: constant
+            (the default), linear or cosine (both decaying to ``floor * sparsity``).
         prune_epochs: Epoch(s) at whose start the network is pruned; several for iterative pruning;
             ``[]`` for sparse training only (the checkpoint that ``prune`` sweeps start from).
         ratio: Fraction of the original prunable channels removed after each prune: one value, or
@@ -74,7 +74,7 @@ class SlimCallback(L.Callback):
             chosen channels lose their task gradient. Default: 0.15 from a fresh network, 0.5 from
             trained weights (the shrink then spans the first half of the phase).
         warmup_sparsity: ``targeted``: the ``l1`` strength of the warm-up (default: ``l1``'s default).
-        floor: Final strength fraction of the decaying schedules.
+        floor: ``l1``/``polarize``: final strength fraction of the decaying schedules (default 0.1).
         sparsity_after_prune: ``l1``/``polarize``: keep the penalty on while fine-tuning.
         finetune_schedule: ``"continue"`` the LR schedule through the prune, or ``"restart"`` it.
         imgsz: Image size for GFLOPs and latency; default: the module's ``hparams.imgsz`` or 640.
@@ -83,23 +83,25 @@ class SlimCallback(L.Callback):
             to TensorBoard as images.
     """
 
-    def __init__(self, method: str = "targeted", sparsity: float | None = None, schedule: str = "constant",
+    def __init__(self, method: str = "targeted", sparsity: float | None = None, schedule: str | None = None,
                  prune_epochs: int | Sequence[int] = 0, ratio: float | Sequence[float] = 0.5,
                  policy: str = "grouped", round_to: int = 8, min_channels: int = 8, model_attr: str | None = None,
                  bias_sparsity: float | None = None, polarization_t: float | None = None,
                  warmup: float | None = None, hold: float | None = None, warmup_sparsity: float | None = None,
-                 floor: float = 0.1,
+                 floor: float | None = None,
                  sparsity_after_prune: bool = False, finetune_schedule: str = "continue", imgsz: int | None = None,
                  write_artifacts: bool = True) -> None:
         epochs = [prune_epochs] if isinstance(prune_epochs, int) else list(prune_epochs)
         ratios = [ratio] * len(epochs) if isinstance(ratio, (int, float)) else list(ratio)
         # None: the method's default. bias_sparsity=0 is "off" for every method, so not a foreign argument.
-        specific = {"bias_sparsity": bias_sparsity or None, "polarization_t": polarization_t, "warmup": warmup,
-                    "hold": hold, "warmup_sparsity": warmup_sparsity}
+        specific = {"schedule": schedule, "floor": floor, "bias_sparsity": bias_sparsity or None,
+                    "polarization_t": polarization_t, "warmup": warmup, "hold": hold,
+                    "warmup_sparsity": warmup_sparsity}
         given = {name for name, value in specific.items() if value is not None}
         strength = DEFAULT_STRENGTH.get(method, 0.0) if sparsity is None else float(sparsity)
-        self.settings = MethodSettings(method=method, strength=strength, schedule=schedule, floor=floor,
-                                       **{METHOD_SPECIFIC[name][0]: float(specific[name]) for name in given})
+        self.settings = MethodSettings(method=method, strength=strength, **{
+            METHOD_SPECIFIC[name][0]: specific[name] if name == "schedule" else float(specific[name])
+            for name in given})
         if not epochs and not isinstance(ratio, (int, float)):
             raise ValueError(f"with prune_epochs=[] (sparse training only) ratio must be one float, the ratio the "
                              f"sparse model is meant for, found {ratio!r}")
