@@ -238,6 +238,14 @@ def test_targeted_phases_default_by_where_the_sparse_phase_starts(spread, given,
     assert (resumed.method.start, resumed.method.settings.warmup) == expected[:2]
 
 
+def test_the_settings_in_force_name_what_the_method_uses_and_the_fine_tune():
+    l1 = SlimCallback(method="l1", schedule="cosine", sparsity_after_prune=True, finetune_schedule="restart")
+    assert {k: l1.describe()[k] for k in ("schedule", "floor", "sparsity_after_prune", "finetune_schedule")} == {
+        "schedule": "cosine", "floor": 0.1, "sparsity_after_prune": True, "finetune_schedule": "restart"}
+    targeted = SlimCallback(method="targeted").describe()
+    assert "schedule" not in targeted and "floor" not in targeted and targeted["finetune_schedule"] == "continue"
+
+
 def test_a_given_warmup_that_leaves_no_shrink_time_with_the_trained_hold_is_refused():
     callback = SlimCallback(method="targeted", warmup=0.6, prune_epochs=[], ratio=0.5)
     with pytest.raises(ValueError, match=r"warmup \+ hold < 1, found warmup=0.6 and hold=0.5 \(with the trained"):

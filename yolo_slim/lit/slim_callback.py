@@ -133,7 +133,8 @@ class SlimCallback(L.Callback):
         """The settings in force, defaults resolved, as plain data (for ``summary.json``)."""
         return {**self.method.describe(), "prune_epochs": list(self.prune_epochs),
                 "ratio": list(self.ratios) if self.prune_epochs else self.target_ratio, "policy": self.policy,
-                "round_to": self.round_to, "min_channels": self.min_channels}
+                "round_to": self.round_to, "min_channels": self.min_channels,
+                "sparsity_after_prune": self.sparsity_after_prune, "finetune_schedule": self.finetune_schedule}
 
     # ------------------------------------------------------------------ hooks
     def late_prunes(self, max_epochs: int | None) -> list[int]:
@@ -235,7 +236,8 @@ class SlimCallback(L.Callback):
         index = self._next_ratio_index()
         # The rules a targeted choice was made with, so that `prune` can reuse it (targeted_choice_in).
         rules = {"ratio": self.target_ratio if index == -1 else self.ratios[index], "policy": self.policy,
-                 "round_to": self.round_to, "min_channels": self.min_channels} if index is not None else None
+                 "round_to": self.round_to, "min_channels": self.min_channels,
+                "sparsity_after_prune": self.sparsity_after_prune, "finetune_schedule": self.finetune_schedule} if index is not None else None
         return {"completed_prunes": self.completed_prunes, "stages": dict(self.stages),
                 "original_prunable": self.original_prunable, "method": self.settings.method,
                 "method_state": self.method.state_dict(), "choice_rules": rules,

@@ -13,7 +13,9 @@ either half). Its two functions:
 
 A block with no rule, or registered with :data:`WHOLE`, is left whole: every channel of its inputs is
 kept, its output is not a producer (never pruned), its weights are copied as they are, and the
-graph's ``whole_layers`` (printed by the report) says so. A custom block becomes prunable with::
+graph's ``whole_layers`` (printed by the report) says so. A custom block becomes prunable when its params
+hold the width of each convolution to prune (here ``PrunableTwin``: two Conv units side by side, of
+``a_channels`` and ``b_channels`` outputs, concatenated) and it has a rule::
 
     def trace_twin(tracer, path, params, inputs):
         flat = [segment for source in inputs for segment in source]
@@ -23,7 +25,7 @@ graph's ``whole_layers`` (printed by the report) says so. A custom block becomes
             outputs.append(tracer.produce(f"{path}.{part}", params[f"{part}_channels"]))
         return outputs
 
-    register_slim_rule("Twin", SlimRule(trace_twin, resize=lambda params, path, width: {
+    register_slim_rule("PrunableTwin", SlimRule(trace_twin, resize=lambda params, path, width: {
         **params, "a_channels": width[f"{path}.a"], "b_channels": width[f"{path}.b"]}))
 
 (``tests/test_block_registry.py`` runs this one.)
