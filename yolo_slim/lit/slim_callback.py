@@ -236,8 +236,7 @@ class SlimCallback(L.Callback):
         index = self._next_ratio_index()
         # The rules a targeted choice was made with, so that `prune` can reuse it (targeted_choice_in).
         rules = {"ratio": self.target_ratio if index == -1 else self.ratios[index], "policy": self.policy,
-                 "round_to": self.round_to, "min_channels": self.min_channels,
-                "sparsity_after_prune": self.sparsity_after_prune, "finetune_schedule": self.finetune_schedule} if index is not None else None
+                 "round_to": self.round_to, "min_channels": self.min_channels} if index is not None else None
         return {"completed_prunes": self.completed_prunes, "stages": dict(self.stages),
                 "original_prunable": self.original_prunable, "method": self.settings.method,
                 "method_state": self.method.state_dict(), "choice_rules": rules,
