@@ -279,4 +279,4 @@ def test_schedule_progress_over_the_sparse_phase(epochs, trainer_state, expected
     from types import SimpleNamespace
 
     callback = SlimCallback(prune_epochs=epochs)
-    assert callback._progress(SimpleNamespace(**trainer_state)) == pytest.approx(expected)
+    assert callback._progress(SimpleNamespace(callbacks=[], **trainer_state)) == pytest.approx(expected)

@@ -63,6 +63,12 @@ def test_bad_method_arguments_fail_in_the_constructor(arguments, message):
         SlimCallback(**arguments)
 
 
+def test_a_value_equal_to_the_default_is_not_a_foreign_argument():
+    # What a run's saved config spelled out before schedule and floor defaulted to None: its resume must build.
+    callback = SlimCallback(method="targeted", schedule="constant", floor=0.1, bias_sparsity=0.0, polarization_t=1.2)
+    assert "schedule" not in callback.describe() and callback.describe()["warmup_sparsity"] == 0.02
+
+
 def test_targeted_moves_only_the_chosen_channels_toward_zero(tmp_path, synthetic_cache):
     module = _Zero()
     start = [w.detach().clone() for w in sparsity_target(module.model).weights]

@@ -161,7 +161,24 @@ def test_lightnings_swa_averages_the_pruned_network_and_resumes(tmp_path, synthe
     _assert_swa_averaged_the_pruned_network(resumed, averaging)
 
 
-def test_swa_that_would_average_across_the_prune_is_refused_at_fit_start(tmp_path, synthetic_cache):
-    with pytest.raises(ValueError, match=r"averages from epoch 1 on, .* last prune \(epoch 1\); set its "
-                                         r"swa_epoch_start to 3 or later"):
-        _fit(UsersModule(), [_swa(2), _slim_at_epoch_one()], tmp_path, 4, cache=synthetic_cache)
+@pytest.mark.parametrize("swa_start,slim,max_epochs,message", [
+    (2, {}, 4, r"averages from epoch 1 on, .* last prune \(epoch 1\); set its swa_epoch_start to 3 or later"),
+    (2, {"prune_epochs": 3}, 4, r"last prune \(epoch 3\), and no epoch of max_epochs=4 is left after it"),
+    (3, {"method": "targeted", "prune_epochs": [], "sparsity": None}, 4, "targeted's sparse-only run"),
+    (6, {"prune_epochs": [], "method": "l1"}, 4, "starts at epoch 5, after the last of max_epochs=4: it would never"),
+])
+def test_swa_that_cannot_average_the_pruned_or_shrunk_network_is_refused_at_fit_start(
+        tmp_path, synthetic_cache, swa_start, slim, max_epochs, message):
+    arguments = {"method": "l1", "sparsity": 1e-3, "prune_epochs": 1, "ratio": 0.5, "imgsz": 64,
+                 "write_artifacts": False, **slim}
+    module = UsersModule()
+    before = {name: value.clone() for name, value in module.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        _fit(module, [_swa(swa_start), SlimCallback(**arguments)], tmp_path, max_epochs, cache=synthetic_cache)
+    assert all(torch.equal(before[name], value) for name, value in module.state_dict().items())  # before training
+
+
+def test_swas_extra_epoch_is_not_counted_as_the_users(tmp_path, synthetic_cache):
+    # SWA listed first has added its BatchNorm-update epoch to the fit loop when SlimCallback's checks run.
+    with pytest.raises(ValueError, match=r"prune_epochs \[4\] must be < trainer.max_epochs=4"):
+        _fit(UsersModule(), [_swa(3), SlimCallback(method="l1", prune_epochs=4)], tmp_path, 4, cache=synthetic_cache)

@@ -93,11 +93,15 @@ class SlimCallback(L.Callback):
                  write_artifacts: bool = True) -> None:
         epochs = [prune_epochs] if isinstance(prune_epochs, int) else list(prune_epochs)
         ratios = [ratio] * len(epochs) if isinstance(ratio, (int, float)) else list(ratio)
-        # None: the method's default. bias_sparsity=0 is "off" for every method, so not a foreign argument.
-        specific = {"schedule": schedule, "floor": floor, "bias_sparsity": bias_sparsity or None,
+        # None: the method's default. A value equal to the default changes nothing, so it is not a foreign
+        # argument either: bias_sparsity=0 is "off" for every method, and the saved config of a run made
+        # before schedule and floor defaulted to None spells out constant and 0.1 (a resume re-reads it).
+        specific = {"schedule": schedule, "floor": floor, "bias_sparsity": bias_sparsity,
                     "polarization_t": polarization_t, "warmup": warmup, "hold": hold,
                     "warmup_sparsity": warmup_sparsity}
-        given = {name for name, value in specific.items() if value is not None}
+        defaults = MethodSettings()
+        given = {name for name, value in specific.items()
+                 if value is not None and value != getattr(defaults, METHOD_SPECIFIC[name][0])}
         strength = DEFAULT_STRENGTH.get(method, 0.0) if sparsity is None else float(sparsity)
         self.settings = MethodSettings(method=method, strength=strength, **{
             METHOD_SPECIFIC[name][0]: specific[name] if name == "schedule" else float(specific[name])
@@ -143,23 +147,48 @@ class SlimCallback(L.Callback):
                 and 0 <= max_epochs <= e]
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        late = self.late_prunes(trainer.max_epochs)
+        max_epochs = internals.fit_epochs(trainer)
+        late = self.late_prunes(max_epochs)
         if late:
-            raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={trainer.max_epochs} "
+            raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={max_epochs} "
                              f"(a prune at epoch e happens at its start, so e < max_epochs leaves fine-tuning time)")
-        pending = self.prune_epochs[self.completed_prunes:]
-        swa_start = internals.swa_first_epoch(trainer)
-        if pending and swa_start is not None and swa_start <= pending[-1]:
-            # SWA's average is an equal mean from its first epoch on: it would mix the dense and pruned networks,
-            # and its SWALR scheduler would not survive the optimizers rebuilt at the prune.
-            raise ValueError(f"StochasticWeightAveraging averages from epoch {swa_start} on, at or before "
-                             f"SlimCallback's last prune (epoch {pending[-1]}); set its swa_epoch_start to "
-                             f"{pending[-1] + 2} or later (it counts from 1) so that it averages the pruned network")
+        self._check_swa(internals.swa_first_epoch(trainer), max_epochs)
         _, network = find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
         self._bind(trainer, pl_module)  # a resumed fit holds a rebuilt network
         # A resumed fit (ckpt_path) has already trained: its γ are not "before sparse training".
         if self.write_artifacts and self.completed_prunes == 0 and trainer.ckpt_path is None and trainer.is_global_zero:
             write_histogram(trainer, network, "gamma_histogram_start", "|gamma| before sparse training")
+
+    def _check_swa(self, swa_start: int | None, max_epochs: int | None) -> None:
+        """Refuse a ``StochasticWeightAveraging`` (first averaged epoch ``swa_start``) that cannot work here.
+
+        Its average is an equal mean from its first epoch on: across a prune it would mix the dense and
+        pruned networks (and its SWALR scheduler would not survive the optimizers rebuilt at the prune);
+        over ``targeted``'s sparse-only run it would leave the chosen γ at the mean of their shrinking
+        values, not near 0, in the weights it ends the fit on. And one that starts after the fit's last
+        epoch never averages, yet Lightning still ends the fit on its copy of the starting weights.
+        """
+        if swa_start is None:
+            return
+        last_epoch = max_epochs - 1 if max_epochs is not None and max_epochs >= 0 else None
+        pending = self.prune_epochs[self.completed_prunes:]
+        if pending and swa_start <= pending[-1]:
+            if last_epoch is not None and pending[-1] >= last_epoch:
+                raise ValueError(f"StochasticWeightAveraging averages from epoch {swa_start} on, at or before "
+                                 f"SlimCallback's last prune (epoch {pending[-1]}), and no epoch of "
+                                 f"max_epochs={max_epochs} is left after it; prune earlier or drop the SWA")
+            raise ValueError(f"StochasticWeightAveraging averages from epoch {swa_start} on, at or before "
+                             f"SlimCallback's last prune (epoch {pending[-1]}); set its swa_epoch_start to "
+                             f"{pending[-1] + 2} or later (it counts from 1) so that it averages the pruned network")
+        if not self.prune_epochs and self.settings.method == "targeted" and (last_epoch is None
+                                                                             or swa_start <= last_epoch):
+            raise ValueError("StochasticWeightAveraging over targeted's sparse-only run would average the chosen "
+                             "channels' shrinking γ instead of ending them near 0; use EMAWeightAveraging (targeted "
+                             "shrinks its copy too), or method l1 or polarize")
+        if last_epoch is not None and swa_start > last_epoch:
+            raise ValueError(f"StochasticWeightAveraging starts at epoch {swa_start}, after the last of "
+                             f"max_epochs={max_epochs}: it would never average, and Lightning would still end the "
+                             f"fit on the copy of the starting weights it keeps")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.completed_prunes and self.write_artifacts and trainer.is_global_zero:
@@ -267,8 +296,9 @@ class SlimCallback(L.Callback):
         start = self.prune_epochs[self.completed_prunes - 1] if self.completed_prunes else 0
         if self.completed_prunes < len(self.prune_epochs):
             return float(start), float(self.prune_epochs[self.completed_prunes])
-        if trainer.max_epochs is not None and trainer.max_epochs > 0:
-            return float(start), float(trainer.max_epochs)
+        max_epochs = internals.fit_epochs(trainer)
+        if max_epochs is not None and max_epochs > 0:
+            return float(start), float(max_epochs)
         return None
 
     def _segment_progress(self, trainer: L.Trainer) -> float:
@@ -294,8 +324,9 @@ class SlimCallback(L.Callback):
         """
         if self.prune_epochs:
             return trainer.current_epoch / max(self.prune_epochs[-1], 1)
-        if trainer.max_epochs is not None and trainer.max_epochs > 0:
-            return trainer.current_epoch / trainer.max_epochs
+        max_epochs = internals.fit_epochs(trainer)
+        if max_epochs is not None and max_epochs > 0:
+            return trainer.current_epoch / max_epochs
         if trainer.max_steps > 0:
             return trainer.global_step / trainer.max_steps
         return 0.0  # unbounded fit: hold the starting strength
