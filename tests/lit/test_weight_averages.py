@@ -132,7 +132,7 @@ def test_targeted_shrinks_the_chosen_channels_of_lightnings_average_too(tmp_path
     assert shrunk.abs().max() < 0.1
 
 
-def _swa(start: int) -> StochasticWeightAveraging:
+def _swa(start: int | float) -> StochasticWeightAveraging:
     return StochasticWeightAveraging(swa_lrs=0.005, swa_epoch_start=start, annealing_epochs=1)
 
 
@@ -163,6 +163,7 @@ def test_lightnings_swa_averages_the_pruned_network_and_resumes(tmp_path, synthe
 
 @pytest.mark.parametrize("swa_start,slim,max_epochs,message", [
     (2, {}, 4, r"averages from epoch 1 on, .* last prune \(epoch 1\); set its swa_epoch_start to 3 or later"),
+    (0.5, {}, 4, r"averages from epoch 1 on, .* last prune \(epoch 1\)"),  # a share of max_epochs: int(2.0) - 1
     (2, {"prune_epochs": 3}, 4, r"last prune \(epoch 3\), and no epoch of max_epochs=4 is left after it"),
     (3, {"method": "targeted", "prune_epochs": [], "sparsity": None}, 4, "targeted's sparse-only run"),
     (6, {"prune_epochs": [], "method": "l1"}, 4, "starts at epoch 5, after the last of max_epochs=4: it would never"),
