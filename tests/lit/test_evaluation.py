@@ -32,6 +32,15 @@ def test_perfect_predictions_give_map_one():
     assert results["map_50"].item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("max_det", [1, 5, 10, 100])
+def test_any_max_det_makes_a_metric_scored_at_that_limit(max_det):
+    """torchmetrics refuses fewer than three thresholds: 1 and 10 used to collapse into two."""
+    metric = make_map_metric(max_det=max_det)
+    metric.update(*metric_inputs(_perfect_detections(), TARGETS, (160, 320)))
+    assert metric.max_detection_thresholds[-1] == max_det  # COCO's limit, per image and class
+    assert metric.compute()["map"].item() == pytest.approx(1.0)
+
+
 def test_wrong_class_and_shifted_boxes_lower_the_map():
     detections = _perfect_detections()
     detections[0][0, 5] = 1  # wrong class for one object

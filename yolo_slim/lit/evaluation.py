@@ -12,8 +12,12 @@ from torchvision.ops import box_convert
 
 def make_map_metric(max_det: int) -> MeanAveragePrecision:
     """mAP@0.5 and mAP@0.5:0.95; the largest detection threshold matches the NMS ``max_det`` so that
-    torchmetrics neither warns nor silently drops detections."""
-    thresholds = sorted({1, 10, max_det})
+    torchmetrics neither warns nor silently drops detections.
+
+    torchmetrics wants exactly three thresholds (COCO's 1, 10, 100 by default) and accepts repeats: a
+    ``max_det`` of 1 or up to 10 gives ``[1, max_det, max_det]`` or ``[1, 1, 1]``; mAP is read at the last.
+    """
+    thresholds = sorted([1, min(10, max_det), max_det])
     return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval",
                                 max_detection_thresholds=thresholds)
 
