@@ -106,6 +106,21 @@ def test_loss_config_validation():
         LossConfig(label_smoothing=1.0)
 
 
+@pytest.mark.parametrize("balance", ["abc", (), (4.0, -1.0, 0.4), (4.0, float("nan"), 0.4), ("4", 1.0, 0.4), (True,)])
+def test_a_balance_that_is_not_a_list_of_weights_is_refused(balance):
+    with pytest.raises(ValueError, match="loss.balance must be a list of numbers >= 0"):
+        LossConfig(balance=balance)
+
+
+def test_balance_takes_one_weight_per_level():
+    assert LossConfig(balance=(2.0, 1.0, 0.5, 0.1)).scaled(4, 80, 640).balance == (2.0, 1.0, 0.5, 0.1)
+    assert LossConfig(balance=[3.0, 1.0, 0.5]).scaled(3, 80, 640).balance == (3.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match=r"loss.balance needs one weight per detection level \(3 for this model\)"):
+        LossConfig(balance=(4.0, 1.0)).scaled(3, 80, 640)
+    with pytest.raises(ValueError, match=r"\(4 for this model\), found \[3.0, 1.0, 0.5\]"):
+        LossConfig(balance=(3.0, 1.0, 0.5)).scaled(4, 80, 640)  # not the default: the user meant it
+
+
 def test_the_loss_is_made_on_its_anchors_device():
     # After a prune the module builds a new loss from the network's anchors, on the GPU, and Lightning
     # does not move it: every tensor it uses per step must start there (the meta device stands in).

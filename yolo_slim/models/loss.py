@@ -16,7 +16,8 @@ with the number of levels, classes and image size exactly as ultralytics' train.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -32,7 +33,9 @@ class LossConfig:
         obj: Gain of the objectness loss.
         cls: Gain of the class loss.
         anchor_t: Largest width or height ratio between a target and an anchor that still matches.
-        balance: Objectness weight per level, finest first (used for three levels).
+        balance: Objectness weight per level, finest first. The default is ultralytics' own for three
+            levels; a model of another level count then takes theirs for it (4, 1, 0.25, 0.06, 0.02 cut
+            to its levels), and a value given for it must have one weight per level.
         label_smoothing: Epsilon of label smoothing for the class targets.
     """
 
@@ -51,15 +54,27 @@ class LossConfig:
             raise ValueError(f"loss.anchor_t must be > 1 (a ratio), found {self.anchor_t}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"loss.label_smoothing must be in [0, 1), found {self.label_smoothing}")
+        balance = self.balance
+        if (isinstance(balance, (str, bytes)) or not isinstance(balance, (tuple, list)) or not balance
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b >= 0
+                           for b in balance)):
+            raise ValueError(f"loss.balance must be a list of numbers >= 0, one per detection level (finest "
+                             f"first), found {balance!r}")
 
     def scaled(self, num_levels: int, nc: int, imgsz: int) -> LossConfig:
         """Gains as ultralytics' train.py rescales them for the model and image size."""
         level_factor = 3 / num_levels
-        balance = self.balance if num_levels == 3 else (4.0, 1.0, 0.25, 0.06, 0.02)[:num_levels]
+        balance = tuple(self.balance)
+        if num_levels != 3 and balance == _DEFAULT_BALANCE:
+            balance = (4.0, 1.0, 0.25, 0.06, 0.02)[:num_levels]  # ultralytics' table beside its 3-level default
+        if len(balance) != num_levels:
+            raise ValueError(f"loss.balance needs one weight per detection level ({num_levels} for this model), "
+                             f"found {list(self.balance)}")
         return replace(self, box=self.box * level_factor, cls=self.cls * nc / 80 * level_factor,
                        obj=self.obj * (imgsz / 640) ** 2 * level_factor, balance=tuple(balance))
 
 
+_DEFAULT_BALANCE = next(field.default for field in fields(LossConfig) if field.name == "balance")
 _EPS = 1e-7  # ultralytics' bbox_iou adds the same to box heights
 # Neighbour offsets in cells: own cell, then left, up, right, down (x, y).
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
