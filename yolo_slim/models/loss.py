@@ -17,11 +17,16 @@ with the number of levels, classes and image size exactly as ultralytics' train.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from torchvision.ops import box_convert, complete_box_iou_loss
+
+
+# Ultralytics' objectness weights per level: theirs for 3 levels (our default), and their table for other counts.
+THREE_LEVEL_BALANCE = (4.0, 1.0, 0.4)
+OTHER_LEVELS_BALANCE = (4.0, 1.0, 0.25, 0.06, 0.02)
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class LossConfig:
     obj: float = 1.0
     cls: float = 0.5
     anchor_t: float = 4.0
-    balance: tuple[float, ...] = (4.0, 1.0, 0.4)
+    balance: tuple[float, ...] = THREE_LEVEL_BALANCE
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
@@ -55,7 +60,7 @@ class LossConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"loss.label_smoothing must be in [0, 1), found {self.label_smoothing}")
         balance = self.balance
-        if (isinstance(balance, (str, bytes)) or not isinstance(balance, (tuple, list)) or not balance
+        if (not isinstance(balance, (tuple, list)) or not balance
                 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b >= 0
                            for b in balance)):
             raise ValueError(f"loss.balance must be a list of numbers >= 0, one per detection level (finest "
@@ -65,16 +70,15 @@ class LossConfig:
         """Gains as ultralytics' train.py rescales them for the model and image size."""
         level_factor = 3 / num_levels
         balance = tuple(self.balance)
-        if num_levels != 3 and balance == _DEFAULT_BALANCE:
-            balance = (4.0, 1.0, 0.25, 0.06, 0.02)[:num_levels]  # ultralytics' table beside its 3-level default
+        if num_levels != 3 and balance == THREE_LEVEL_BALANCE:  # the default: ultralytics' weights for this count
+            balance = OTHER_LEVELS_BALANCE[:num_levels]
         if len(balance) != num_levels:
             raise ValueError(f"loss.balance needs one weight per detection level ({num_levels} for this model), "
                              f"found {list(self.balance)}")
         return replace(self, box=self.box * level_factor, cls=self.cls * nc / 80 * level_factor,
-                       obj=self.obj * (imgsz / 640) ** 2 * level_factor, balance=tuple(balance))
+                       obj=self.obj * (imgsz / 640) ** 2 * level_factor, balance=balance)
 
 
-_DEFAULT_BALANCE = next(field.default for field in fields(LossConfig) if field.name == "balance")
 _EPS = 1e-7  # ultralytics' bbox_iou adds the same to box heights
 # Neighbour offsets in cells: own cell, then left, up, right, down (x, y).
 _NEIGHBOURS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=torch.float32)
