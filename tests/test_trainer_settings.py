@@ -1,4 +1,5 @@
-"""``trainer.precision: auto`` (the default of train, val and prune): mixed precision on CUDA, fp32 elsewhere."""
+"""How the trainer and optim groups become Lightning's settings: `trainer.precision: auto` (the default of train, val
+and prune: mixed precision on CUDA, fp32 elsewhere), and the accumulation and weight decay of the nominal batch."""
 
 import lightning as L
 import pytest
@@ -8,7 +9,7 @@ from omegaconf import OmegaConf
 
 from yolo_slim.cli import config_dir
 from yolo_slim.cli.schemas import register_schemas
-from yolo_slim.cli.settings import trainer_arguments
+from yolo_slim.cli.settings import optimization, trainer_arguments
 
 
 def _trainer_node(command: str, overrides: list[str]):
@@ -44,3 +45,17 @@ def test_lightning_takes_the_resolved_default_on_this_machine(tmp_path, monkeypa
     trainer = L.Trainer(**arguments, logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
     assert trainer.precision == "32-true"
     assert torch.backends.cudnn.benchmark is True  # the shipped default, set by Lightning from trainer.benchmark
+
+
+@pytest.mark.parametrize("batch_size,processes,accumulate", [(16, 1, 4), (16, 2, 2), (16, 4, 1), (8, 2, 4)])
+def test_the_nominal_batch_counts_the_images_of_every_process(batch_size, processes, accumulate):
+    # YOLOv5's --batch-size is the total over its DDP ranks; ours (data.batch_size) is per process.
+    register_schemas()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        optim = compose(config_name="train").optim
+    settings = optimization(optim, batch_size, None, processes=processes)
+    assert settings.accumulate == accumulate
+    # Weight decay scales with the images per optimizer step, all processes counted: 64 of them here.
+    assert settings.weight_decay == pytest.approx(optim.weight_decay)
+    assert optimization(optim, batch_size, 1, processes=processes).weight_decay == pytest.approx(
+        optim.weight_decay * batch_size * processes / optim.nominal_batch_size)

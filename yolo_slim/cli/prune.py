@@ -69,9 +69,10 @@ def run(config: DictConfig) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         trainer_settings = trainer_arguments(config.trainer)  # once: it logs what precision=auto became
         accumulate = trainer_settings.pop("accumulate_grad_batches", None)
-        if finetune_epochs:
-            accumulate = prepare_finetune(module, optimization(config.optim, datamodule.batch_size, accumulate), imgsz)
         trainer = L.Trainer(**trainer_settings, logger=False, enable_checkpointing=False, default_root_dir=run_dir)
+        if finetune_epochs:  # the fine-tune's Trainer has these settings, so this world size too
+            accumulate = prepare_finetune(module, optimization(config.optim, datamodule.batch_size, accumulate,
+                                                               processes=trainer.world_size), imgsz)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     dense = module.inference_model
     pictures_of_predictions = PredictionPictures()

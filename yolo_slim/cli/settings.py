@@ -83,17 +83,21 @@ class Optimization:
     ema_ramp: float
 
 
-def optimization(optim: DictConfig, batch_size: int, accumulate: Any = None) -> Optimization:
-    """The ``optim`` node for batches of ``batch_size``; ``accumulate``: ``trainer.accumulate_grad_batches``.
+def optimization(optim: DictConfig, batch_size: int, accumulate: Any = None, processes: int = 1) -> Optimization:
+    """The ``optim`` node for batches of ``batch_size`` on each of ``processes`` (the Trainer's world size);
+    ``accumulate``: ``trainer.accumulate_grad_batches``.
 
     As YOLOv5 does, ``accumulate`` null sums the gradients of enough batches to make an optimizer step
-    of ``optim.nominal_batch_size`` images, and weight decay is scaled by the images per step over it.
+    of ``optim.nominal_batch_size`` images, counted over all processes (YOLOv5's ``--batch-size`` is the
+    total across its DDP ranks, ours is per process), and weight decay is scaled by the images per step
+    over it.
     """
     nominal = require_positive_int(optim.nominal_batch_size, "optim.nominal_batch_size")
+    images_per_batch = batch_size * processes
     if accumulate is None:
-        accumulate = max(round(nominal / batch_size), 1)
+        accumulate = max(round(nominal / images_per_batch), 1)
     accumulate = require_positive_int(accumulate, "trainer.accumulate_grad_batches")
-    images_per_step = batch_size * accumulate
+    images_per_step = images_per_batch * accumulate
     weight_decay = require_number(optim.weight_decay, "optim.weight_decay", minimum=0) * images_per_step / nominal
     optimizer, scheduler = _factories(optim)
     return Optimization(optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, accumulate=accumulate,

@@ -71,12 +71,7 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     model = build_model(config.model, nc=len(names), names=names)
     require_stride_multiple(imgsz, model, "data.imgsz")  # 64 for the P6 layouts, 128 for P7
     trainer_args = trainer_arguments(config.trainer)
-    optim = optimization(config.optim, datamodule.batch_size, trainer_args.pop("accumulate_grad_batches"))
-    module = YOLOv5Module(
-        model, names=names, imgsz=imgsz, optimizer=optim.optimizer, scheduler=optim.scheduler,
-        weight_decay=optim.weight_decay, loss=plain(config.loss),  # the module turns the dict into a LossConfig
-        nms=NMSConfig(**plain(config.nms)), ema_decay=optim.ema_decay, ema_ramp=optim.ema_ramp,
-        data=str(datamodule.data_yaml))
+    accumulate = trainer_args.pop("accumulate_grad_batches")
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
                            save_last=False, auto_insert_metric_name=False)
     # last.ckpt from a checkpoint callback of its own, every epoch: Lightning's save_last=True writes it
@@ -95,9 +90,17 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
             raise ValueError(f"{setting} must be < trainer.max_epochs={trainer_args['max_epochs']} (a prune happens "
                              f"at the start of its epoch, and fine-tuning needs the epochs after it), found {found}")
         callbacks.append(slim)
-    trainer = L.Trainer(**trainer_args, accumulate_grad_batches=optim.accumulate, default_root_dir=run_dir,
+    trainer = L.Trainer(**trainer_args, default_root_dir=run_dir,
                         logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
                         callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    # The accumulation counts the images of all processes, known once the Trainer has resolved its devices.
+    optim = optimization(config.optim, datamodule.batch_size, accumulate, processes=trainer.world_size)
+    trainer.accumulate_grad_batches = optim.accumulate
+    module = YOLOv5Module(
+        model, names=names, imgsz=imgsz, optimizer=optim.optimizer, scheduler=optim.scheduler,
+        weight_decay=optim.weight_decay, loss=plain(config.loss),  # the module turns the dict into a LossConfig
+        nms=NMSConfig(**plain(config.nms)), ema_decay=optim.ema_decay, ema_ramp=optim.ema_ramp,
+        data=str(datamodule.data_yaml))
     model_name = str(config.model.weights or config.model.cfg)
     return TrainingJob(trainer=trainer, module=module, datamodule=datamodule, run_dir=run_dir, imgsz=imgsz,
                        model_name=model_name)

@@ -19,7 +19,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from yolo_slim.lit._lightning_internals import mirror_into_trainer_averages
+from yolo_slim.lit._lightning_internals import mirror_into_trainer_averages, optimizer_steps_per_epoch
 from yolo_slim.lit.ema import make_ema, update_ema
 from yolo_slim.lit.evaluation import blank_out, make_map_metric, metric_inputs, repeated_positions
 from yolo_slim.lit.network import attached_trainer, store_network
@@ -139,9 +139,16 @@ class YOLOv5Module(L.LightningModule):
         loss, parts = self.criterion(self.model(images), batch["targets"])
         self.log_dict({"train/box": parts[0], "train/obj": parts[1], "train/cls": parts[2]},
                       prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
-        # Lightning divides the loss by accumulate_grad_batches; YOLOv5 sums the gradients of the
-        # accumulated batches (its learning rate assumes a sum over the nominal batch of 64 images).
-        return loss * self.trainer.accumulate_grad_batches
+        # Lightning divides the loss by accumulate_grad_batches and DDP averages the gradients of its
+        # processes; YOLOv5 sums the gradients of every image of an optimizer step, on all its ranks (its
+        # learning rate assumes a sum over the nominal batch of 64 images).
+        return loss * self.trainer.accumulate_grad_batches * self.trainer.world_size
+
+    def on_train_start(self) -> None:
+        # After Lightning restored a resumed run's schedule: on other devices an epoch may take other steps.
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, WarmupDecayLR):
+                config.scheduler.rescale(optimizer_steps_per_epoch(self.trainer))
 
     def on_train_epoch_start(self) -> None:
         # Lightning keeps each submodule's own mode; a network installed from eval weights (a pruned

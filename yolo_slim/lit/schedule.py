@@ -88,3 +88,23 @@ class WarmupDecayLR(LRScheduler):
         for group, momentum in zip(self.optimizer.param_groups, self.base_momenta):
             if momentum is not None and "momentum" in group:
                 group["momentum"] = self.warmup_momentum + (momentum - self.warmup_momentum) * fraction
+
+    def rescale(self, steps_per_epoch: int) -> None:
+        """Keep the schedule's place, in epochs, when an epoch now takes ``steps_per_epoch`` optimizer steps.
+
+        A run resumed on another number of devices (or with another accumulation) restores the old
+        counts: left alone, its rate would decay by the old run's steps, ending early or never.
+        The step, the warm-up and the total are scaled alike, and each group takes the rate of its new step.
+        """
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, found {steps_per_epoch}")
+        if steps_per_epoch == self.steps_per_epoch:
+            return
+        scale = steps_per_epoch / self.steps_per_epoch
+        self.total_steps = max(round(self.total_steps * scale), 1)
+        self.warmup_steps = min(round(self.warmup_steps * scale), self.total_steps // 2)
+        self.last_epoch = round(self.last_epoch * scale)
+        self.steps_per_epoch = steps_per_epoch
+        self._last_lr = self.get_lr()
+        for group, rate in zip(self.optimizer.param_groups, self._last_lr):
+            group["lr"] = rate

@@ -1,0 +1,75 @@
+"""The optimizer step's size as YOLOv5 makes it: gradients summed over every image of a step, on every process,
+and a resumed run's schedule kept at its place in epochs when an epoch now takes other steps."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from yolo_slim.lit.module import YOLOv5Module
+from yolo_slim.lit.optim import parameter_groups
+from yolo_slim.lit.schedule import WarmupDecayLR
+from yolo_slim.models import YOLOv5
+
+
+def _module(monkeypatch, **trainer):
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=2), imgsz=64)
+    monkeypatch.setattr(module, "log_dict", lambda *args, **kwargs: None)  # no real Trainer to log into
+    module.trainer = SimpleNamespace(**trainer)
+    return module
+
+
+@pytest.mark.parametrize("accumulate,processes", [(1, 1), (4, 1), (2, 2), (1, 4)])
+def test_the_loss_is_scaled_by_the_batches_and_processes_of_a_step(monkeypatch, accumulate, processes):
+    # Lightning divides by the accumulation and DDP averages over processes: undoing both sums the images' gradients.
+    module = _module(monkeypatch, accumulate_grad_batches=accumulate, world_size=processes)
+    torch.manual_seed(0)
+    batch = {"images": torch.rand(2, 3, 64, 64), "targets": torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4]])}
+    expected, _ = module.criterion(module.model(batch["images"]), batch["targets"])
+    returned = module.training_step(batch, 0)
+    assert returned.item() == pytest.approx(expected.item() * accumulate * processes, rel=1e-5)
+
+
+def _scheduler(steps_per_epoch: int, epochs: int = 10) -> WarmupDecayLR:
+    optimizer = torch.optim.SGD(parameter_groups(YOLOv5("yolov5n", nc=2), 5e-4), lr=0.01, momentum=0.937)
+    return WarmupDecayLR(optimizer, total_steps=steps_per_epoch * epochs, steps_per_epoch=steps_per_epoch,
+                         warmup_epochs=1, min_warmup_batches=0)
+
+
+def _rates(scheduler: WarmupDecayLR) -> list[float]:
+    return [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
+def _advance(scheduler: WarmupDecayLR, steps: int) -> None:
+    for _ in range(steps):
+        scheduler.optimizer.step()
+        scheduler.step()
+
+
+def test_a_schedule_resumed_with_half_the_steps_per_epoch_stays_at_its_epoch():
+    reference, resumed = _scheduler(40), _scheduler(20)
+    _advance(reference, 100)  # two and a half epochs of 40 steps
+    resumed.load_state_dict(_scheduler(40).state_dict() | {"last_epoch": 100})  # the old run's counts restored
+    resumed.rescale(20)
+    assert (resumed.last_epoch, resumed.total_steps, resumed.warmup_steps) == (50, 200, 20)
+    assert _rates(resumed) == pytest.approx(_rates(reference))
+    _advance(reference, 200)
+    _advance(resumed, 100)  # both at the end of epoch 7 of 10
+    assert _rates(resumed) == pytest.approx(_rates(reference))
+    resumed.rescale(20)  # the same count: nothing changes
+    assert resumed.last_epoch == 150
+
+
+def test_rescale_refuses_an_empty_epoch():
+    with pytest.raises(ValueError, match="steps_per_epoch must be >= 1, found 0"):
+        _scheduler(10).rescale(0)
+
+
+def test_the_module_rescales_the_restored_schedule_when_training_starts(monkeypatch):
+    restored = _scheduler(40)
+    _advance(restored, 80)
+    config = SimpleNamespace(scheduler=restored)
+    # Resumed on two processes: each sees half the 160 batches of an epoch, four per optimizer step.
+    module = _module(monkeypatch, lr_scheduler_configs=[config], num_training_batches=80, accumulate_grad_batches=4)
+    module.on_train_start()
+    assert (restored.steps_per_epoch, restored.last_epoch, restored.total_steps) == (20, 40, 200)
