@@ -73,11 +73,13 @@ def run(config: DictConfig) -> None:
         if finetune_epochs:  # the fine-tune's Trainer has these settings, so this world size too
             accumulate = prepare_finetune(module, optimization(config.optim, datamodule.batch_size, accumulate,
                                                                processes=trainer.world_size), imgsz)
+        dense = module.inference_model
+        # Chosen before the dense model is evaluated: a flops_target it cannot meet is named at once.
+        plan = _stored_choice(Path(str(config.ckpt)), dense, arguments) or plan_pruning(dense, imgsz=imgsz,
+                                                                                        **arguments)
     before = stage_metrics(trainer, module, datamodule, imgsz)
-    dense = module.inference_model
     pictures_of_predictions = PredictionPictures()
     pictures_of_predictions.capture_dense(None, dense, datamodule)
-    plan = _stored_choice(Path(str(config.ckpt)), dense, arguments) or plan_pruning(dense, imgsz=imgsz, **arguments)
     small = compact(dense, plan, fold_removed=bool(config.prune.fold_removed))
     log.info("pruned %d of %d channels (threshold %.4g)", plan.removed_channels, plan.total_channels, plan.threshold)
     module.set_network(small)  # compact() recorded the plan in the network's pruning_history
