@@ -46,5 +46,8 @@ def test_info_of_the_v5_layout_and_a_bad_setting():
     bad = _run("info", "model=yolov5n", "imgsz=100")
     assert bad.returncode != 0
     assert "imgsz must be a positive multiple of 32, found 100" in bad.stderr
+    p6 = _run("info", "model=yolov5n6", "imgsz=96")  # a multiple of 32 but not of the P6 layout's stride 64
+    assert p6.returncode == 2 and "Traceback" not in p6.stderr, p6.stderr[-2000:]
+    assert "imgsz must be a multiple of 64 for this model (its largest stride), found 96; e.g. 128" in p6.stderr
     missing = _run("info", "model.cfg=nothing_here.yaml")
     assert "model.cfg='nothing_here.yaml' is neither a model yaml file nor a shipped config" in missing.stderr

@@ -15,14 +15,17 @@ def _run(arguments: list[str], environment: dict[str, str], folder=None) -> subp
                           env=environment, timeout=300, cwd=folder)
 
 
-@pytest.fixture()
-def checkpoint(tmp_path):
+def _write_checkpoint(model: YOLOv5, path) -> None:
     """What `train` writes, reduced to what load_yolov5 reads: the spec, class names and ``model.`` weights."""
-    model = YOLOv5("yolov5n", nc=2, names=["cat", "dog"])
-    path = tmp_path / "run" / "best.ckpt"
-    path.parent.mkdir()
     torch.save({"yolo_slim": {"spec": model.spec.to_dict(), "names": model.names},
                 "state_dict": {"model." + key: value for key, value in model.state_dict().items()}}, path)
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    path = tmp_path / "run" / "best.ckpt"
+    path.parent.mkdir()
+    _write_checkpoint(YOLOv5("yolov5n", nc=2, names=["cat", "dog"]), path)
     return path
 
 
@@ -60,3 +63,8 @@ def test_bad_settings_name_the_setting(checkpoint, tmp_path, cli_environment):
     assert "imgsz must be a positive multiple of 32, found 100" in _run([f"ckpt={checkpoint}", "imgsz=100"],
                                                                          cli_environment).stderr
     assert "opset must be an int >= 11, found 9" in _run([f"ckpt={checkpoint}", "opset=9"], cli_environment).stderr
+    p6 = tmp_path / "p6.ckpt"
+    _write_checkpoint(YOLOv5("yolov5n6", nc=2, names=["cat", "dog"]), p6)
+    result = _run([f"ckpt={p6}", "imgsz=96"], cli_environment)  # 96 = 1.5 of the P6 layout's 64-pixel cells
+    assert "imgsz must be a multiple of 64 for this model (its largest stride), found 96" in result.stderr
+    assert "Traceback" not in result.stderr

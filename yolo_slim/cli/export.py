@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import require_imgsz, require_positive_int
+from yolo_slim.cli.settings import require_imgsz, require_positive_int, require_stride_multiple
 from yolo_slim.models import CheckpointFormatError, count_parameters, load_yolov5
 from yolo_slim.models.export import check_onnx, check_torchscript, export_onnx, export_torchscript
 from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint
@@ -37,6 +37,7 @@ def run(config: DictConfig) -> None:
         except (CheckpointFormatError, pickle.UnpicklingError) as error:
             raise ValueError(f"ckpt={str(checkpoint)!r} is not a YOLOv5 checkpoint yolo_slim can read: "
                              f"{error}") from error
+        require_stride_multiple(imgsz, model, "imgsz")  # 64 for the P6 layouts, 128 for P7
     size = f"{count_parameters(model):,} parameters"
     if kind == "onnx":
         export_onnx(model, output, imgsz=imgsz, opset=opset)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import build_model, require_imgsz
+from yolo_slim.cli.settings import build_model, require_imgsz, require_stride_multiple
 from yolo_slim.models.info import format_table, model_info
 
 
@@ -13,4 +13,5 @@ def run(config: DictConfig) -> None:
     with users_input():
         imgsz = require_imgsz(config.imgsz, "imgsz")
         model = build_model(config.model)
+        require_stride_multiple(imgsz, model, "imgsz")  # 64 for the P6 layouts, 128 for P7
     print(format_table(model_info(model, imgsz)))

@@ -28,7 +28,7 @@ LARGEST_STRIDE = 32
 
 
 def require_imgsz(value: Any, setting: str) -> int:
-    """A positive int multiple of 32 (the largest stride of every shipped layout)."""
+    """A positive int multiple of 32 (every layout's largest stride divides by it; P6/P7 need more, see below)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % LARGEST_STRIDE:
         raise ValueError(f"{setting} must be a positive multiple of {LARGEST_STRIDE}, found {value!r}")
     return value
