@@ -35,6 +35,8 @@ def _train_config(overrides: list[str]):
     (["optim.scheduler.shape=cosin"], "optim.scheduler does not accept its settings"),
     (["optim.scheduler.final_lr_ratio=0"], "final_lr_ratio must be in (0, 1]"),
     (["model.autoanchor=no"], "model.autoanchor must be true or false, found 'no'"),
+    (["model=yolov5-p6", "data.imgsz=128", "model.autoanchor=false"],  # its yaml says `anchors: 3`
+     "model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes"),
     (["data.batch_size=0"], "data.batch_size must be an int >= 1, found 0"),
 ])
 def test_a_bad_setting_is_refused_before_the_fit(tmp_path, monkeypatch, synthetic_cache, overrides, message):

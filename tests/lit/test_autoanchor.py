@@ -1,19 +1,20 @@
 """AutoAnchor inside a real (tiny) fit: bad anchors are refitted for network, EMA and loss; good ones kept."""
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from slim_support import tiny_datamodule
 
 from yolo_slim.lit import AutoAnchor, YOLOv5Module
-from yolo_slim.models import YOLOv5
+from yolo_slim.models import YOLOv5, load_model_yaml
 
 
-def _fit(module, callback, tmp_path, synthetic_cache, **kwargs):
+def _fit(module, callback, tmp_path, synthetic_cache, datamodule=None, **kwargs):
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_train_batches=1, limit_val_batches=0, default_root_dir=tmp_path, callbacks=[callback])
-    trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache), **kwargs)
+    trainer.fit(module, datamodule=datamodule or tiny_datamodule(synthetic_cache), **kwargs)
     return trainer
 
 
@@ -46,6 +47,23 @@ def test_fitting_anchors_are_kept_and_a_resume_is_left_alone(tmp_path, synthetic
     resumed_callback = AutoAnchor()
     _fit(resumed, resumed_callback, tmp_path, synthetic_cache, ckpt_path=tmp_path / "run.ckpt")
     assert resumed_callback.result is None  # not checked again: the checkpoint's anchors were trained
+
+
+def test_placeholder_anchors_are_refitted_even_when_their_recall_passes(tmp_path, synthetic_cache, monkeypatch):
+    data = load_model_yaml("yolov5n")
+    data["anchors"] = 3  # placeholders 0, 1, ..., 5 px on every level
+    module = YOLOv5Module(YOLOv5(data, nc=4), imgsz=64)
+    datamodule = tiny_datamodule(synthetic_cache)
+    datamodule.setup("fit")
+    # Boxes of 3 to 12 px: the placeholder (4, 5) matches them all (recall 1.0, above the 0.98 target).
+    small = np.random.default_rng(0).uniform(3, 12, size=(200, 2))
+    monkeypatch.setattr(type(datamodule.datasets["train"]), "box_sizes", lambda self: small)
+    callback = AutoAnchor(generations=50, seed=0)
+    _fit(module, callback, tmp_path, synthetic_cache, datamodule=datamodule)
+    result = callback.result
+    assert result["placeholders"] and result["recall_before"] == 1.0 and result["changed"]
+    assert (module.model.anchors_px() > 1).all()  # no zero-width placeholder is left
+    assert torch.equal(module.criterion.anchors, module.model.detect.anchors)
 
 
 def test_bad_arguments():

@@ -28,6 +28,7 @@ from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.lit.speed import TrainingSpeed
+from yolo_slim.models.anchors import are_placeholders
 from yolo_slim.models.checkpoint import check_archive
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
@@ -82,6 +83,9 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
     callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="step"), TrainingSpeed()]
     if require_bool(config.model.get("autoanchor", True), "model.autoanchor"):
         callbacks.append(AutoAnchor(seed=int(config.seed)))
+    elif are_placeholders(model.anchors_px().cpu().numpy()):
+        raise ValueError("model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes: "
+                         "set model.autoanchor=true to fit them to the data, or give sizes in the yaml")
     if config.get("prune") is not None:
         slim = build_slim_callback(config.prune, imgsz)
         late = slim.late_prunes(trainer_args.get("max_epochs"))

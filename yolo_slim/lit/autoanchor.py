@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from yolo_slim.models.anchors import RECALL_TARGET, fit_anchors
+from yolo_slim.models.anchors import RECALL_TARGET, are_placeholders, fit_anchors
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class AutoAnchor(L.Callback):
             log.info("AutoAnchor: best possible recall %.4f with the model's anchors (< %.2f); fitted anchors reach "
                      "%.4f and replace them: %s", result["recall_before"], RECALL_TARGET, result["recall_after"],
                      np.round(result["anchors"], 1).tolist())
+        elif result["placeholders"]:
+            log.warning("AutoAnchor: the model has placeholder anchors (its yaml gives a count) and %d training "
+                        "boxes of at least 2 px are too few to fit them: training goes on with placeholders",
+                        result["boxes"])
         else:
             log.info("AutoAnchor: best possible recall %.4f with the model's anchors: kept", result["recall_before"])
 
@@ -65,6 +69,9 @@ class AutoAnchor(L.Callback):
         jittered = sizes * rng.uniform(0.9, 1.1, size=(len(sizes), 1))
         anchor_t = self.anchor_t or float(pl_module.loss_config.anchor_t)
         current = pl_module.model.anchors_px().reshape(-1, 2).cpu().double().numpy()
-        fit = fit_anchors(current, jittered, anchor_t, self.generations, self.seed)
+        # Placeholders are always refitted: on small boxes their recall can pass the target, yet a
+        # zero-width anchor never matches and the rest are sized by their index, not by the data.
+        placeholders = are_placeholders(current)
+        fit = fit_anchors(current, jittered, anchor_t, self.generations, self.seed, force=placeholders)
         return {"changed": fit.changed, "recall_before": fit.recall_before, "recall_after": fit.recall_after,
-                "anchors": fit.anchors.tolist(), "boxes": len(sizes)}
+                "anchors": fit.anchors.tolist(), "boxes": len(sizes), "placeholders": placeholders}

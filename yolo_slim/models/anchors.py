@@ -27,6 +27,13 @@ RECALL_TARGET = 0.98  # ultralytics' threshold: fit new anchors below this best 
 MIN_BOX_PIXELS = 2.0  # boxes smaller than this are too small to inform anchors (ultralytics drops < 2 px)
 
 
+def are_placeholders(anchors: np.ndarray) -> bool:
+    """Whether ``anchors`` are what a yaml's anchor count builds (ultralytics' ``0, 1, 2, ...`` on every level,
+    :func:`yolo_slim.models.registry.placeholder_anchors`). Told by a side of 0, which every level's first
+    placeholder has and no real anchor can: it would match no box at all."""
+    return bool((np.asarray(anchors) <= 0).any())
+
+
 def _match_ratios(anchors: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """(n boxes, k anchors): min over w and h of min(r, 1/r), r the box / anchor ratio; 1 is a perfect fit."""
     ratio = sizes[:, None, :] / np.maximum(anchors[None, :, :], 1e-9)
