@@ -114,3 +114,28 @@ def test_resume_refuses_what_would_change_the_run(tmp_path, cli_environment):
     result = run_cli(["train", f"resume={tmp_path / 'run'}"], cli_environment, 120)
     assert result.returncode == 2 and f"{tmp_path / 'run' / 'checkpoints' / 'last.ckpt'} is empty (0 bytes)" in \
         result.stderr.strip().splitlines()[0]
+
+
+def test_relative_paths_are_found_from_the_folder_the_run_started_in(tmp_path, monkeypatch):
+    from yolo_slim.cli.resume import resume_arguments
+
+    start, run, elsewhere = tmp_path / "project", tmp_path / "project" / "outputs" / "run", tmp_path / "elsewhere"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    elsewhere.mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+    (start / "my data").mkdir()
+    (start / "my data" / "data.yaml").write_text("nc: 1\n")
+    (start / "yolov5s.pt").write_bytes(b"weights")
+    (run / ".hydra" / "config.yaml").write_text("data:\n  path: my data/data.yaml\n  cache_dir: null\n"
+                                                "model:\n  cfg: yolov5s\n  weights: yolov5s.pt\n")
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {start}\n")
+    monkeypatch.chdir(elsewhere)
+    _, _, overrides = resume_arguments([f"resume={run}", "data.workers=0"])
+    assert overrides == ["data.workers=0", f"++data.path='{start / 'my data' / 'data.yaml'}'",
+                         f"++model.weights='{start / 'yolov5s.pt'}'",  # model.cfg=yolov5s is a shipped name
+                         f"++resume={run / 'checkpoints' / 'last.ckpt'}"]
+    # A DDP child runs with what the parent made of its argv: the same, and not refused as a change of the run.
+    assert resume_arguments(overrides)[2] == overrides
+    monkeypatch.chdir(start)  # where the run started: the paths are right as they are
+    assert resume_arguments([f"resume={run}"])[2] == [f"++resume={run / 'checkpoints' / 'last.ckpt'}"]

@@ -2,6 +2,7 @@
 with the setting's name: the CLI prints that line and exits 2 (tests/test_errors_cli.py)."""
 
 import pytest
+import torch
 from cli_support import TINY_TRAIN
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -84,3 +85,27 @@ def test_every_setting_a_resume_may_change_can_be_given_without_a_plus():
     config = _train_config([])
     missing = object()
     assert [key for key in RESUMABLE if OmegaConf.select(config, key, default=missing) is missing] == []
+
+
+def test_a_resume_needs_no_starting_weights_file(tmp_path, monkeypatch, synthetic_cache):
+    # The checkpoint being resumed holds the network: model.weights having gone since the start is no reason to stop.
+    monkeypatch.setenv("YOLO_SLIM_CACHE", synthetic_cache)
+    saved = YOLOv5("yolov5n-v5", nc=4, names=["a", "b", "c", "d"])
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"yolo_slim": {"spec": saved.spec.to_dict(), "names": saved.names},
+                "state_dict": {"model." + key: value for key, value in saved.state_dict().items()}}, checkpoint)
+    config = _train_config([f"model.weights={tmp_path / 'gone.pt'}"])
+    with pytest.raises(ValueError, match="model.weights=.*gone.pt' does not exist"):
+        build_job(config, tmp_path)  # a fresh run does need it
+    job = build_job(config, tmp_path, resume=str(checkpoint))
+    assert job.module.model.spec == saved.spec
+
+
+def test_the_checkpoint_records_the_data_as_an_absolute_path(tmp_path, monkeypatch, synthetic_cache):
+    # `prune ckpt=...` and `val ckpt=...` read it back, from whatever folder they are run in.
+    monkeypatch.setenv("YOLO_SLIM_CACHE", synthetic_cache)
+    data_yaml = build_job(_train_config([]), tmp_path).datamodule.data_yaml  # the synthetic set's data.yaml
+    monkeypatch.chdir(data_yaml.parent.parent)
+    relative = f"{data_yaml.parent.name}/{data_yaml.name}"
+    job = build_job(_train_config([f"data.path={relative}"]), tmp_path)
+    assert job.module.hparams.data == str(data_yaml.resolve())

@@ -28,6 +28,10 @@ AUTO = "auto"
 PREFIXES = ("resume=", "++resume=", "+resume=")
 LAST = Path("checkpoints") / "last.ckpt"
 RESUME_CONFIG = "resume"  # RUN/.hydra/resume.yaml: the composition a resume runs
+PATH_SETTINGS = ("data.path", "data.cache_dir", "model.weights", "model.cfg")
+"""Settings that name files. The run's config holds them as they were typed, and with ``hydra.job.chdir``
+false a relative one meant the folder the run was started from (Hydra records it in ``.hydra/hydra.yaml``
+as ``hydra.runtime.cwd``): a resume started elsewhere is given them from there."""
 
 
 def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
@@ -46,7 +50,11 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
     if target in (AUTO, "null", ""):
         return str(config_dir()), "train", arguments  # resolved by the run itself (cli/train.py)
     run, checkpoint = locate_run(Path(target))
-    others = [argument for argument in arguments if not is_resume(argument)]
+    # What an earlier call made of the relative paths comes back in a DDP child's argv: not the user's.
+    start_paths = _paths_from_the_start_folder(run)
+    others = [argument for argument in arguments if not is_resume(argument) and argument not in start_paths.values()]
+    given = {_key(argument) for argument in others}  # a data.cache_dir given now wins
+    from_start = [override for setting, override in start_paths.items() if setting not in given]
     refused = [argument for argument in others if not _resumable(argument)]
     if refused:
         raise UsageError(f"resume={target} continues that run with its own config, so {' '.join(refused)} cannot "
@@ -62,7 +70,33 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         partial.write_text(text)
         os.replace(partial, path)
-    return str(run / ".hydra"), RESUME_CONFIG, [*others, f"++resume={checkpoint}"]
+    return str(run / ".hydra"), RESUME_CONFIG, [*others, *from_start, f"++resume={checkpoint}"]
+
+
+def _paths_from_the_start_folder(run: Path) -> dict[str, str]:
+    """``++SETTING=ABSOLUTE_PATH`` for each of :data:`PATH_SETTINGS` that the run's config gives as a relative
+    path to something in the folder the run was started from, when this resume runs in another folder."""
+    from omegaconf import OmegaConf
+
+    hydra_file = run / ".hydra" / "hydra.yaml"
+    start = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
+    if start is None or Path(start).resolve() == Path.cwd().resolve():
+        return {}
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    overrides = {}
+    for setting in PATH_SETTINGS:
+        value = OmegaConf.select(saved, setting)
+        if value is None or Path(str(value)).is_absolute():
+            continue
+        candidate = Path(start) / str(value)
+        if candidate.exists():  # else a shipped model name (model.cfg=yolov5s), or a path gone since
+            overrides[setting] = f"++{setting}={_quoted(str(candidate))}"
+    return overrides
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a Hydra override value: quoted, so that spaces, commas or ``=`` in a path stay in it."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def locate_run(target: Path) -> tuple[Path, Path]:
@@ -96,6 +130,10 @@ def is_resume(argument: str) -> bool:
     return argument.startswith(PREFIXES)
 
 
+def _key(argument: str) -> str:
+    return argument.split("=", 1)[0].lstrip("+~")
+
+
 def _resumable(argument: str) -> bool:
-    key = argument.split("=", 1)[0].lstrip("+~")
+    key = _key(argument)
     return key in RESUMABLE or key.startswith(("hydra.", "hydra/")) or argument in ("-m", "--multirun")

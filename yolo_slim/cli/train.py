@@ -29,6 +29,7 @@ from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.lit.speed import TrainingSpeed
 from yolo_slim.models.anchors import are_placeholders
+from yolo_slim.models import YOLOv5, load_yolov5
 from yolo_slim.models.checkpoint import check_archive
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
@@ -65,11 +66,12 @@ def build_datamodule(data_config: DictConfig) -> tuple[YOLODataModule, int]:
     return datamodule, imgsz
 
 
-def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
-    """Turn the composed config into a ready-to-fit Trainer, module and datamodule."""
+def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> TrainingJob:
+    """Turn the composed config into a ready-to-fit Trainer, module and datamodule (``resume``: the checkpoint
+    the fit will continue from, if any)."""
     datamodule, imgsz = build_datamodule(config.data)
     names = datamodule.names  # reads data.yaml now: a bad one fails here, before any model is built
-    model = build_model(config.model, nc=len(names), names=names)
+    model = _network(config.model, names, resume)
     require_stride_multiple(imgsz, model, "data.imgsz")  # 64 for the P6 layouts, 128 for P7
     trainer_args = trainer_arguments(config.trainer)
     accumulate = trainer_args.pop("accumulate_grad_batches")
@@ -104,10 +106,21 @@ def build_job(config: DictConfig, run_dir: Path) -> TrainingJob:
         model, names=names, imgsz=imgsz, optimizer=optim.optimizer, scheduler=optim.scheduler,
         weight_decay=optim.weight_decay, loss=plain(config.loss),  # the module turns the dict into a LossConfig
         nms=NMSConfig(**plain(config.nms)), ema_decay=optim.ema_decay, ema_ramp=optim.ema_ramp,
-        data=str(datamodule.data_yaml))
+        data=str(datamodule.data_yaml.resolve()))  # absolute: prune/val run from other folders
     model_name = str(config.model.weights or config.model.cfg)
     return TrainingJob(trainer=trainer, module=module, datamodule=datamodule, run_dir=run_dir, imgsz=imgsz,
                        model_name=model_name)
+
+
+def _network(model_config: DictConfig, names: list[str], resume: str | None) -> YOLOv5:
+    weights = model_config.get("weights")
+    if resume is not None and weights is not None and not Path(str(weights)).is_file():
+        # The fit restores every weight from the checkpoint it resumes, whose architecture this is too: the file
+        # the run started from is not needed any more.
+        log.warning("model.weights=%s does not exist any more; the network is built from %s, which is resumed",
+                    weights, resume)
+        return load_yolov5(resume)
+    return build_model(model_config, nc=len(names), names=names)
 
 
 def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
@@ -138,7 +151,7 @@ def run(config: DictConfig) -> None:
         L.seed_everything(config.seed, workers=True, verbose=False)  # its notice would precede an error line
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         resume = _checkpoint_to_resume(config.get("resume"), run_dir)
-        job = build_job(config, run_dir)
+        job = build_job(config, run_dir, resume)
     if resume is not None:
         log.info("resuming %s from %s", run_dir, resume)
     job.trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume)
@@ -155,6 +168,6 @@ def run(config: DictConfig) -> None:
         final["latency_ms"] = round(cpu_latency_ms(job.module.inference_model, job.imgsz), 3)
         stages = {**slim.stages, "finetuned": final} if slim.prune_epochs else {"train": final}
     if job.trainer.is_global_zero:
-        path = write_summary(run_dir, model=job.model_name, imgsz=job.imgsz, data=str(job.datamodule.data_yaml),
+        path = write_summary(run_dir, model=job.model_name, imgsz=job.imgsz, data=job.module.hparams.data,
                              stages=stages, checkpoint=best, prune=slim.describe() if slim is not None else None)
         log.info("summary: %s", path)
