@@ -85,7 +85,7 @@ def test_txt_list_and_lists_of_sources(tmp_path, helpers, caplog):
 
 def test_txt_list_keeps_missing_images_for_the_scan_to_count(tmp_path, helpers):
     helpers.write_image(tmp_path / "images" / "a.jpg", 8, 8)
-    (tmp_path / "train.txt").write_text("./images/a.jpg\n./images/gone.jpg\n")
+    (tmp_path / "train.txt").write_text("./images/a.jpg\n./images/gone.jpg\n", encoding="utf-8-sig")  # BOM first
     config = load_dataset_config(_write_yaml(tmp_path / "data.yaml",
                                              {"train": "train.txt", "val": "train.txt", "names": ["a"]}))
     assert config.splits["train"] == [tmp_path / "images" / "a.jpg", tmp_path / "images" / "gone.jpg"]

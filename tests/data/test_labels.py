@@ -82,6 +82,14 @@ def test_bad_rows_are_skipped_and_counted(one_image, bad_row, kind):
     assert f"{kind} x1" in report.summary() and f"{label}:2" in report.summary()
 
 
+def test_a_label_file_starting_with_a_byte_order_mark_keeps_its_first_row(one_image):
+    image, label = one_image
+    label.write_text(f"{GOOD_ROW}\n1 0.25 0.25 0.125 0.125\n", encoding="utf-8-sig")  # as Notepad saves it
+    records, report = scan_split([image], nc=2)
+    assert report.problems == {} and report.objects == 2
+    np.testing.assert_allclose(records[0].labels, [[0, 0.5, 0.5, 0.25, 0.25], [1, 0.25, 0.25, 0.125, 0.125]])
+
+
 def test_boxes_overhanging_the_image_are_clipped(one_image):
     image, label = one_image
     # x2 = 1.005; y1 = -0.001; x2 = 1.05 (an object leaving the frame); y1 = -0.05; cx a rounding below 0

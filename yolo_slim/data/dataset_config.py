@@ -86,7 +86,7 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
     if not yaml_path.is_file():
         raise DataConfigError(f"data.yaml {str(yaml_path)!r} does not exist (or is not a file)")
     try:
-        data = yaml.safe_load(yaml_path.read_text())
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise DataConfigError(f"data.yaml {str(yaml_path)!r} cannot be read as yaml: {error}") from error
     if not isinstance(data, dict):
@@ -200,7 +200,7 @@ def images_in_list(list_path: Path, root: Path) -> list[Path]:
     # Other relative entries are taken relative to the dataset root (ultralytics uses the working
     # directory, which would make a dataset depend on where training was started).
     images, skipped = [], 0
-    for line in list_path.read_text().splitlines():
+    for line in list_path.read_text(encoding="utf-8-sig").splitlines():  # a BOM would hide the first entry
         entry = line.strip()
         if not entry:
             continue

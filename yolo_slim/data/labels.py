@@ -43,7 +43,7 @@ from yolo_slim.data.dataset_config import IMAGE_SUFFIXES
 log = logging.getLogger(__name__)
 
 # Bump when the scan's rules or the cache layout change, so that old caches are rebuilt.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: label files read as UTF-8 with an optional BOM
 # A normalised value above 1 by more than this means the row is not normalised (pixels, most
 # likely) and is dropped. A box whose values are normalised but whose edges overhang the image
 # (an object leaving the frame, an annotation dragged past the border) is clipped to it, as
@@ -307,7 +307,9 @@ def _read_labels(label_path: Path, nc: int, report: DataReport) -> np.ndarray | 
     """The kept rows (n, 5); an empty array for a background image (:data:`_NO_LABEL_FILE` when the
     file does not exist); None if unreadable."""
     try:
-        text = label_path.read_text()
+        # utf-8-sig: Windows tools (Notepad, some exporters) start a file with a BOM, which would make the
+        # first row's class unparseable; the locale's encoding is not the files' either.
+        text = label_path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         return _NO_LABEL_FILE
     except (OSError, UnicodeDecodeError) as error:
