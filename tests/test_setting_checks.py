@@ -39,6 +39,8 @@ def _train_config(overrides: list[str]):
     (["model=yolov5-p6", "data.imgsz=128", "model.autoanchor=false"],  # its yaml says `anchors: 3`
      "model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes"),
     (["data.batch_size=0"], "data.batch_size must be an int >= 1, found 0"),
+    (["seed=abc"], "seed must be an int in [0, 4294967295], found 'abc'"),
+    (["seed=-1"], "seed must be an int in [0, 4294967295], found -1"),
 ])
 def test_a_bad_setting_is_refused_before_the_fit(tmp_path, monkeypatch, synthetic_cache, overrides, message):
     monkeypatch.setenv("YOLO_SLIM_CACHE", synthetic_cache)

@@ -163,6 +163,15 @@ def build_model(model_config: DictConfig, nc: int | None = None,
     return YOLOv5(str(cfg), nc=nc, names=names)
 
 
+MAX_SEED = 2**32 - 1  # the range Lightning's seed_everything and numpy accept
+
+
+def require_seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"seed must be an int in [0, {MAX_SEED}], found {value!r}")
+    return value
+
+
 def require_positive_int(value: Any, setting: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{setting} must be an int >= {minimum}, found {value!r}")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.resume import AUTO, own_checkpoint
 from yolo_slim.cli.settings import (build_model, optimization, plain, require_bool, require_imgsz,
-                                    require_positive_int, require_stride_multiple, trainer_arguments)
+                                    require_positive_int, require_seed, require_stride_multiple, trainer_arguments)
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
@@ -84,7 +84,7 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
                            every_n_epochs=1, enable_version_counter=False)
     callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="step"), TrainingSpeed()]
     if require_bool(config.model.get("autoanchor", True), "model.autoanchor"):
-        callbacks.append(AutoAnchor(seed=int(config.seed)))
+        callbacks.append(AutoAnchor(seed=require_seed(config.seed)))
     elif are_placeholders(model.anchors_px().cpu().numpy()):
         raise ValueError("model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes: "
                          "set model.autoanchor=true to fit them to the data, or give sizes in the yaml")
@@ -148,7 +148,8 @@ def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
 
 def run(config: DictConfig) -> None:
     with users_input():
-        L.seed_everything(config.seed, workers=True, verbose=False)  # its notice would precede an error line
+        # verbose=False: its notice would precede an error line
+        L.seed_everything(require_seed(config.seed), workers=True, verbose=False)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         resume = _checkpoint_to_resume(config.get("resume"), run_dir)
         job = build_job(config, run_dir, resume)
