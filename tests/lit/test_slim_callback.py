@@ -1,6 +1,8 @@
 """SlimCallback inside real (tiny) fits: sparsity, pruning mid-fit, resume, a user's module, DDP."""
 
+import copy
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -230,6 +232,18 @@ def test_a_users_own_module_prunes_and_resumes(tmp_path, synthetic_cache):
                        limit_val_batches=0)
     trainer.fit(resumed, datamodule=tiny_datamodule(synthetic_cache), ckpt_path=checkpoint)
     assert count_parameters(resumed.detector) == count_parameters(module.detector)
+
+
+def test_a_plain_copy_of_the_network_is_left_dense_and_named(tmp_path, synthetic_cache, caplog):
+    module = UsersModule()
+    module.teacher = copy.deepcopy(module.detector)  # a teacher, or an EMA kept by hand: not an AveragedModel
+    dense = count_parameters(module.teacher)
+    callback = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5, imgsz=64, model_attr="detector")
+    with caplog.at_level(logging.WARNING, logger="yolo_slim.lit.slim_callback"):
+        _trainer(2, [callback], tmp_path, limit_train_batches=1, limit_val_batches=0).fit(
+            module, datamodule=tiny_datamodule(synthetic_cache))
+    assert count_parameters(module.detector) < 0.6 * dense and count_parameters(module.teacher) == dense
+    assert "SlimCallback prunes detector only; teacher hold(s) a copy of its architecture" in caplog.text
 
 
 @pytest.mark.slow

@@ -42,6 +42,16 @@ def find_network(module: nn.Module, model_attr: str | None = None) -> tuple[str,
     return found[0]
 
 
+def unaveraged_copies(module: nn.Module, path: str) -> list[str]:
+    """Where ``module`` holds a YOLOv5 of the same architecture as the one at ``path``, outside any
+    ``AveragedModel``: a plain copy (an EMA kept by hand? a distillation teacher?) that a prune leaves as is."""
+    network = module.get_submodule(path)
+    averaged = [name for name, m in module.named_modules() if isinstance(m, AveragedModel)]
+    return [name for name, m in module.named_modules()
+            if isinstance(m, YOLOv5) and m is not network and m.spec == network.spec
+            and not any(name.startswith(f"{a}.") for a in averaged)]
+
+
 def weight_averages(module: nn.Module, network: YOLOv5) -> list[AveragedModel]:
     """The weight averages (EMA, SWA: torch's ``AveragedModel``) of ``network`` held by ``module``."""
     return [m for m in module.modules()

@@ -31,7 +31,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from yolo_slim.lit import _lightning_internals as internals
-from yolo_slim.lit.network import averaged_copies, find_network, replace_submodule, store_network, weight_averages
+from yolo_slim.lit.network import (averaged_copies, find_network, replace_submodule, store_network,
+                                   unaveraged_copies, weight_averages)
 from yolo_slim.lit.slim_arguments import check_slim_arguments
 from yolo_slim.lit.slim_artifacts import PredictionPictures, append_separation_row, write_histogram, write_prune_charts
 from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method
@@ -153,7 +154,15 @@ class SlimCallback(L.Callback):
             raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={max_epochs} "
                              f"(a prune at epoch e happens at its start, so e < max_epochs leaves fine-tuning time)")
         self._check_swa(internals.swa_first_epoch(trainer), max_epochs)
-        _, network = find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
+        path, network = find_network(pl_module, self.model_attr)  # fail now if there is no single YOLOv5 to prune
+        copies = unaveraged_copies(pl_module, path) if self.completed_prunes == 0 else []
+        if copies:
+            # Not pruned, as a teacher should not be; an EMA kept this way would break at its first update after
+            # the prune (its shapes no longer match), so the way to keep one in step is named.
+            log.warning("SlimCallback prunes %s only; %s hold(s) a copy of its architecture outside any "
+                        "torch AveragedModel and will stay dense. If one is a weight average, keep it as "
+                        "AveragedModel(%s, multi_avg_fn=get_ema_multi_avg_fn(decay)) so that it is pruned too",
+                        path, ", ".join(copies), path)
         self._bind(trainer, pl_module)  # a resumed fit holds a rebuilt network
         # A resumed fit (ckpt_path) has already trained: its γ are not "before sparse training".
         if self.write_artifacts and self.completed_prunes == 0 and trainer.ckpt_path is None and trainer.is_global_zero:
