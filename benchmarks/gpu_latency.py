@@ -19,7 +19,7 @@ runs as deployed: BatchNorm folded into the convolutions (``fuse_batchnorm``), c
 * ``ort``: onnxruntime's CUDA execution provider on the fp32 ONNX file, when onnxruntime-gpu is
   installed (the CPU-only build has no such provider: the column is left out and a line says why).
 
-Pruned copies come from the dense model with random BatchNorm γ (``benchmarks/random_norms.py``), so
+Pruned copies come from the dense model with random BatchNorm γ (``yolo_slim/models/testing.py``), so
 each layer loses about the global ratio of its channels, kept widths rounded to ``--roundings``.
 Timings: CUDA events around each run after warm-up runs; on a machine without CUDA (``--device
 cpu``, a dry run of the script) wall-clock time and no ``graph`` column.

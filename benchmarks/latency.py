@@ -42,10 +42,10 @@ from pathlib import Path
 
 import onnxruntime
 import torch
-from random_norms import randomize_norms
 
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters, fuse_batchnorm
 from yolo_slim.models.export import export_onnx
+from yolo_slim.models.testing import randomize_norms
 from yolo_slim.slim import compact, plan_pruning
 
 RATIOS = (0.3, 0.5, 0.7)

@@ -24,9 +24,9 @@ import statistics
 import time
 
 import torch
-from random_norms import randomize_norms
 
 from yolo_slim.models import YOLOv5, count_parameters
+from yolo_slim.models.testing import randomize_norms
 from yolo_slim.slim import PruningPlan, compact, plan_pruning, trace_channels
 
 

@@ -51,10 +51,10 @@ from pathlib import Path
 os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # before torch is imported anywhere
 
 import torch  # noqa: E402
-from random_norms import randomize_norms  # noqa: E402
 
 from yolo_slim import YOLOv5  # noqa: E402
 from yolo_slim.models import count_parameters, load_model_yaml  # noqa: E402
+from yolo_slim.models.testing import randomize_norms  # noqa: E402
 from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint  # noqa: E402
 from yolo_slim.slim import compact, plan_pruning  # noqa: E402
 

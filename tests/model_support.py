@@ -1,4 +1,4 @@
-"""Models with non-trivial BatchNorm statistics, shared by the pruning and export tests; a hostile pickle."""
+"""Removed channels zeroed, for the pruning tests (random BatchNorm values: yolo_slim.models.testing); a hostile pickle."""
 
 import os
 
@@ -6,20 +6,6 @@ import torch
 
 from yolo_slim.models import YOLOv5
 from yolo_slim.slim import PruningPlan, trace_channels
-
-
-def randomize_norms(model: YOLOv5, seed: int = 0) -> YOLOv5:
-    """Random γ, β and running statistics, so that pruning and parity checks see real values."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                size = module.num_features
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.01)
-                module.bias.copy_(torch.randn(size, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(size, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-    return model.eval()
 
 
 def kill_removed(model: YOLOv5, plan: PruningPlan, zero_bias: bool = True) -> None:

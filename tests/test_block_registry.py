@@ -3,13 +3,14 @@
 
 import pytest
 import torch
-from model_support import kill_removed, randomize_norms
+from model_support import kill_removed
 from torch import nn
 
 from yolo_slim.models import BlockType, YOLOv5, block_types, load_model_yaml, register_block, unregister_block
 from yolo_slim.models.blocks import Conv
 from yolo_slim.models.export import check_onnx, export_onnx
 from yolo_slim.models.loss import LossConfig, YOLOv5Loss
+from yolo_slim.models.testing import randomize_norms
 from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint
 from yolo_slim.slim import (SlimRule, compact, format_report, plan_pruning, register_slim_rule, report,
                             slim_rules, trace_channels, unregister_slim_rule)

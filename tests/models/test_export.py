@@ -13,10 +13,10 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from model_support import randomize_norms
 
 from yolo_slim.models import YOLOv5
 from yolo_slim.models.export import check_onnx, check_torchscript, export_onnx, export_torchscript
+from yolo_slim.models.testing import randomize_norms
 from yolo_slim.slim import compact, plan_pruning
 
 IMGSZ = 128

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from model_support import randomize_norms
 from torch import nn
 
 from yolo_slim.models import YOLOv5, fuse_batchnorm
 from yolo_slim.models.fuse import is_fused
 from yolo_slim.models.info import cpu_latency_ms
+from yolo_slim.models.testing import randomize_norms
 from yolo_slim.slim import add_bn_l1_grad, compact, plan_pruning
 
 

@@ -10,11 +10,11 @@ import zipfile
 
 import pytest
 import torch
-from model_support import randomize_norms
 from torch import nn
 
 from yolo_slim.models import YOLOv5, load_pretrained, load_yolov5, parse_model_yaml
 from yolo_slim.models.checkpoint import network_from_checkpoint, read_checkpoint
+from yolo_slim.models.testing import randomize_norms
 from yolo_slim.models.ultralytics_format import UNBUILDABLE_MODULE, ultralytics_yaml, write_ultralytics_checkpoint
 from yolo_slim.slim import compact, plan_pruning
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from model_support import randomize_norms
 
 from yolo_slim.models import YOLOv5
+from yolo_slim.models.testing import randomize_norms
 
 
 @pytest.fixture()

@@ -1,18 +1,19 @@
-"""Random BatchNorm scales and statistics for the benchmarks (imported by them as a sibling module).
+"""Networks with realistic BatchNorm values, for the tests and the benchmarks.
 
-A freshly built YOLOv5 has every γ = 1, so a plan on it has nothing to rank; the benchmarks draw γ
-uniformly in [0.01, 1.01), as the slimming tests do, to give plans real work and realistic output.
+A freshly built YOLOv5 has every γ = 1 and zero running statistics, so a pruning plan on it has nothing
+to rank and a parity check compares trivial outputs; :func:`randomize_norms` gives it seeded values.
 """
 
 from __future__ import annotations
 
 import torch
 
-from yolo_slim.models import YOLOv5
+from yolo_slim.models.yolo import YOLOv5
 
 
 def randomize_norms(model: YOLOv5, seed: int = 0) -> YOLOv5:
-    """Draw every BatchNorm's γ, β and running statistics from a seeded generator; returns ``model`` in eval mode."""
+    """Draw every BatchNorm's γ (uniform in [0.01, 1.01)), β and running statistics from a generator seeded
+    with ``seed``; returns ``model`` in eval mode."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
