@@ -183,3 +183,13 @@ def test_swas_extra_epoch_is_not_counted_as_the_users(tmp_path, synthetic_cache)
     # SWA listed first has added its BatchNorm-update epoch to the fit loop when SlimCallback's checks run.
     with pytest.raises(ValueError, match=r"prune_epochs \[4\] must be < trainer.max_epochs=4"):
         _fit(UsersModule(), [_swa(3), SlimCallback(method="l1", prune_epochs=4)], tmp_path, 4, cache=synthetic_cache)
+
+
+def test_a_reused_swa_callback_does_not_lend_its_last_fits_epochs(tmp_path, synthetic_cache):
+    # SWA keeps the max_epochs of its last fit until its next on_fit_start, which here runs after SlimCallback's.
+    averaging = _swa(3)
+    _fit(UsersModule(), [averaging], tmp_path, 1, cache=synthetic_cache)  # it keeps max_epochs=1
+    slim = _slim_at_epoch_one()
+    _fit(UsersModule(), [slim, averaging], tmp_path / "again", 4, cache=synthetic_cache)
+    assert slim.completed_prunes == 1 and slim._max_epochs(None) == 4
+

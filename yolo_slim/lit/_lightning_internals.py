@@ -130,19 +130,6 @@ def swa_first_epoch(trainer: L.Trainer) -> int | None:
     return min(starts, default=None)
 
 
-def fit_epochs(trainer: L.Trainer) -> int | None:
-    """``trainer.max_epochs`` as the user set it.
-
-    ``StochasticWeightAveraging``'s ``on_fit_start`` adds one epoch to the fit loop for its BatchNorm
-    update, after keeping the value it found in ``_max_epochs``: whichever of the two callbacks runs first,
-    the sparse phase and the prune checks count the user's epochs, never that extra one.
-    """
-    for callback in _swa_callbacks(trainer):
-        if isinstance(getattr(callback, "_max_epochs", None), int):  # set by its on_fit_start
-            return callback._max_epochs
-    return trainer.max_epochs
-
-
 def mirror_into_trainer_averages(trainer: L.Trainer | None, pl_module: nn.Module) -> None:
     """Give every copy of the module that an averaging callback keeps the module's current architecture.
 

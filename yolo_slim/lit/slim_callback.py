@@ -129,6 +129,7 @@ class SlimCallback(L.Callback):
         self.original_prunable: int | None = None
         self._batch_fraction = 0.0
         self._pictures = PredictionPictures()  # predictions.png: dense before the first prune | final
+        self._fit_epochs: int | None = None  # the fit's max_epochs as the user set it (see setup)
 
     @property
     def sparsity(self) -> float:
@@ -147,8 +148,17 @@ class SlimCallback(L.Callback):
         return [e for e in self.prune_epochs[self.completed_prunes:] if max_epochs is not None
                 and 0 <= max_epochs <= e]
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            # Read before any callback's on_fit_start: StochasticWeightAveraging's adds one epoch to the fit
+            # loop there for its BatchNorm update, which the sparse phase and the prune checks must not count.
+            self._fit_epochs = trainer.max_epochs
+
+    def _max_epochs(self, trainer: L.Trainer) -> int | None:
+        return self._fit_epochs if self._fit_epochs is not None else trainer.max_epochs
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        max_epochs = internals.fit_epochs(trainer)
+        max_epochs = self._max_epochs(trainer)
         late = self.late_prunes(max_epochs)
         if late:
             raise ValueError(f"SlimCallback prune_epochs {late} must be < trainer.max_epochs={max_epochs} "
@@ -305,7 +315,7 @@ class SlimCallback(L.Callback):
         start = self.prune_epochs[self.completed_prunes - 1] if self.completed_prunes else 0
         if self.completed_prunes < len(self.prune_epochs):
             return float(start), float(self.prune_epochs[self.completed_prunes])
-        max_epochs = internals.fit_epochs(trainer)
+        max_epochs = self._max_epochs(trainer)
         if max_epochs is not None and max_epochs > 0:
             return float(start), float(max_epochs)
         return None
@@ -333,7 +343,7 @@ class SlimCallback(L.Callback):
         """
         if self.prune_epochs:
             return trainer.current_epoch / max(self.prune_epochs[-1], 1)
-        max_epochs = internals.fit_epochs(trainer)
+        max_epochs = self._max_epochs(trainer)
         if max_epochs is not None and max_epochs > 0:
             return trainer.current_epoch / max_epochs
         if trainer.max_steps > 0:
