@@ -28,8 +28,8 @@ from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.lit.speed import TrainingSpeed
-from yolo_slim.models.anchors import are_placeholders
 from yolo_slim.models import YOLOv5, load_yolov5
+from yolo_slim.models.anchors import are_placeholders
 from yolo_slim.models.checkpoint import check_archive
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
@@ -166,7 +166,8 @@ def run(config: DictConfig) -> None:
         # (prune.epochs=[]) it may predate most of the sparsity.
         best = str(run_dir / "checkpoints" / "last.ckpt")
         final = stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz)
-        final["latency_ms"] = round(cpu_latency_ms(job.module.inference_model, job.imgsz), 3)
+        if job.trainer.is_global_zero:  # one process times it, as SlimCallback's stages: the others would compete
+            final["latency_ms"] = round(cpu_latency_ms(job.module.inference_model, job.imgsz), 3)
         stages = {**slim.stages, "finetuned": final} if slim.prune_epochs else {"train": final}
     if job.trainer.is_global_zero:
         path = write_summary(run_dir, model=job.model_name, imgsz=job.imgsz, data=job.module.hparams.data,
