@@ -1,4 +1,4 @@
-"""Removed channels zeroed, for the pruning tests (random BatchNorm values: yolo_slim.models.testing); a hostile pickle."""
+"""Removed channels zeroed, for the pruning tests (random BatchNorm: yolo_slim.models.testing); a hostile pickle."""
 
 import os
 
