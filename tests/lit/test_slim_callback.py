@@ -29,6 +29,8 @@ def _trainer(max_epochs, callbacks, tmp_path, **kwargs):
 
 @pytest.mark.parametrize("arguments,message", [
     ({"sparsity": -1.0}, "sparsity and bias_sparsity must be >= 0, found -1.0"),
+    ({"sparsity": float("nan")}, "sparsity=nan: must be a finite number"),
+    ({"method": "polarize", "polarization_t": float("inf")}, "polarization_t=inf: must be a finite number"),
     ({"method": "l1", "schedule": "step"}, r"schedule must be one of \('constant', 'linear', 'cosine'\), found 'step'"),
     ({"prune_epochs": [3, 2]}, r"prune_epochs must be strictly increasing, found \[3, 2\]"),
     ({"prune_epochs": -1}, "prune_epochs must be an int >= 0"),
@@ -232,6 +234,17 @@ def test_a_users_own_module_prunes_and_resumes(tmp_path, synthetic_cache):
                        limit_val_batches=0)
     trainer.fit(resumed, datamodule=tiny_datamodule(synthetic_cache), ckpt_path=checkpoint)
     assert count_parameters(resumed.detector) == count_parameters(module.detector)
+
+
+def test_a_prune_epoch_already_behind_a_resumed_fit_is_refused(tmp_path, synthetic_cache):
+    trainer = _trainer(2, [], tmp_path, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(UsersModule(), datamodule=tiny_datamodule(synthetic_cache))
+    trainer.save_checkpoint(tmp_path / "dense.ckpt")  # no SlimCallback progress in it
+    callback = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5, imgsz=64)
+    with pytest.raises(ValueError, match=r"prune_epochs \[1\] include epochs before the current epoch 2"):
+        _trainer(4, [callback], tmp_path, limit_train_batches=1, limit_val_batches=0).fit(
+            UsersModule(), datamodule=tiny_datamodule(synthetic_cache), ckpt_path=tmp_path / "dense.ckpt")
+    assert callback.completed_prunes == 0
 
 
 def test_a_plain_copy_of_the_network_is_left_dense_and_named(tmp_path, synthetic_cache, caplog):

@@ -50,6 +50,7 @@ def test_cpu_latency_measures_a_copy_and_gives_a_positive_time():
     latency = cpu_latency_ms(model, 64, runs=3, warmup=1)
     assert latency > 0
     assert model.training and any(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+    assert cpu_latency_ms(YOLOv5("yolov5n", nc=3, in_channels=1), 64, runs=1, warmup=0) > 0  # grayscale input
 
 
 def test_cpu_latency_takes_any_module_and_skips_channels_last_when_a_tensor_is_5d():

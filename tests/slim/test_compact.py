@@ -103,3 +103,13 @@ def test_sync_batchnorm_stays_and_mode_is_kept(random_model):
     assert not any(type(m) is nn.BatchNorm2d for m in small.modules())
     assert not small.training
     assert compact(model.train(), plan_pruning(model, ratio=0.3)).training
+
+
+def test_frozen_parameters_stay_frozen(random_model):
+    model = random_model("yolov5n")
+    model.model[0].requires_grad_(False)  # a frozen stem, as a user freezes a backbone
+    small = compact(model, plan_pruning(model, ratio=0.5))
+    trainable = {name: parameter.requires_grad for name, parameter in small.named_parameters()}
+    assert not any(value for name, value in trainable.items() if name.startswith("model.0."))
+    assert all(value for name, value in trainable.items() if not name.startswith("model.0."))
+

@@ -223,8 +223,14 @@ class SlimCallback(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batch_fraction = 0.0
-        if (self.completed_prunes < len(self.prune_epochs)
-                and trainer.current_epoch == self.prune_epochs[self.completed_prunes]):
+        pending = self.prune_epochs[self.completed_prunes:]
+        if pending and pending[0] < trainer.current_epoch:
+            # A fit resumed from a checkpoint without this callback's progress, already past a prune epoch:
+            # pruning late, or never, would not be the run that was asked for.
+            raise ValueError(f"SlimCallback prune_epochs {pending} include epochs before the current epoch "
+                             f"{trainer.current_epoch} (a checkpoint without SlimCallback's progress was resumed?); "
+                             f"give prune epochs >= {trainer.current_epoch}")
+        if pending and trainer.current_epoch == pending[0]:
             self._prune(trainer, pl_module)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,

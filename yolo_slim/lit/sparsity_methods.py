@@ -24,6 +24,7 @@ gradient accumulation and AMP unscaling) and :meth:`after_step` after the optimi
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,11 @@ def check_method_settings(settings: MethodSettings, given: set[str]) -> None:
     """
     if settings.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, found {settings.method!r}")
+    numbers = {"sparsity": settings.strength, "bias_sparsity": settings.bias_strength,
+               "warmup_sparsity": settings.warmup_sparsity, "polarization_t": settings.polarization_t}
+    not_finite = [f"{name}={value}" for name, value in numbers.items() if not math.isfinite(value)]
+    if not_finite:
+        raise ValueError(f"{', '.join(not_finite)}: must be a finite number (nan and inf make every γ nan)")
     if settings.strength < 0 or settings.bias_strength < 0:
         raise ValueError(f"sparsity and bias_sparsity must be >= 0, found {settings.strength} and "
                          f"{settings.bias_strength}")

@@ -91,7 +91,8 @@ def cpu_latency_ms(model: torch.nn.Module, imgsz: int | tuple[int, int] = 640, r
 
     height, width = _as_hw(imgsz)
     shadow = fuse_batchnorm(model).float().cpu()  # fuse_batchnorm copies: the caller's model is untouched
-    image = torch.rand(1, 3, height, width)
+    spec = getattr(model, "spec", None)  # any module is timed; a YOLOv5 says its input channels (grayscale: 1)
+    image = torch.rand(1, spec.in_channels if spec is not None else 3, height, width)
     if all(tensor.dim() != 5 for tensor in [*shadow.parameters(), *shadow.buffers()]):  # channels_last needs 4-D
         shadow = shadow.to(memory_format=torch.channels_last)
         image = image.contiguous(memory_format=torch.channels_last)

@@ -110,6 +110,10 @@ def compact(model: YOLOv5, plan: PruningPlan, fold_removed: bool = True) -> YOLO
                 _fold_removed_inputs(source.weight if consumer.detect else source.conv.weight, removed, constants,
                                      target, None if consumer.detect else keep[consumer.path])
         _copy_unwritten(model, small, graph)
+    # A fresh build trains every parameter: keep what the caller froze (a backbone, an average's copy).
+    frozen = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    for name, parameter in small.named_parameters():
+        parameter.requires_grad_(name not in frozen)
     if any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
         small = nn.SyncBatchNorm.convert_sync_batchnorm(small)
     return small.train(model.training)
