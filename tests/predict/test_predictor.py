@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_support import randomize_norms
 
 from yolo_slim.models import YOLOv5
 from yolo_slim.models.export import export_onnx, export_torchscript
 from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.models.testing import randomize_norms
 from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint
 from yolo_slim.predict import Detector, image_sources, load_detector, predict_image
 
