@@ -81,6 +81,7 @@ def run(config: DictConfig) -> None:
     pictures_of_predictions = PredictionPictures()
     pictures_of_predictions.capture_dense(None, dense, datamodule)
     small = compact(dense, plan, fold_removed=bool(config.prune.fold_removed))
+    small.requires_grad_(True)  # pruned from the EMA, whose copy is frozen (averaged, not trained): trained now
     log.info("pruned %d of %d channels (threshold %.4g)", plan.removed_channels, plan.total_channels, plan.threshold)
     module.set_network(small)  # compact() recorded the plan in the network's pruning_history
     after = stage_metrics(trainer, module, datamodule, imgsz)
