@@ -68,7 +68,8 @@ def compact(model: YOLOv5, plan: PruningPlan, fold_removed: bool = True) -> YOLO
     Returns:
         The compacted network on ``model``'s device and dtype, in ``model``'s train/eval mode,
         with its anchors, strides, nc and class names, and ``model``'s ``pruning_history`` plus
-        ``plan``; SyncBatchNorm stays SyncBatchNorm.
+        ``plan``; SyncBatchNorm stays SyncBatchNorm, and a parameter frozen in ``model``
+        (``requires_grad=False``) stays frozen: call ``requires_grad_(True)`` to train a compacted EMA copy.
     """
     require_unfused(model, "compact")
     graph = trace_channels(model.spec, plan.policy)
