@@ -256,3 +256,27 @@ def test_a_given_warmup_that_leaves_no_shrink_time_with_the_trained_hold_is_refu
     callback = SlimCallback(method="targeted", warmup=0.6, prune_epochs=[], ratio=0.5)
     with pytest.raises(ValueError, match=r"warmup \+ hold < 1, found warmup=0.6 and hold=0.5 \(with the trained"):
         callback._bind(None, _Zero())
+
+
+def test_targeted_shrinks_a_weight_average_on_another_device():
+    # EMAWeightAveraging(device="cpu") keeps its copy off the training device: the copy's masks must be
+    # built on the copy's device ("meta" stands in for the second device here), not on the network's.
+    from yolo_slim.lit.sparsity_methods import MethodSettings, make_method
+    from yolo_slim.slim import plan_pruning
+
+    network = _Zero().model
+    average = YOLOv5("yolov5n", nc=4)
+    for module in average.modules():  # its BatchNorms, the parameters the method touches (spec needs the rest)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.to("meta")
+    method = make_method(MethodSettings(method="targeted", warmup=0.0, hold=0.5), "grouped")
+    method.bind(network, [average])
+    method.set_choice(plan_pruning(network, ratio=0.5), network)
+    start = [w.detach().clone() for w in sparsity_target(network).weights]
+    method.step(0.25, 10)
+    target, masks = _masks(network, method.choice)
+    shrunk = torch.cat([(w.detach() / s)[m.bool()] for w, s, m in zip(target.weights, start, masks)])
+    assert shrunk.max() < 1  # the trained network moved; the meta copy took its step without a device error
+    assert all(w.device.type == "meta" for w in sparsity_target(average).weights)
+    # CPU kernels accept a CPU mask on a meta tensor, so the devices are checked where a CUDA run would fail.
+    assert [mask.device.type for mask in method._masks[1]] == ["meta"] * len(method._masks[1])

@@ -218,7 +218,9 @@ class TargetedMethod(SparsityMethod):
         super().__init__(settings, policy)
         self.choice: dict[str, Any] | None = None  # the plan (as a dict) whose removed channels are shrunk
         self.start: str | None = None  # "fresh" or "trained": what the first bind found (TARGETED_PHASES)
-        self._masks: tuple[torch.Tensor, ...] | None = None
+        # One mask set per target: a weight average may live on another device than the trained network
+        # (EMAWeightAveraging(device="cpu") next to a CUDA network), and its masks must be on its device.
+        self._masks: list[tuple[torch.Tensor, ...]] | None = None
         self._pending_factor = 1.0  # 16-bit weights: the shrink not applied yet (see _applied_rate)
 
     def bind(self, network: YOLOv5, copies: list[YOLOv5]) -> None:
@@ -249,7 +251,8 @@ class TargetedMethod(SparsityMethod):
         return PruningPlan.from_dict(self.choice) if self.choice is not None and self._masks is not None else None
 
     def _install(self, plan: PruningPlan, graph: ChannelGraph) -> None:
-        self._masks = removal_masks(self._targets[0], removed_channels(graph, plan))
+        removed = removed_channels(graph, plan)
+        self._masks = [removal_masks(target, removed) for target in self._targets]
 
     def rate(self, progress: float, steps_in_phase: int) -> float:
         """Per-step shrink rate: 0 in the warm-up, growing linearly to full strength at the hold, then held."""
@@ -269,13 +272,13 @@ class TargetedMethod(SparsityMethod):
         holding = progress >= 1 - self.settings.hold
         trained = self._targets[0]
         if holding:
-            drop_masked_gradients(trained.weights, self._masks)
-            drop_masked_gradients(trained.biases, self._masks)
+            drop_masked_gradients(trained.weights, self._masks[0])
+            drop_masked_gradients(trained.biases, self._masks[0])
         # The weight averages too: validation and the prune's EMA copy see the channels vanish as well,
         # instead of an average that lags thousands of steps behind.
-        for target in self._targets:
-            shrink(target.weights, self._masks, rate)
-            shrink(target.biases, self._masks, rate)
+        for target, masks in zip(self._targets, self._masks):
+            shrink(target.weights, masks, rate)
+            shrink(target.biases, masks, rate)
 
     def _applied_rate(self, rate: float) -> float:
         """``rate``, or in 16-bit weights the shrink gathered since it was last applied.
