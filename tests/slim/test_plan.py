@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from yolo_slim.models.info import spec_gflops
+from yolo_slim.models.yolo import YOLOv5
 from yolo_slim.slim import PruningPlan, compact, group_importance, plan_pruning, pruned_spec, trace_channels
 
 
@@ -101,3 +102,15 @@ def test_ratio_with_tied_importances_still_removes_that_many(random_model):
                 module.weight.fill_(1.0)  # an untrained network: every γ equal
     plan = plan_pruning(model, ratio=0.5, round_to=1, min_channels=1)
     assert plan.removed_channels == plan.total_channels // 2
+
+
+@pytest.mark.parametrize("target", [{"ratio": 0.5}, {"threshold": 0.1}, {"flops_target": 0.5}])
+def test_a_network_with_nothing_to_prune_is_refused_with_the_reason(target):
+    # Grouped convolutions couple their input and output channels, so every group here is frozen.
+    layout = {"nc": 2, "depth_multiple": 1.0, "width_multiple": 1.0, "anchors": [[10, 13, 16, 30, 33, 23]],
+              "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [8, 3, 2, None, 8]],
+                           [-1, 1, "Conv", [8, 3, 2, None, 8]]],
+              "head": [[[2], 1, "Detect", ["nc", "anchors"]]]}
+    with pytest.raises(ValueError, match=r"no channel group of this network can be pruned under policy 'grouped' "
+                                         r"\(layer 1: grouped convolution"):
+        plan_pruning(YOLOv5(layout), **target)

@@ -100,12 +100,17 @@ def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float 
 
     Raises:
         ValueError: not exactly one target given, a value out of range, or a ``flops_target`` that
-            ``min_channels``/``round_to`` do not allow; raised before anything is computed.
+            ``min_channels``/``round_to`` do not allow (raised before anything is computed); a network
+            with no prunable channel group.
     """
     check_plan_arguments(ratio, threshold, flops_target, policy, round_to, min_channels, aggregate)
     require_unfused(model, "plan_pruning")
     graph = trace_channels(model.spec, policy)
     importance = group_importance(model, graph, aggregate)
+    if not importance:
+        reasons = "; ".join(f"layer {layer}: {', '.join(why)}" for layer, why in graph.whole_layers.items())
+        raise ValueError(f"plan_pruning: no channel group of this network can be pruned under policy {policy!r} "
+                         f"({reasons or 'every group is frozen'})")
     # Each group's channels, most important first (equal scores: lower index first), sorted once
     # for every plan below (the FLOPs bisection makes ~log2(channels) of them).
     orders = {name: torch.sort(-scores, stable=True).indices for name, scores in importance.items()}
