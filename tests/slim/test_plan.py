@@ -65,6 +65,19 @@ def test_plan_is_plain_data(random_model, tmp_path):
     assert PruningPlan.from_dict(torch.load(tmp_path / "plan.pt", weights_only=True)) == plan
 
 
+@pytest.mark.parametrize("edit,message", [
+    (lambda data: data["keep"].pop(next(iter(data["keep"]))),
+     r"keep and sizes must name the same groups; keep lacks \['"),
+    (lambda data: data["sizes"].pop(next(iter(data["sizes"]))), r"keep lacks \[\], sizes lacks \['"),
+    (lambda data: data.pop("sizes"), r"pruning plan lacks \['sizes'\]"),
+])
+def test_a_damaged_plan_file_is_refused_when_read(random_model, edit, message):
+    data = plan_pruning(random_model(), ratio=0.3).to_dict()
+    edit(data)
+    with pytest.raises(ValueError, match=message):
+        PruningPlan.from_dict(data)
+
+
 @pytest.mark.parametrize("arguments,message", [
     ({"ratio": 1.0}, r"ratio must be in \[0, 1\), found 1.0"),
     ({"ratio": -0.1}, r"ratio must be in \[0, 1\), found -0.1"),

@@ -36,6 +36,13 @@ class PruningPlan:
     threshold: float
     sizes: dict[str, int]
 
+    def __post_init__(self) -> None:
+        # A hand-edited or truncated plan file would otherwise fail deep inside compact with a bare KeyError.
+        if set(self.keep) != set(self.sizes):
+            missing, extra = sorted(set(self.sizes) - set(self.keep)), sorted(set(self.keep) - set(self.sizes))
+            raise ValueError(f"pruning plan: keep and sizes must name the same groups; keep lacks {missing}, "
+                             f"sizes lacks {extra}")
+
     @property
     def removed_channels(self) -> int:
         return sum(self.sizes[name] - len(kept) for name, kept in self.keep.items())
@@ -56,6 +63,9 @@ class PruningPlan:
     def from_dict(cls, data: dict[str, Any]) -> PruningPlan:
         if data.get("format") != PLAN_FORMAT:
             raise ValueError(f"pruning plan format {data.get('format')!r} is not supported (expected {PLAN_FORMAT})")
+        absent = [key for key in ("keep", "policy", "threshold", "sizes") if key not in data]
+        if absent:
+            raise ValueError(f"pruning plan lacks {absent}")
         return cls(keep={k: [int(i) for i in v] for k, v in data["keep"].items()}, policy=str(data["policy"]),
                    threshold=float(data["threshold"]), sizes={k: int(v) for k, v in data["sizes"].items()})
 
