@@ -88,3 +88,13 @@ def test_models_of_different_structure_are_refused():
     tiny["head"] = [[[2, 3, 4], 1, "Detect", ["nc", "anchors"]]]
     with pytest.raises(ValueError, match="before has 25 layers, after has 6"):
         report(YOLOv5("yolov5n"), YOLOv5(tiny), imgsz=64)
+
+
+def test_a_ddp_network_with_sync_batchnorm_reports_the_same_channels(dense_and_pruned):
+    # A DDP run with sync_batchnorm=True converts every BatchNorm2d: the report must still count them.
+    model, small, _ = dense_and_pruned
+    plain = report(model, small, imgsz=64)
+    synced = report(*(torch.nn.SyncBatchNorm.convert_sync_batchnorm(m).eval() for m in (model, small)), imgsz=64)
+    assert [row.bn_channels_before for row in synced.layers] == [row.bn_channels_before for row in plain.layers]
+    assert [row.bn_channels_after for row in synced.layers] == [row.bn_channels_after for row in plain.layers]
+    assert sum(row.bn_channels_after for row in synced.layers) > 0

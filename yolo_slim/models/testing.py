@@ -7,6 +7,7 @@ to rank and a parity check compares trivial outputs; :func:`randomize_norms` giv
 from __future__ import annotations
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from yolo_slim.models.yolo import YOLOv5
 
@@ -17,7 +18,7 @@ def randomize_norms(model: YOLOv5, seed: int = 0) -> YOLOv5:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
+            if isinstance(module, _BatchNorm):  # SyncBatchNorm too
                 size = module.num_features
                 module.weight.copy_(torch.rand(size, generator=generator) + 0.01)
                 module.bias.copy_(torch.randn(size, generator=generator) * 0.1)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm  # BatchNorm2d and SyncBatchNorm (a DDP run's network)
 
 from yolo_slim.models import YOLOv5, model_info
 from yolo_slim.slim.graph import trace_channels
@@ -148,7 +149,7 @@ def _check_same_structure(before: YOLOv5, after: YOLOv5) -> None:
 
 
 def _bn_channels(layer: nn.Module) -> int:
-    return sum(module.num_features for module in layer.modules() if isinstance(module, nn.BatchNorm2d))
+    return sum(module.num_features for module in layer.modules() if isinstance(module, _BatchNorm))
 
 
 def producer_gammas(model: YOLOv5) -> dict[str, list[float]]:
