@@ -39,6 +39,8 @@ def _trainer(max_epochs, callbacks, tmp_path, **kwargs):
     ({"ratio": 1.0}, r"ratio must be in \[0, 1\), found 1.0"),
     ({"policy": "all"}, "policy must be one of"),
     ({"round_to": 0}, "round_to must be an int >= 1"),
+    ({"imgsz": 0}, "imgsz must be an int >= 1, found 0"),
+    ({"imgsz": 320.5}, "imgsz must be an int >= 1, found 320.5"),
     ({"finetune_schedule": "reset"}, r"finetune_schedule must be one of \('continue', 'restart'\)"),
 ])
 def test_constructor_validates_every_argument(arguments, message):

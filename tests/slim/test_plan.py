@@ -87,6 +87,7 @@ def test_a_damaged_plan_file_is_refused_when_read(random_model, edit, message):
     ({"flops_target": 0.0}, r"flops_target must be in \(0, 1\]"),
     ({"ratio": 0.3, "round_to": 0}, "round_to must be an int >= 1, found 0"),
     ({"ratio": 0.3, "min_channels": 2.5}, "min_channels must be an int >= 1, found 2.5"),
+    ({"flops_target": 0.5, "imgsz": -64}, "imgsz must be an int >= 1, found -64"),
     ({"ratio": 0.3, "policy": "all"}, "policy must be one of"),
     ({"ratio": 0.3, "aggregate": "sum"}, r"aggregate must be one of \('max', 'mean'\)"),
     ({"flops_target": 0.01, "imgsz": 64}, r"flops_target=0.01 cannot be met: with min_channels=8 and round_to=8 "

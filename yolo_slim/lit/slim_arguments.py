@@ -12,7 +12,7 @@ FINETUNE_SCHEDULES = ("continue", "restart")
 
 def check_slim_arguments(settings: MethodSettings, given: set[str], epochs: list[int], ratios: list[float],
                          policy: str, round_to: int, min_channels: int, finetune_schedule: str,
-                         sparsity_after_prune: bool) -> None:
+                         sparsity_after_prune: bool, imgsz: int | None = None) -> None:
     """Raise a ValueError for the first bad argument (setting name, allowed values, what was found)."""
     check_method_settings(settings, given)
     if settings.schedule not in SCHEDULES:
@@ -31,7 +31,8 @@ def check_slim_arguments(settings: MethodSettings, given: set[str], epochs: list
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, found {policy!r}")
     for ratio in ratios or [0.0]:  # with no prune epoch, still check round_to and min_channels
-        check_plan_arguments(ratio=ratio, policy=policy, round_to=round_to, min_channels=min_channels)
+        check_plan_arguments(ratio=ratio, policy=policy, round_to=round_to, min_channels=min_channels,
+                             imgsz=640 if imgsz is None else imgsz)  # None: the module's imgsz, checked there
     if not 0 <= settings.floor <= 1:
         raise ValueError(f"floor must be in [0, 1], found {settings.floor}")
     if sparsity_after_prune and settings.method == "targeted":

@@ -111,7 +111,7 @@ class SlimCallback(L.Callback):
             raise ValueError(f"with prune_epochs=[] (sparse training only) ratio must be one float, the ratio the "
                              f"sparse model is meant for, found {ratio!r}")
         check_slim_arguments(self.settings, given, epochs, ratios, policy, round_to, min_channels,
-                             finetune_schedule, sparsity_after_prune)
+                             finetune_schedule, sparsity_after_prune, imgsz)
         if method == "targeted" and sparsity is not None and strength < 1:
             log.warning("targeted's sparsity is in e-folds per sparse phase: %g shrinks the chosen channels by at "
                         "most a factor %.3f, far from zero (its default is %g)", strength, math.exp(-strength),

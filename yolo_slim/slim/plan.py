@@ -113,7 +113,7 @@ def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float 
             ``min_channels``/``round_to`` do not allow (raised before anything is computed); a network
             with no prunable channel group.
     """
-    check_plan_arguments(ratio, threshold, flops_target, policy, round_to, min_channels, aggregate)
+    check_plan_arguments(ratio, threshold, flops_target, policy, round_to, min_channels, aggregate, imgsz)
     require_unfused(model, "plan_pruning")
     graph = trace_channels(model.spec, policy)
     importance = group_importance(model, graph, aggregate)
@@ -159,7 +159,7 @@ def _global_ranking(importance: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
 
 def check_plan_arguments(ratio: float | None = None, threshold: float | None = None,
                          flops_target: float | None = None, policy: str = "grouped", round_to: int = 8,
-                         min_channels: int = 8, aggregate: str = "max") -> None:
+                         min_channels: int = 8, aggregate: str = "max", imgsz: int = 640) -> None:
     """Raise the ValueError :func:`plan_pruning` would raise for these arguments, without a model."""
     given = [name for name, value in (("ratio", ratio), ("threshold", threshold), ("flops_target", flops_target))
              if value is not None]
@@ -175,7 +175,7 @@ def check_plan_arguments(ratio: float | None = None, threshold: float | None = N
         raise ValueError(f"policy must be one of {POLICIES}, found {policy!r}")
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, found {aggregate!r}")
-    for name, value in (("round_to", round_to), ("min_channels", min_channels)):
+    for name, value in (("round_to", round_to), ("min_channels", min_channels), ("imgsz", imgsz)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, found {value!r}")
 
