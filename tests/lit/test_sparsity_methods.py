@@ -7,8 +7,9 @@ from slim_support import tiny_datamodule
 
 from yolo_slim.lit import SlimCallback, YOLOv5Module
 from yolo_slim.lit.slim_callback import targeted_choice_in
+from yolo_slim.lit.sparsity_methods import MethodSettings, make_method
 from yolo_slim.models import YOLOv5, count_parameters
-from yolo_slim.slim import PruningPlan, sparsity_target, trace_channels
+from yolo_slim.slim import PruningPlan, plan_pruning, sparsity_target, trace_channels
 from yolo_slim.slim.targeted import removal_masks, removed_channels
 
 
@@ -261,9 +262,6 @@ def test_a_given_warmup_that_leaves_no_shrink_time_with_the_trained_hold_is_refu
 def test_targeted_shrinks_a_weight_average_on_another_device():
     # EMAWeightAveraging(device="cpu") keeps its copy off the training device: the copy's masks must be
     # built on the copy's device ("meta" stands in for the second device here), not on the network's.
-    from yolo_slim.lit.sparsity_methods import MethodSettings, make_method
-    from yolo_slim.slim import plan_pruning
-
     network = _Zero().model
     average = YOLOv5("yolov5n", nc=4)
     for module in average.modules():  # its BatchNorms, the parameters the method touches (spec needs the rest)
@@ -280,3 +278,18 @@ def test_targeted_shrinks_a_weight_average_on_another_device():
     assert all(w.device.type == "meta" for w in sparsity_target(average).weights)
     # CPU kernels accept a CPU mask on a meta tensor, so the devices are checked where a CUDA run would fail.
     assert [mask.device.type for mask in method._masks[1]] == ["meta"] * len(method._masks[1])
+
+
+def test_targeted_shrinks_a_bfloat16_weight_average_of_a_float32_network():
+    # Each step's factor is finer than bfloat16 can tell from 1: the copy's shrink must be gathered too,
+    # although the trained network (whose dtype alone used to decide) is float32.
+    network = _Zero().model
+    average = YOLOv5("yolov5n", nc=4).to(torch.bfloat16)
+    method = make_method(MethodSettings(method="targeted", warmup=0.0, hold=0.5), "grouped")
+    method.bind(network, [average])
+    method.set_choice(plan_pruning(network, ratio=0.5), network)
+    for _ in range(50):  # rate about 2.5e-4 a step: 0.99975 rounds to 1 in bfloat16; gathered, ~32 steps
+        method.step(0.25, 10_000)
+    target, masks = _masks(average, method.choice)
+    chosen = torch.cat([w.detach().float()[m.bool()] for w, m in zip(target.weights, masks)])
+    assert chosen.max() < 1  # without gathering, every bfloat16 γ rounds back to exactly 1

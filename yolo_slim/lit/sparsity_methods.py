@@ -288,11 +288,14 @@ class TargetedMethod(SparsityMethod):
         shrink (``precision="bf16-true"``). So the factors are multiplied here until their product moves a
         γ by at least the dtype's epsilon, and then applied at once: the same shrink, in fewer, larger steps.
         """
-        dtype = self._targets[0].weights[0].dtype if self._targets[0].weights else torch.float32
-        if torch.finfo(dtype).bits > 16:
+        # The coarsest dtype of all targets decides: a bfloat16 weight average next to a float32 network
+        # must shrink too, and larger, rarer steps are the same shrink for the float32 ones.
+        coarsest = max((torch.finfo(target.weights[0].dtype) for target in self._targets if target.weights),
+                       key=lambda info: info.eps, default=torch.finfo(torch.float32))
+        if coarsest.bits > 16:
             return rate
         self._pending_factor *= 1 - rate
-        if 1 - self._pending_factor < torch.finfo(dtype).eps:
+        if 1 - self._pending_factor < coarsest.eps:
             return 0.0
         applied, self._pending_factor = 1 - self._pending_factor, 1.0
         return applied
