@@ -10,7 +10,7 @@ kernels), keeping the most important channels.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -63,7 +63,7 @@ class PruningPlan:
     def from_dict(cls, data: dict[str, Any]) -> PruningPlan:
         if data.get("format") != PLAN_FORMAT:
             raise ValueError(f"pruning plan format {data.get('format')!r} is not supported (expected {PLAN_FORMAT})")
-        absent = [key for key in ("keep", "policy", "threshold", "sizes") if key not in data]
+        absent = [field.name for field in fields(cls) if field.name not in data]
         if absent:
             raise ValueError(f"pruning plan lacks {absent}")
         return cls(keep={k: [int(i) for i in v] for k, v in data["keep"].items()}, policy=str(data["policy"]),
