@@ -70,6 +70,20 @@ def test_the_module_rescales_the_restored_schedule_when_training_starts(monkeypa
     _advance(restored, 80)
     config = SimpleNamespace(scheduler=restored)
     # Resumed on two processes: each sees half the 160 batches of an epoch, four per optimizer step.
-    module = _module(monkeypatch, lr_scheduler_configs=[config], num_training_batches=80, accumulate_grad_batches=4)
+    module = _module(monkeypatch, lr_scheduler_configs=[config], num_training_batches=80, accumulate_grad_batches=4,
+                     optimizers=[restored.optimizer])
     module.on_train_start()
     assert (restored.steps_per_epoch, restored.last_epoch, restored.total_steps) == (20, 40, 200)
+
+
+def test_the_module_sets_its_own_weight_decay_on_a_restored_optimizer(monkeypatch):
+    # A run started on one device (16 x 4 images a step) resumed on three (48 a step): its weight decay is
+    # scaled for 48 images, and the optimizer state restored from the checkpoint must not bring back the old.
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=2), imgsz=64, weight_decay=5e-4 * 48 / 64)
+    first_run = torch.optim.SGD(parameter_groups(module.model, 5e-4), lr=0.01, momentum=0.937)
+    restored = torch.optim.SGD(parameter_groups(module.model, module.hparams.weight_decay), lr=0.01, momentum=0.937)
+    restored.load_state_dict(first_run.state_dict())
+    assert restored.param_groups[1]["weight_decay"] == 5e-4  # what torch's restore does
+    module.trainer = SimpleNamespace(optimizers=[restored], lr_scheduler_configs=[])
+    module.on_train_start()
+    assert [group["weight_decay"] for group in restored.param_groups] == [0.0, pytest.approx(3.75e-4), 0.0]

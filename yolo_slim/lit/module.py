@@ -149,6 +149,12 @@ class YOLOv5Module(L.LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             if isinstance(config.scheduler, WarmupDecayLR):
                 config.scheduler.rescale(optimizer_steps_per_epoch(self.trainer))
+        # And its optimizer: torch's load_state_dict restores every group's hyperparameters, so the weight
+        # decay would stay scaled for the first run's images per step; hparams hold it scaled for this one's.
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                if group.get("name") == "weight":
+                    group["weight_decay"] = self.hparams.weight_decay
 
     def on_train_epoch_start(self) -> None:
         # Lightning keeps each submodule's own mode; a network installed from eval weights (a pruned
