@@ -35,6 +35,9 @@ def _train_config(overrides: list[str]):
     (["optim.optimizer._target_=torch.optim.Nope"], "optim.optimizer could not be made"),
     (["optim.scheduler.shape=cosin"], "optim.scheduler does not accept its settings"),
     (["optim.scheduler.final_lr_ratio=0"], "final_lr_ratio must be in (0, 1]"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs must be an int >= 0, found -1"),  # Lightning's "no end"
+    (["trainer.max_epochs=null"], "trainer.max_epochs must be an int >= 0, found None"),  # Lightning's 1000
+    (["trainer.max_epochs=1.5"], "trainer.max_epochs must be an int >= 0, found 1.5"),
     (["model.autoanchor=no"], "model.autoanchor must be true or false, found 'no'"),
     (["model=yolov5-p6", "data.imgsz=128", "model.autoanchor=false"],  # its yaml says `anchors: 3`
      "model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes"),

@@ -74,6 +74,9 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
     model = _network(config.model, names, resume)
     require_stride_multiple(imgsz, model, "data.imgsz")  # 64 for the P6 layouts, 128 for P7
     trainer_args = trainer_arguments(config.trainer)
+    # Lightning reads -1 as "no end" and null as 1000 epochs; the LR schedule, the EMA ramp and a prune's
+    # epoch are all laid out over a known number of epochs.
+    require_positive_int(trainer_args.get("max_epochs"), "trainer.max_epochs", minimum=0)
     accumulate = trainer_args.pop("accumulate_grad_batches")
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
                            save_last=False, auto_insert_metric_name=False)
