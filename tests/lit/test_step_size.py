@@ -87,3 +87,11 @@ def test_the_module_sets_its_own_weight_decay_on_a_restored_optimizer(monkeypatc
     module.trainer = SimpleNamespace(optimizers=[restored], lr_scheduler_configs=[])
     module.on_train_start()
     assert [group["weight_decay"] for group in restored.param_groups] == [0.0, pytest.approx(3.75e-4), 0.0]
+
+
+def test_a_fit_without_an_end_is_refused_with_the_trainer_settings_named():
+    # Lightning's max_epochs=-1 with no max_steps trains forever: there is no length to lay the schedule over.
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=2), imgsz=64)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=float("inf"), max_epochs=-1, max_steps=-1)
+    with pytest.raises(ValueError, match="give the Trainer max_epochs >= 0 or max_steps >= 0, found max_epochs=-1"):
+        module.configure_optimizers()

@@ -191,6 +191,9 @@ class YOLOv5Module(L.LightningModule):
         """
         optimizer = self.optimizer_factory(parameter_groups(self.model, self.hparams.weight_decay))
         trainer = self.trainer
+        if math.isinf(trainer.estimated_stepping_batches):  # max_epochs=-1 and no max_steps: Lightning's "no end"
+            raise ValueError("YOLOv5Module's LR schedule needs a fit of known length: give the Trainer max_epochs >= 0 "
+                             f"or max_steps >= 0, found max_epochs={trainer.max_epochs}, max_steps={trainer.max_steps}")
         total_steps = max(int(trainer.estimated_stepping_batches) - trainer.global_step, 1)
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
         epochs = max(epochs - trainer.current_epoch, 1)
