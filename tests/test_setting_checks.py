@@ -38,6 +38,8 @@ def _train_config(overrides: list[str]):
     (["trainer.max_epochs=-1"], "trainer.max_epochs must be an int >= 0, found -1"),  # Lightning's "no end"
     (["trainer.max_epochs=null"], "trainer.max_epochs must be an int >= 0, found None"),  # Lightning's 1000
     (["trainer.max_epochs=1.5"], "trainer.max_epochs must be an int >= 0, found 1.5"),
+    (["data.augment.mosaic=2"], "data.augment.mosaic must be a probability in [0, 1]; found 2.0"),
+    (["data.synthetic.num_train=0"], "data.synthetic.num_train must be an integer in"),
     (["model.autoanchor=no"], "model.autoanchor must be true or false, found 'no'"),
     (["model=yolov5-p6", "data.imgsz=128", "model.autoanchor=false"],  # its yaml says `anchors: 3`
      "model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -36,6 +37,7 @@ from yolo_slim.models.postprocess import NMSConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_IMGSZ = 640
+ConfigT = TypeVar("ConfigT")
 
 
 @dataclass
@@ -52,7 +54,7 @@ class TrainingJob:
 
 def build_datamodule(data_config: DictConfig) -> tuple[YOLODataModule, int]:
     """The datamodule and the image size (``data.imgsz``, or its default for the data source)."""
-    synthetic = SyntheticConfig(**plain(data_config.synthetic))
+    synthetic = _data_config(SyntheticConfig, data_config.synthetic, "data.synthetic")
     imgsz = data_config.imgsz
     if imgsz is None:
         imgsz = synthetic.image_size if data_config.path is None else DEFAULT_IMGSZ
@@ -61,9 +63,18 @@ def build_datamodule(data_config: DictConfig) -> tuple[YOLODataModule, int]:
         data=data_config.path, imgsz=imgsz,
         batch_size=require_positive_int(data_config.batch_size, "data.batch_size"),
         workers=require_positive_int(data_config.workers, "data.workers", minimum=0),
-        augment=AugmentConfig(**plain(data_config.augment)), synthetic=synthetic, cache_dir=data_config.cache_dir,
+        augment=_data_config(AugmentConfig, data_config.augment, "data.augment"), synthetic=synthetic, cache_dir=data_config.cache_dir,
         cache=data_config.cache)
     return datamodule, imgsz
+
+
+def _data_config(kind: type[ConfigT], node: DictConfig, setting: str) -> ConfigT:
+    """``kind(**node)``, its errors naming the setting as written on the command line (``data.augment.mosaic``)
+    rather than the library's field (``AugmentConfig.mosaic``)."""
+    try:
+        return kind(**plain(node))
+    except (TypeError, ValueError) as error:
+        raise type(error)(str(error).replace(f"{kind.__name__}.", f"{setting}.")) from error
 
 
 def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> TrainingJob:
