@@ -134,8 +134,52 @@ def test_relative_paths_are_found_from_the_folder_the_run_started_in(tmp_path, m
     _, _, overrides = resume_arguments([f"resume={run}", "data.workers=0"])
     assert overrides == ["data.workers=0", f"++data.path='{start / 'my data' / 'data.yaml'}'",
                          f"++model.weights='{start / 'yolov5s.pt'}'",  # model.cfg=yolov5s is a shipped name
-                         f"++resume={run / 'checkpoints' / 'last.ckpt'}"]
+                         f"++resume='{run / 'checkpoints' / 'last.ckpt'}'"]
     # A DDP child runs with what the parent made of its argv: the same, and not refused as a change of the run.
     assert resume_arguments(overrides)[2] == overrides
     monkeypatch.chdir(start)  # where the run started: the paths are right as they are
-    assert resume_arguments([f"resume={run}"])[2] == [f"++resume={run / 'checkpoints' / 'last.ckpt'}"]
+    assert resume_arguments([f"resume={run}"])[2] == [f"++resume='{run / 'checkpoints' / 'last.ckpt'}'"]
+
+
+def _fake_run(folder):
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["prune.ratio=0.3,round_to=8", "run (2)", "it's"])
+def test_a_run_folder_hydra_would_split_resumes_by_its_whole_path(tmp_path, monkeypatch, name):
+    # Hydra's override_dirname names sweep jobs `key=value,key=value`; copies get ` (2)`.
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from yolo_slim.cli.resume import resume_arguments
+
+    run = _fake_run(tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    overrides = resume_arguments([f"resume={run}", "data.cache=none"])[2]  # data.cache: where images live
+    parsed = OverridesParser.create().parse_overrides(overrides)  # what Hydra does with them next
+    assert [(o.key_or_group, o.value()) for o in parsed] == [("data.cache", "none"),
+                                                              ("resume", str(run / "checkpoints" / "last.ckpt"))]
+    assert resume_arguments(overrides)[2] == overrides  # a DDP child reads its quoted path back
+
+
+@pytest.mark.parametrize("extra", [["-m"], ["--multirun"], ["hydra/launcher=joblib"]])
+def test_resume_refuses_a_multirun_which_would_write_into_a_new_folder(tmp_path, extra):
+    from yolo_slim.cli.errors import UsageError
+    from yolo_slim.cli.resume import resume_arguments
+
+    run = _fake_run(tmp_path / "run")
+    with pytest.raises(UsageError, match=f"so {extra[0]} cannot be given .*resume=auto"):
+        resume_arguments([f"resume={run}", *extra])
+
+
+def test_resume_of_a_sweep_folder_names_its_jobs(tmp_path):
+    from yolo_slim.cli.errors import UsageError
+    from yolo_slim.cli.resume import resume_arguments
+
+    for job in ("0", "1"):
+        _fake_run(tmp_path / "sweep" / job)
+    with pytest.raises(UsageError, match=r"is a sweep folder; give one of its jobs \(0, 1\)"):
+        resume_arguments([f"resume={tmp_path / 'sweep'}"])

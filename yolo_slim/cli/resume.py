@@ -8,7 +8,8 @@ weights, optimizer, LR schedule, EMA, epoch and every callback's state (SlimCall
 stages included), and the TensorBoard log and ``summary.json`` carry on in the same folder.
 
 What the run computes cannot change on resume; where it runs can: :data:`RESUMABLE` lists the
-settings that may be given beside ``resume=``, and Hydra's own (``hydra.*``, ``hydra/launcher=...``).
+settings that may be given beside ``resume=``, and Hydra's own ``hydra.*``. Not ``-m``: a multirun writes
+into a new sweep folder (``hydra.sweep.dir``), and its launchers (``hydra/launcher=``) act only there.
 ``resume=auto`` is different: a fresh run that continues from its own folder's ``last.ckpt`` when
 there is one (what a Slurm job requeued after preemption needs; see the README).
 """
@@ -19,10 +20,11 @@ import os
 from pathlib import Path
 
 RESUMABLE = ("trainer.devices", "trainer.accelerator", "trainer.num_nodes", "trainer.strategy", "data.workers",
-             "data.cache_dir")
+             "data.cache", "data.cache_dir")
 """Settings a resumed run may change: the machine it runs on, not what it computes."""
 
 AUTO = "auto"
+MULTIRUN = ("-m", "--multirun")
 # `resume=` as users write it; `++resume=` as this module rewrites it, which is what Lightning's DDP launcher
 # passes on to its child processes (their sys.argv), so that they too compose the run's own config.
 PREFIXES = ("resume=", "++resume=", "+resume=")
@@ -46,7 +48,7 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
     from yolo_slim.cli import config_dir
     from yolo_slim.cli.errors import UsageError
 
-    target = next(argument.split("=", 1)[1] for argument in arguments if is_resume(argument))
+    target = _unquoted(next(argument.split("=", 1)[1] for argument in arguments if is_resume(argument)))
     if target in (AUTO, "null", ""):
         return str(config_dir()), "train", arguments  # resolved by the run itself (cli/train.py)
     run, checkpoint = locate_run(Path(target))
@@ -55,10 +57,15 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
     others = [argument for argument in arguments if not is_resume(argument) and argument not in start_paths.values()]
     given = {_key(argument) for argument in others}  # a data.cache_dir given now wins
     from_start = [override for setting, override in start_paths.items() if setting not in given]
+    sweeping = [argument for argument in others if argument in MULTIRUN or _key(argument) == "hydra/launcher"]
+    if sweeping:
+        raise UsageError(f"resume={target} continues that run in its own folder, so {' '.join(sweeping)} cannot be "
+                         f"given (a multirun writes into a new sweep folder); to continue a sweep's jobs where they "
+                         f"are, run the sweep's command again with resume=auto and the same hydra.sweep.dir")
     refused = [argument for argument in others if not _resumable(argument)]
     if refused:
         raise UsageError(f"resume={target} continues that run with its own config, so {' '.join(refused)} cannot "
-                         f"be given; allowed beside resume=: {', '.join(RESUMABLE)}, hydra.* and hydra/launcher=")
+                         f"be given; allowed beside resume=: {', '.join(RESUMABLE)} and hydra.*")
     hydra_settings = OmegaConf.load(config_dir() / "train.yaml").hydra
     hydra_settings.run.dir = str(run)
     hydra_settings.output_subdir = ".hydra/resumed"  # .hydra/config.yaml stays the run's own, for a later resume
@@ -70,7 +77,9 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         partial.write_text(text)
         os.replace(partial, path)
-    return str(run / ".hydra"), RESUME_CONFIG, [*others, *from_start, f"++resume={checkpoint}"]
+    # Quoted: a run folder named by Hydra's override_dirname (`prune.ratio=0.3`) or a copy (`run (2)`) would
+    # otherwise not parse as an override.
+    return str(run / ".hydra"), RESUME_CONFIG, [*others, *from_start, f"++resume={_quoted(str(checkpoint))}"]
 
 
 def _paths_from_the_start_folder(run: Path) -> dict[str, str]:
@@ -99,6 +108,16 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _unquoted(value: str) -> str:
+    """A ``resume=`` value as the path it names: the quoted form this module writes (what a DDP child finds in
+    its argv) read back with Hydra's own override parser; a user's bare path as typed."""
+    if not value.startswith(("'", '"')):
+        return value
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return str(OverridesParser.create().parse_override(f"resume={value}").value())
+
+
 def locate_run(target: Path) -> tuple[Path, Path]:
     """The run folder and the checkpoint to continue from, for a run folder or a checkpoint inside one."""
     from yolo_slim.cli.errors import UsageError
@@ -108,6 +127,10 @@ def locate_run(target: Path) -> tuple[Path, Path]:
         run = target.parent.parent if target.parent.name == "checkpoints" else target.parent
     elif target.is_dir():
         run, checkpoint = target, target / LAST
+        jobs = sorted(child.name for child in target.iterdir() if (child / ".hydra" / "config.yaml").is_file())
+        if not checkpoint.is_file() and jobs:
+            raise UsageError(f"resume={target} is a sweep folder; give one of its jobs ({', '.join(jobs[:5])}"
+                             f"{', ...' if len(jobs) > 5 else ''}), or run the sweep's command again with resume=auto")
         if not checkpoint.is_file():
             raise UsageError(f"resume={target}: {checkpoint} does not exist (the run stopped before its first "
                              f"epoch ended: start it again)")
@@ -136,4 +159,4 @@ def _key(argument: str) -> str:
 
 def _resumable(argument: str) -> bool:
     key = _key(argument)
-    return key in RESUMABLE or key.startswith(("hydra.", "hydra/")) or argument in ("-m", "--multirun")
+    return key in RESUMABLE or key.startswith("hydra.")
