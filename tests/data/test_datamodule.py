@@ -79,6 +79,19 @@ def test_a_training_split_without_any_label_file_is_refused(yolo_dataset):
         datamodule.setup("fit")
 
 
+def test_a_training_split_whose_rows_were_all_skipped_is_refused(yolo_dataset):
+    # Boxes written in pixels instead of fractions: every row out of bounds, every image a background.
+    for label in (yolo_dataset.parent / "labels" / "train").glob("*.txt"):
+        label.write_text("0 32 32 10 10\n")
+    datamodule = YOLODataModule(yolo_dataset, imgsz=64)
+    with pytest.raises(DataConfigError, match=r"split 'train' has no object to learn from(.|\n)*out_of_bounds x"):
+        datamodule.setup("fit")
+    for label in (yolo_dataset.parent / "labels" / "train").glob("*.txt"):
+        label.write_text("")  # empty files: backgrounds, nothing to learn either
+    with pytest.raises(DataConfigError, match=r"split 'train' has no object to learn from"):
+        YOLODataModule(yolo_dataset, imgsz=64).setup("fit")
+
+
 def test_test_split(yolo_dataset):
     datamodule = YOLODataModule(yolo_dataset, imgsz=64, workers=0)
     with pytest.raises(DataConfigError, match=r"has no 'test' split; it has train, val"):

@@ -138,6 +138,12 @@ class YOLODataModule(lightning.LightningDataModule):
                                   f"file; e.g. {report.missing_label_example} does not exist (labels are looked "
                                   f"for where the last '/images/' of the image path becomes '/labels/', else "
                                   f"beside the image)")
+        if split == "train" and report.objects == 0:
+            # Label files there, but every row skipped (boxes in pixels, a common export slip) or every file
+            # empty: the whole schedule would train towards mAP 0, and ultralytics refuses it as well.
+            raise DataConfigError(f"data.yaml {str(config.yaml_path)!r}: split 'train' has no object to learn "
+                                  f"from (every label row was skipped, or the label files are empty):\n"
+                                  f"{report.summary(split)}")
         dataset = YOLODataset(records, self.imgsz, self.augment if split == "train" else None)
         # Training on a GPU, the HSV jitter (the dearest step of a sample: 3.7 of the 7.6 ms of CPU a
         # loader worker spends on it at 640 px, benchmarks/loader_cost.py) is left to
