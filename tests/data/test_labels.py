@@ -64,7 +64,7 @@ def test_valid_dataset(yolo_dataset, helpers):
     ("1 1.5 0.5 0.1 0.1", "out_of_bounds"),
     ("0 0.1 0.1 0.2 0.2 0.3 0.3 0.4", "wrong_column_count"),  # an odd number of coordinates
     ("0 0.1 0.1 0.5", "wrong_column_count"),
-    ("0 0.1 0.1 0.5 -0.2 0.3 0.6", "negative_value"),  # a polygon
+    ("0 -0.3 0.1 -0.1 0.2 -0.2 0.4", "negative_value"),  # a polygon left of the image: its box's cx < 0
     ("3 0.1 0.1 0.5 0.1 0.3 0.6", "bad_class"),
     ("0 0.1 0.1 0.5 0.1 1.3 0.6", "out_of_bounds"),
     ("0 0.1 0.1 0.2 0.1 0.3 0.1", "zero_size_box"),  # its points on one horizontal line
@@ -112,6 +112,15 @@ def test_polygon_rows_become_their_bounding_boxes(one_image):
     np.testing.assert_allclose(records[0].labels, [[0, 0.2, 0.25, 0.2, 0.3], [1, 0.5, 0.5, 0.25, 0.25],
                                                    [1, 0.925, 0.4, 0.15, 0.4]], atol=1e-6)
     assert "2 polygon rows kept as their bounding boxes" in report.summary()
+
+
+def test_polygons_overhanging_the_border_are_clipped_as_boxes_are(one_image):
+    # ultralytics checks a segment's box (cx, cy, w, h), not its points: these two rows train there.
+    image, label = one_image
+    label.write_text("0 -0.03 0.2 0.5 0.2 0.5 0.6 -0.03 0.6\n0 0.6 0.2 1.04 0.2 1.04 0.7 0.6 0.7\n")
+    records, report = scan_split([image], nc=2)
+    assert report.problems == {} and report.polygon_boxes == 2 and report.clipped_boxes == 2
+    np.testing.assert_allclose(records[0].labels, [[0, 0.25, 0.4, 0.5, 0.4], [0, 0.8, 0.45, 0.4, 0.5]], atol=1e-6)
 
 
 def test_examples_are_capped_at_three(one_image):

@@ -43,7 +43,7 @@ from yolo_slim.data.dataset_config import IMAGE_SUFFIXES
 log = logging.getLogger(__name__)
 
 # Bump when the scan's rules or the cache layout change, so that old caches are rebuilt.
-FORMAT_VERSION = 3  # 3: label files read as UTF-8 with an optional BOM
+FORMAT_VERSION = 4  # 3: label files read as UTF-8 with an optional BOM; 4: polygons bounded by their box
 # A normalised value above 1 by more than this means the row is not normalised (pixels, most
 # likely) and is dropped. A box whose values are normalised but whose edges overhang the image
 # (an object leaving the frame, an annotation dragged past the border) is clipped to it, as
@@ -352,21 +352,25 @@ def _parse_row(fields: list[str], nc: int) -> tuple[tuple[float, ...], bool] | s
         return "not_a_number"
     if not all(math.isfinite(value) for value in values):
         return "not_a_number"
-    # Coordinates may undershoot 0 by the tolerance (rounded by an annotation tool; clipped below).
-    if values[0] < 0 or any(value < -COORDINATE_TOLERANCE for value in values[1:]):
-        return "negative_value"
-    if any(value > 1 + COORDINATE_TOLERANCE for value in values[1:]):
-        return "out_of_bounds"
     class_id = values[0]
-    if class_id != int(class_id) or class_id >= nc:
-        return "bad_class"
     if polygon:
         xs, ys = values[1::2], values[2::2]
         x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+        center_x, center_y, width, height = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
     else:
         _, center_x, center_y, width, height = values
         x1, y1 = center_x - width / 2, center_y - height / 2
         x2, y2 = center_x + width / 2, center_y + height / 2
+    # The bounds are checked on (cx, cy, w, h), as ultralytics checks them; for a polygon on the box around
+    # its points, so a segment whose points overhang the border is clipped like an overhanging box.
+    # Coordinates may undershoot 0 by the tolerance (rounded by an annotation tool; clipped below).
+    box = (center_x, center_y, width, height)
+    if class_id < 0 or any(value < -COORDINATE_TOLERANCE for value in box):
+        return "negative_value"
+    if any(value > 1 + COORDINATE_TOLERANCE for value in box):
+        return "out_of_bounds"
+    if class_id != int(class_id) or class_id >= nc:
+        return "bad_class"
     if x2 <= x1 or y2 <= y1:
         return "zero_size_box"
     clipped = min(x1, y1) < 0 or max(x2, y2) > 1
