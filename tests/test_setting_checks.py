@@ -40,6 +40,13 @@ def _train_config(overrides: list[str]):
     (["trainer.max_epochs=1.5"], "trainer.max_epochs must be an int >= 0, found 1.5"),
     (["data.augment.mosaic=2"], "data.augment.mosaic must be a probability in [0, 1]; found 2.0"),
     (["data.synthetic.num_train=0"], "data.synthetic.num_train must be an integer in"),
+    (["trainer.gradient_clip_val=abc"], "lightning.Trainer refused the trainer.* settings: `gradient_clip_val`"),
+    (["trainer.benchmark=maybe"], "lightning.Trainer refused the trainer.* settings: set_benchmark_cudnn"),
+    (["trainer.devices=abc"], "lightning.Trainer refused the trainer.* settings: `devices`"),
+    (["+trainer.max_epoch=3"], "trainer.max_epoch is not an argument of lightning.Trainer; did you mean "
+                               "trainer.max_epochs?"),
+    (["trainer.log_every_n_steps=abc"], "trainer.log_every_n_steps must be an int >= 1, found 'abc'"),
+    (["trainer.num_nodes=0"], "trainer.num_nodes must be an int >= 1, found 0"),
     (["model.autoanchor=no"], "model.autoanchor must be true or false, found 'no'"),
     (["model=yolov5-p6", "data.imgsz=128", "model.autoanchor=false"],  # its yaml says `anchors: 3`
      "model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes"),

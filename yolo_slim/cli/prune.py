@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -25,6 +24,7 @@ from yolo_slim.cli.settings import (
     Optimization,
     checkpoint_datamodule,
     load_checkpoint_module,
+    make_trainer,
     optimization,
     plain,
     require_positive_int,
@@ -69,7 +69,7 @@ def run(config: DictConfig) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         trainer_settings = trainer_arguments(config.trainer)  # once: it logs what precision=auto became
         accumulate = trainer_settings.pop("accumulate_grad_batches", None)
-        trainer = L.Trainer(**trainer_settings, logger=False, enable_checkpointing=False, default_root_dir=run_dir)
+        trainer = make_trainer(trainer_settings, logger=False, enable_checkpointing=False, default_root_dir=run_dir)
         if finetune_epochs:  # the fine-tune's Trainer has these settings, so this world size too
             accumulate = prepare_finetune(module, optimization(config.optim, datamodule.batch_size, accumulate,
                                                                processes=trainer.world_size), imgsz)
@@ -148,9 +148,9 @@ def _finetune(trainer_settings: dict, module: YOLOv5Module, datamodule: YOLOData
     """Fine-tune the pruned module for ``epochs`` (its optimizer and schedule rebuilt for the small network);
     the fine-tune's TensorBoard log also gets the prune's charts."""
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="finetuned", save_last=False)
-    trainer = L.Trainer(**trainer_settings, max_epochs=epochs, default_root_dir=run_dir,
-                        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
-                        callbacks=[checkpoints])
+    trainer = make_trainer(trainer_settings, max_epochs=epochs, default_root_dir=run_dir,
+                           logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+                           callbacks=[checkpoints])
     if trainer.is_global_zero:
         log_images(trainer, pictures, step=0)
     trainer.fit(module, datamodule=datamodule)

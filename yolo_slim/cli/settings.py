@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -193,11 +196,34 @@ def trainer_arguments(trainer_config: DictConfig) -> dict[str, Any]:
     (which names its allowed values when it refuses one).
     """
     arguments = plain(trainer_config)
+    # Lightning reads these only once the fit runs (a str one is a TypeError deep inside it).
+    for setting in ("log_every_n_steps", "num_nodes"):
+        if arguments.get(setting) is not None:
+            require_positive_int(arguments[setting], f"trainer.{setting}")
     if arguments.get("precision") == AUTO_PRECISION:
         arguments["precision"] = CUDA_PRECISION if _runs_on_cuda(arguments.get("accelerator", "auto")) \
             else OTHER_PRECISION
         log.info("trainer.precision=%s: %s", AUTO_PRECISION, arguments["precision"])  # what the run used
     return arguments
+
+
+def make_trainer(settings: dict[str, Any], **ours: Any) -> L.Trainer:
+    """``lightning.Trainer(**settings, **ours)``, ``settings`` being the user's ``trainer.*``.
+
+    Lightning checks its arguments as it goes, some with a TypeError or RuntimeError (``gradient_clip_val=abc``,
+    ``benchmark=maybe``) that would read as a bug: those, and a key that is no Trainer argument, become a
+    ValueError naming the setting.
+    """
+    accepted = inspect.signature(L.Trainer.__init__).parameters
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(accepted), n=1)
+        hint = f"; did you mean trainer.{close[0]}?" if close else ""
+        raise ValueError(f"trainer.{unknown[0]} is not an argument of lightning.Trainer{hint}")
+    try:
+        return L.Trainer(**settings, **ours)
+    except (TypeError, RuntimeError) as error:
+        raise ValueError(f"lightning.Trainer refused the trainer.* settings: {error}") from error
 
 
 def _runs_on_cuda(accelerator: Any) -> bool:

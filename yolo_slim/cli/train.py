@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.resume import AUTO, own_checkpoint
-from yolo_slim.cli.settings import (build_model, optimization, plain, require_bool, require_imgsz,
+from yolo_slim.cli.settings import (build_model, make_trainer, optimization, plain, require_bool, require_imgsz,
                                     require_positive_int, require_seed, require_stride_multiple, trainer_arguments)
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
@@ -63,7 +63,8 @@ def build_datamodule(data_config: DictConfig) -> tuple[YOLODataModule, int]:
         data=data_config.path, imgsz=imgsz,
         batch_size=require_positive_int(data_config.batch_size, "data.batch_size"),
         workers=require_positive_int(data_config.workers, "data.workers", minimum=0),
-        augment=_data_config(AugmentConfig, data_config.augment, "data.augment"), synthetic=synthetic, cache_dir=data_config.cache_dir,
+        augment=_data_config(AugmentConfig, data_config.augment, "data.augment"), synthetic=synthetic,
+        cache_dir=data_config.cache_dir,
         cache=data_config.cache)
     return datamodule, imgsz
 
@@ -110,9 +111,9 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
             raise ValueError(f"{setting} must be < trainer.max_epochs={trainer_args['max_epochs']} (a prune happens "
                              f"at the start of its epoch, and fine-tuning needs the epochs after it), found {found}")
         callbacks.append(slim)
-    trainer = L.Trainer(**trainer_args, default_root_dir=run_dir,
-                        logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
-                        callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    trainer = make_trainer(trainer_args, default_root_dir=run_dir,
+                           logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
+                           callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     # The accumulation counts the images of all processes, known once the Trainer has resolved its devices.
     optim = optimization(config.optim, datamodule.batch_size, accumulate, processes=trainer.world_size)
     trainer.accumulate_grad_batches = optim.accumulate
