@@ -101,15 +101,19 @@ def test_every_setting_a_resume_may_change_can_be_given_without_a_plus():
     assert [key for key in RESUMABLE if OmegaConf.select(config, key, default=missing) is missing] == []
 
 
-def test_a_resume_needs_no_starting_weights_file(tmp_path, monkeypatch, synthetic_cache):
-    # The checkpoint being resumed holds the network: model.weights having gone since the start is no reason to stop.
+@pytest.mark.parametrize("setting,message", [("model.weights", "model.weights=.*gone.pt' does not exist"),
+                                             ("model.cfg", "model.cfg=.*gone.yaml' is neither a model yaml file")])
+def test_a_resume_needs_no_starting_model_file(tmp_path, monkeypatch, synthetic_cache, setting, message):
+    # The checkpoint being resumed holds the network: the weights or yaml it started from having gone since is
+    # no reason to stop.
     monkeypatch.setenv("YOLO_SLIM_CACHE", synthetic_cache)
     saved = YOLOv5("yolov5n-v5", nc=4, names=["a", "b", "c", "d"])
     checkpoint = tmp_path / "last.ckpt"
     torch.save({"yolo_slim": {"spec": saved.spec.to_dict(), "names": saved.names},
                 "state_dict": {"model." + key: value for key, value in saved.state_dict().items()}}, checkpoint)
-    config = _train_config([f"model.weights={tmp_path / 'gone.pt'}"])
-    with pytest.raises(ValueError, match="model.weights=.*gone.pt' does not exist"):
+    gone = tmp_path / ("gone.pt" if setting == "model.weights" else "gone.yaml")
+    config = _train_config([f"{setting}={gone}"])
+    with pytest.raises(ValueError, match=message):
         build_job(config, tmp_path)  # a fresh run does need it
     job = build_job(config, tmp_path, resume=str(checkpoint))
     assert job.module.model.spec == saved.spec

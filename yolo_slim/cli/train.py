@@ -128,12 +128,16 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
 
 
 def _network(model_config: DictConfig, names: list[str], resume: str | None) -> YOLOv5:
-    weights = model_config.get("weights")
-    if resume is not None and weights is not None and not Path(str(weights)).is_file():
+    weights, cfg = model_config.get("weights"), model_config.get("cfg")
+    if weights is not None:
+        gone = ("model.weights", weights) if not Path(str(weights)).is_file() else None
+    else:  # a shipped name (model=yolov5s) is no file, and is never gone
+        gone = ("model.cfg", cfg) if cfg is not None and Path(str(cfg)).suffix in (".yaml", ".yml") \
+            and not Path(str(cfg)).is_file() else None
+    if resume is not None and gone is not None:
         # The fit restores every weight from the checkpoint it resumes, whose architecture this is too: the file
         # the run started from is not needed any more.
-        log.warning("model.weights=%s does not exist any more; the network is built from %s, which is resumed",
-                    weights, resume)
+        log.warning("%s=%s does not exist any more; the network is built from %s, which is resumed", *gone, resume)
         return load_yolov5(resume)
     return build_model(model_config, nc=len(names), names=names)
 
