@@ -186,6 +186,21 @@ def test_roboflow_layout_finds_parent_relative_splits_beside_the_yaml(tmp_path, 
     assert config.splits["train"][0] == tmp_path / "export" / "train" / "images" / "train.jpg"
 
 
+def test_ultralytics_own_yaml_finds_its_dataset_from_their_checkout(tmp_path, helpers, monkeypatch):
+    # Their data/coco128.yaml says `path: ../datasets/coco128`, meaning ../datasets beside their checkout.
+    helpers.write_image(tmp_path / "datasets" / "coco128" / "images" / "train2017" / "a.jpg", 32, 32)
+    data_yaml = _write_yaml(tmp_path / "yolov5" / "data" / "coco128.yaml", {
+        "path": "../datasets/coco128", "train": "images/train2017", "val": "images/train2017", "names": ["a"]})
+    monkeypatch.chdir(tmp_path / "datasets")
+    with pytest.raises(DataConfigError, match="does not exist"):  # from elsewhere: beside the yaml, as documented
+        load_dataset_config(data_yaml)
+    monkeypatch.chdir(tmp_path / "yolov5")  # where their commands run
+    assert load_dataset_config(data_yaml).root == tmp_path / "datasets" / "coco128"
+    beside = tmp_path / "yolov5" / "datasets" / "coco128" / "images" / "train2017"
+    helpers.write_image(beside / "b.jpg", 32, 32)  # a folder beside the yaml wins: moving a dataset keeps working
+    assert load_dataset_config(data_yaml).splits["train"] == [beside / "b.jpg"]
+
+
 def test_hidden_files_are_not_images(tmp_path, helpers):
     helpers.write_image(tmp_path / "images" / "a.jpg", 32, 32)
     (tmp_path / "images" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")

@@ -11,7 +11,8 @@ The format, as ultralytics' ``check_dataset`` / ``LoadImagesAndLabels`` read it:
     nc: 2                       # optional; must agree with names
 
 One deliberate difference: ultralytics resolves a relative ``path`` against its own checkout;
-we resolve it against the yaml's folder, so that a dataset folder can be moved as a whole. As in
+we resolve it against the yaml's folder, so that a dataset folder can be moved as a whole, and only where
+nothing is there, against the current folder (run from their checkout, their own yamls then work as they are). As in
 ultralytics, a split entry ``../x`` that does not exist is tried as ``x``: Roboflow's exports write
 ``train: ../train/images`` in a yaml that sits beside ``train/``. A ``test`` entry that points to
 nothing is left out with a warning (ultralytics checks only ``val``); ``train`` and ``val`` must exist.
@@ -119,7 +120,17 @@ def _resolve_root(path_value: Any, yaml_path: Path) -> Path:
         raise DataConfigError(f"data.yaml {str(yaml_path)!r}: 'path' must be a folder path; "
                               f"found {path_value!r}")
     root = Path(path_value).expanduser()
-    return root if root.is_absolute() else Path(os.path.normpath(yaml_path.parent / root))
+    if root.is_absolute():
+        return root
+    beside = Path(os.path.normpath(yaml_path.parent / root))
+    from_here = Path(os.path.normpath(Path.cwd() / root))
+    if not beside.is_dir() and from_here.is_dir():
+        # ultralytics' own yamls (their data/coco128.yaml: `path: ../datasets/coco128`) mean their checkout,
+        # where their commands run: a user running ours from there means the same folder.
+        log.info("data.yaml 'path' %r is not a folder beside %s; using %s, from the current folder (as "
+                 "ultralytics resolves it from its checkout)", str(path_value), yaml_path.name, from_here)
+        return from_here
+    return beside
 
 
 def _parse_names(names_value: Any, nc_value: Any, yaml_path: Path) -> list[str]:
