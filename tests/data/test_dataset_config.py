@@ -191,7 +191,7 @@ def test_ultralytics_own_yaml_finds_its_dataset_from_their_checkout(tmp_path, he
     helpers.write_image(tmp_path / "datasets" / "coco128" / "images" / "train2017" / "a.jpg", 32, 32)
     data_yaml = _write_yaml(tmp_path / "yolov5" / "data" / "coco128.yaml", {
         "path": "../datasets/coco128", "train": "images/train2017", "val": "images/train2017", "names": ["a"]})
-    monkeypatch.chdir(tmp_path / "datasets")
+    monkeypatch.chdir(tmp_path / "yolov5" / "data")  # the yaml's own folder: nothing at ../datasets from here
     with pytest.raises(DataConfigError, match="does not exist"):  # from elsewhere: beside the yaml, as documented
         load_dataset_config(data_yaml)
     monkeypatch.chdir(tmp_path / "yolov5")  # where their commands run
