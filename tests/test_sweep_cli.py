@@ -7,6 +7,7 @@ import pytest
 from cli_support import TINY_TRAIN, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from yolo_slim.cli.sweep import RECORDS, write_sweep_summary
 from yolo_slim.slim.plots import pareto_front
 
 
@@ -14,6 +15,31 @@ def test_pareto_front():
     # (GFLOPs, mAP): the third is beaten by the second (cheaper and better), the last is the densest best.
     points = [(1.0, 0.2), (2.0, 0.5), (2.5, 0.4), (4.0, 0.6), (3.0, 0.5)]
     assert pareto_front(points) == [0, 1, 3]
+
+
+def test_a_damaged_job_file_costs_that_job_only(tmp_path):
+    # Job 0 finished; job 1 was killed while its summary.json was written; job 2's record line was cut short.
+    stages = {"train": {"params": 100, "gflops": 1.0, "map50": 0.5, "map": 0.3},
+              "pruned": {"params": 50, "gflops": 0.5, "map50": 0.5, "map": 0.3}}
+    for job in (0, 1):
+        (tmp_path / str(job)).mkdir()
+    (tmp_path / "0" / "summary.json").write_text(json.dumps({"stages": stages}))
+    (tmp_path / "1" / "summary.json").write_text('{"stages": {"train": {"par')
+    records = [{"job": job, "overrides": [f"prune.ratio=0.{job + 3}", "data.names='a|b'"], "status": "completed",
+                "error": None, "output_dir": str(tmp_path / str(job)), "ratio": 0.3 + job / 10} for job in (0, 1)]
+    lines = [json.dumps(record) for record in records] + ['{"job": 2, "overrides": ["prune.r']
+    (tmp_path / RECORDS).write_text("\n".join(lines))
+    write_sweep_summary(tmp_path)
+    with open(tmp_path / "sweep_summary.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(row["job"], row["status"], row["pruned_params"]) for row in rows] == [
+        ("0", "completed", "50"), ("1", "unreadable summary", "")]
+    table = (tmp_path / "sweep_summary.md").read_text().splitlines()
+    assert len(table) == 4 and all(line.count(" | ") == table[0].count(" | ") for line in table[2:])
+    assert "data.names='a\\|b'" in table[2]  # escaped, so the row keeps its columns
+    assert (tmp_path / "pareto.png").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "0", "1", "pareto.png", RECORDS, "sweep_summary.csv", "sweep_summary.md"]  # no partial file left
 
 
 @pytest.mark.slow

@@ -16,8 +16,9 @@ there is one (what a Slurm job requeued after preemption needs; see the README).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from yolo_slim.files import write_text_atomically
 
 RESUMABLE = ("trainer.devices", "trainer.accelerator", "trainer.num_nodes", "trainer.strategy", "data.workers",
              "data.cache", "data.cache_dir")
@@ -74,9 +75,7 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
             + OmegaConf.to_yaml(composition))
     path = run / ".hydra" / f"{RESUME_CONFIG}.yaml"
     if not path.is_file() or path.read_text() != text:  # DDP children come here too: never half-written
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_text(text)
-        os.replace(partial, path)
+        write_text_atomically(path, text)
     # Quoted: a run folder named by Hydra's override_dirname (`prune.ratio=0.3`) or a copy (`run (2)`) would
     # otherwise not parse as an override.
     return str(run / ".hydra"), RESUME_CONFIG, [*others, *from_start, f"++resume={_quoted(str(checkpoint))}"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 
+from yolo_slim.files import write_text_atomically
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.models.info import count_gflops, count_parameters
 
@@ -31,5 +32,5 @@ def write_summary(run_dir: Path, *, model: str, imgsz: int, data: str, stages: d
     content = {"model": model, "imgsz": imgsz, "data": data, "stages": stages, "checkpoint": checkpoint}
     if prune is not None:
         content["prune"] = prune
-    path.write_text(json.dumps(content, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(content, indent=2) + "\n")  # a sweep reads it as the job ends
     return path

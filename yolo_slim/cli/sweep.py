@@ -13,14 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from yolo_slim.files import write_atomically, write_text_atomically
 
 log = logging.getLogger(__name__)
 STAGES = ("train", "pruned", "finetuned")
@@ -63,24 +63,39 @@ def _ratio(config: DictConfig | None) -> float | None:
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job (the latest record of each), with its stages' figures read from its summary.json."""
     latest: dict[int, dict[str, Any]] = {}
-    for line in (sweep_dir / RECORDS).read_text().splitlines():
-        if line.strip():
+    for number, line in enumerate((sweep_dir / RECORDS).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
             record = json.loads(line)
-            latest[record["job"]] = record
+            latest[int(record["job"])] = record
+        except (ValueError, KeyError, TypeError):  # a line cut short by a killed job: that job only is lost
+            log.warning("%s line %d is not a job record; skipped", sweep_dir / RECORDS, number)
     rows = []
     for job in sorted(latest):
         record = latest[job]
         row: dict[str, Any] = {"job": job, "overrides": " ".join(record["overrides"]), "status": record["status"],
                                "ratio": record["ratio"]}
-        summary_path = Path(record["output_dir"]) / "summary.json"
-        stages = json.loads(summary_path.read_text())["stages"] if summary_path.is_file() else {}
+        stages, problem = _stages(Path(record["output_dir"]) / "summary.json")
         if record["status"] == "completed" and not stages:
-            row["status"] = "no summary"
+            row["status"] = problem
         for stage in STAGES:
             for figure in FIGURES:
                 row[f"{stage}_{figure}"] = stages.get(stage, {}).get(figure)
         rows.append(row)
     return rows
+
+
+def _stages(summary_path: Path) -> tuple[dict[str, Any], str]:
+    """A job's stages from its summary.json, or none and why (a killed job may leave it missing or cut short)."""
+    if not summary_path.is_file():
+        return {}, "no summary"
+    try:
+        stages = json.loads(summary_path.read_text())["stages"]
+    except (ValueError, KeyError, TypeError) as error:
+        log.warning("%s is unreadable (%s); its job is listed without figures", summary_path, error)
+        return {}, "unreadable summary"
+    return (stages, "") if isinstance(stages, dict) else ({}, "unreadable summary")
 
 
 def write_sweep_summary(sweep_dir: Path) -> None:
@@ -89,8 +104,9 @@ def write_sweep_summary(sweep_dir: Path) -> None:
     if not rows:
         return
     columns = list(rows[0])
-    _atomic_write(sweep_dir / "sweep_summary.csv", lambda f: _write_csv(f, columns, rows))
-    _atomic_write(sweep_dir / "sweep_summary.md", lambda f: f.write(_markdown(columns, rows)))
+    # Parallel jobs may rewrite the summary at once: each write lands whole.
+    write_atomically(sweep_dir / "sweep_summary.csv", lambda file: _write_csv(file, columns, rows))
+    write_text_atomically(sweep_dir / "sweep_summary.md", _markdown(columns, rows))
     try:
         from yolo_slim.slim.plots import plot_pareto
 
@@ -126,16 +142,10 @@ def _markdown(columns: list[str], rows: list[dict[str, Any]]) -> str:
     def cell(value: Any) -> str:
         if value is None:
             return ""
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")  # an override such as data.names='a|b' must not split the row
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
-
-def _atomic_write(path: Path, write: Any) -> None:
-    # Parallel jobs may rewrite the summary at once: write aside, then replace in one step.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", newline="") as file:
-        write(file)
-    os.replace(temporary, path)

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from yolo_slim.data.dataset_config import IMAGE_SUFFIXES
+from yolo_slim.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -475,14 +476,7 @@ def _save_cache(cache_path: Path, fingerprint: str, records: list[ImageRecord], 
         "labels": torch.from_numpy(np.concatenate(labels) if labels else np.zeros((0, 5), np.float32)),
         "report": report.to_dict(),
     }
-    # Write then rename, so that a reader (another rank, a crash) never sees half a file.
-    temporary = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(cache, temporary)
-        os.replace(temporary, cache_path)
+    try:  # a reader (another rank, a crash) never sees half a file
+        write_atomically(cache_path, lambda file: torch.save(cache, file), binary=True)
     except (OSError, RuntimeError) as error:
         log.debug("label cache %s not written (%s); continuing without a cache", cache_path, error)
-        try:
-            temporary.unlink(missing_ok=True)
-        except OSError:
-            pass  # the folder itself is not writable: nothing was left behind

@@ -1,0 +1,38 @@
+"""Files that a crash, or another process writing the same file, cannot leave half-written."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, binary: bool = False) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    A reader (another rank, a parallel sweep job, a run resumed after a kill) sees the old file or the new one,
+    never part of one. The temporary file lies in the target's folder because ``os.replace`` is a single step
+    only within one filesystem (the system temp folder is often tmpfs). Written data is fsynced before the
+    rename, so a machine crash cannot leave the new name on empty blocks. Nothing is left behind on failure.
+    Text is written as UTF-8 with no newline translation (what the csv module needs).
+    """
+    target = Path(path)
+    # Not tempfile.mkstemp: its file is 0600, and a checkpoint or summary should get the umask's usual mode.
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """:func:`write_atomically` for a text."""
+    write_atomically(path, lambda file: file.write(text))
