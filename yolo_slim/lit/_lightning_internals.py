@@ -74,12 +74,15 @@ def batch_fraction(trainer: L.Trainer, batch_idx: int) -> float:
     return batch_idx / batches if isinstance(batches, int) and batches > 0 else 0.0
 
 
-def optimizer_steps_per_epoch(trainer: L.Trainer) -> int:
-    """Optimizer steps in one training epoch (after gradient accumulation)."""
+def training_batches(trainer: L.Trainer) -> int:
+    """Batches in one training epoch; 1 for an infinite or unsized loader."""
     batches = trainer.num_training_batches
-    if not isinstance(batches, int) or batches <= 0:  # an infinite or unsized loader
-        return 1
-    return max(-(-batches // max(trainer.accumulate_grad_batches, 1)), 1)
+    return batches if isinstance(batches, int) and batches > 0 else 1
+
+
+def optimizer_steps_per_epoch(trainer: L.Trainer) -> int:
+    """Optimizer steps in one training epoch (after gradient accumulation; Lightning also steps at an epoch's end)."""
+    return max(-(-training_batches(trainer) // max(trainer.accumulate_grad_batches, 1)), 1)
 
 
 def trainer_weight_averages(trainer: L.Trainer | None) -> list[AveragedModel]:

@@ -19,7 +19,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from yolo_slim.lit._lightning_internals import mirror_into_trainer_averages, optimizer_steps_per_epoch
+from yolo_slim.lit._lightning_internals import (mirror_into_trainer_averages, optimizer_steps_per_epoch,
+                                               training_batches)
 from yolo_slim.lit.ema import make_ema, update_ema
 from yolo_slim.lit.evaluation import blank_out, make_map_metric, metric_inputs, repeated_positions
 from yolo_slim.lit.network import attached_trainer, store_network
@@ -146,8 +147,10 @@ class YOLOv5Module(L.LightningModule):
 
     def on_train_start(self) -> None:
         # After Lightning restored a resumed run's schedule: on other devices an epoch may take other steps.
+        # A fit that max_steps ends is counted in steps (global_step), so its restored counts stay as they are.
+        by_epochs, by_steps = _steps_left(self.trainer)
         for config in self.trainer.lr_scheduler_configs:
-            if isinstance(config.scheduler, WarmupDecayLR):
+            if isinstance(config.scheduler, WarmupDecayLR) and by_epochs <= by_steps:
                 config.scheduler.rescale(optimizer_steps_per_epoch(self.trainer))
         # And its optimizer: torch's load_state_dict restores every group's hyperparameters, so the weight
         # decay would stay scaled for the first run's images per step; hparams hold it scaled for this one's.
@@ -194,12 +197,14 @@ class YOLOv5Module(L.LightningModule):
         if math.isinf(trainer.estimated_stepping_batches):  # max_epochs=-1 and no max_steps: Lightning's "no end"
             raise ValueError("YOLOv5Module's LR schedule needs a fit of known length: give the Trainer max_epochs >= 0 "
                              f"or max_steps >= 0, found max_epochs={trainer.max_epochs}, max_steps={trainer.max_steps}")
-        total_steps = max(int(trainer.estimated_stepping_batches) - trainer.global_step, 1)
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        epochs = max(epochs - trainer.current_epoch, 1)
-        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps,
-                                           steps_per_epoch=max(math.ceil(total_steps / epochs), 1),
-                                           batches_per_step=self.trainer.accumulate_grad_batches)
+        # (Reading estimated_stepping_batches above made Lightning size the training loader.) The schedule is laid
+        # over this run's steps per epoch: derived from the estimate instead, a fit that max_steps ends would have
+        # its epochs' length misread, and on_train_start would rescale it out of shape.
+        total_steps = max(int(min(_steps_left(trainer))), 1)
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total_steps, steps_per_epoch=optimizer_steps_per_epoch(trainer),
+            # An epoch shorter than the accumulation ends in a step of its own (Lightning steps at the epoch's end).
+            batches_per_step=max(min(trainer.accumulate_grad_batches, training_batches(trainer)), 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints
@@ -221,6 +226,19 @@ class YOLOv5Module(L.LightningModule):
         else:
             for network in {id(n): n for n in (self.model, self.inference_model)}.values():
                 network.pruning_history = [dict(plan) for plan in plans]
+
+
+def _steps_left(trainer: L.Trainer) -> tuple[float, float]:
+    """Optimizer steps the fit has left until max_epochs, at this run's steps per epoch, and until max_steps
+    (inf where that bound is not set); the fit ends at the smaller.
+
+    Not ``estimated_stepping_batches - global_step``: after a resume on other devices, global_step counts the
+    first run's steps, so a prune's restarted schedule would be sized wrong.
+    """
+    by_epochs = (math.inf if trainer.max_epochs is None or trainer.max_epochs < 0
+                 else optimizer_steps_per_epoch(trainer) * max(trainer.max_epochs - trainer.current_epoch, 0))
+    by_steps = math.inf if trainer.max_steps is None or trainer.max_steps < 0 else trainer.max_steps - trainer.global_step
+    return by_epochs, max(by_steps, 0)
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:
