@@ -35,6 +35,21 @@ def test_bad_anchors_are_refitted_to_the_clusters_deterministically():
     assert np.array_equal(again.anchors, fit.anchors)  # the same seed, the same anchors
 
 
+def test_thin_boxes_are_fitted_and_too_few_boxes_start_from_random_sizes():
+    # Poles 1 px wide: ultralytics keeps a box with one side of 2 px or more, so the anchors must fit them.
+    rng = np.random.default_rng(0)
+    poles = np.stack([rng.uniform(1.0, 1.5, 300), rng.uniform(40, 44, 300)], axis=1)
+    square = np.array([[10.0, 10.0], [12.0, 12.0], [14.0, 14.0]])
+    fit = fit_anchors(square, poles, 4.0, generations=300, seed=0)
+    assert fit.changed and fit.recall_before == 0.0 and fit.recall_after > 0.9
+    # Two boxes for three placeholder anchors: too few for k-means, yet they are fitted (not left at 0..5 px).
+    placeholders = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    few = fit_anchors(placeholders, np.array([[30.0, 60.0], [32.0, 64.0]]), 4.0, generations=300, seed=0,
+                      force=True)
+    assert few.changed and few.recall_after == 1.0 and np.isfinite(few.anchors).all()
+    assert fit_anchors(placeholders, np.zeros((0, 2)), 4.0, force=True).changed is False  # nothing to fit to
+
+
 def test_anchors_that_fit_are_kept():
     sizes = _three_clusters()
     good = np.array([[8.0, 8.0], [60.0, 30.0], [300.0, 300.0]])

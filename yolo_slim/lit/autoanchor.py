@@ -58,8 +58,8 @@ class AutoAnchor(L.Callback):
                      "%.4f and replace them: %s", result["recall_before"], RECALL_TARGET, result["recall_after"],
                      np.round(result["anchors"], 1).tolist())
         elif result["placeholders"]:
-            log.warning("AutoAnchor: the model has placeholder anchors (its yaml gives a count) and %d training "
-                        "boxes of at least 2 px are too few to fit them: training goes on with placeholders",
+            log.warning("AutoAnchor: the model has placeholder anchors (its yaml gives a count) and none of its %d "
+                        "training boxes has a side of 2 px or more to fit them to: training goes on with placeholders",
                         result["boxes"])
         else:
             log.info("AutoAnchor: best possible recall %.4f with the model's anchors: kept", result["recall_before"])

@@ -24,7 +24,7 @@ from scipy.cluster.vq import kmeans
 log = logging.getLogger(__name__)
 
 RECALL_TARGET = 0.98  # ultralytics' threshold: fit new anchors below this best possible recall
-MIN_BOX_PIXELS = 2.0  # boxes smaller than this are too small to inform anchors (ultralytics drops < 2 px)
+MIN_BOX_PIXELS = 2.0  # a box with both sides under this is too small to inform anchors (ultralytics drops them)
 
 
 def are_placeholders(anchors: np.ndarray) -> bool:
@@ -82,13 +82,18 @@ def fit_anchors(anchors: np.ndarray, sizes: np.ndarray, anchor_t: float = 4.0, g
     sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
     anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
     before = best_possible_recall(anchors, sizes, anchor_t)
-    usable = sizes[(sizes >= MIN_BOX_PIXELS).all(axis=1)]
-    if (before >= RECALL_TARGET and not force) or len(usable) < len(anchors):
+    # As ultralytics filters: a box is dropped when both sides are under 2 px; a pole or a line (one thin side) is
+    # a real shape the anchors must fit.
+    usable = sizes[(sizes >= MIN_BOX_PIXELS).any(axis=1)]
+    if (before >= RECALL_TARGET and not force) or len(usable) == 0:
         return AnchorFit(anchors, before, before, False)
     rng = np.random.default_rng(seed)
     spread = usable.std(axis=0)
-    centres, _ = kmeans(usable / spread, len(anchors), iter=30, rng=rng)
-    if len(centres) != len(anchors):  # k-means can lose clusters on degenerate data: start from random sizes
+    spread[spread == 0] = 1.0  # one box, or all of one size: nothing to whiten
+    centres = np.empty((0, 2))
+    if len(usable) >= len(anchors):  # k-means needs at least as many points as clusters
+        centres, _ = kmeans(usable / spread, len(anchors), iter=30, rng=rng)
+    if len(centres) != len(anchors):  # fewer boxes than anchors, or k-means lost clusters: start from random sizes
         centres = np.sort(rng.uniform(size=(len(anchors), 2)) * usable.max(axis=0), axis=0) / spread
     fitted = centres * spread
     fitness = anchor_fitness(fitted, usable, anchor_t)
