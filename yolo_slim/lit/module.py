@@ -43,6 +43,12 @@ default_scheduler: SchedulerFactory = functools.partial(WarmupDecayLR)
 class YOLOv5Module(L.LightningModule):
     """Trains a :class:`YOLOv5` with YOLOv5's recipe and validates it with COCO mAP.
 
+    The recipe's Trainer side is the Trainer's: YOLOv5 makes each optimizer step of 64 images
+    (``accumulate_grad_batches=max(round(64 / images_per_batch), 1)``, images counted over all processes),
+    clips the gradient norm at 10 (``gradient_clip_val=10``), trains in ``16-mixed`` on a GPU, and passes
+    ``weight_decay`` already scaled by the images per step over 64. ``python -m yolo_slim train`` sets all
+    of these; with your own Trainer, set them as the README's example does.
+
     Args:
         model: The network, a spec dict (as stored in checkpoints) or a shipped config name.
         names: Class names (default: the model's).
@@ -50,7 +56,8 @@ class YOLOv5Module(L.LightningModule):
         optimizer: Factory ``f(param_groups) -> Optimizer``; default SGD(lr 0.01, momentum 0.937, Nesterov).
         scheduler: Factory ``f(optimizer, total_steps=, steps_per_epoch=, batches_per_step=) -> LRScheduler`` stepped
             every optimizer step; default :class:`WarmupDecayLR`.
-        weight_decay: L2 on conv weights (not on biases or BatchNorm weights).
+        weight_decay: L2 on conv weights (not on biases or BatchNorm weights), used as given (YOLOv5: 5e-4 times
+            the images per optimizer step over 64).
         loss: Loss gains before scaling for levels, classes and image size.
         nms: Post-processing for validation.
         ema_decay: Final decay of the weight EMA used for validation and checkpoints; 0 disables it.

@@ -7,7 +7,9 @@ step, resumable through the usual ``state_dict``).
 
 Differences from ultralytics, on purpose: the decay is evaluated at fractional epochs every step
 (theirs steps once per epoch), so that it does not depend on where an epoch boundary falls after
-resuming or pruning mid-run.
+resuming or pruning mid-run. And not emulated: during warm-up ultralytics also ramps its gradient accumulation
+from 1 batch per step to the full count, so its warm-up takes about twice the optimizer (and EMA) steps; here the
+accumulation is the Trainer's fixed ``accumulate_grad_batches`` (Lightning has no per-step accumulation).
 """
 
 from __future__ import annotations
