@@ -42,6 +42,17 @@ def test_a_damaged_job_file_costs_that_job_only(tmp_path):
         "0", "1", "pareto.png", RECORDS, "sweep_summary.csv", "sweep_summary.md"]  # no partial file left
 
 
+def test_a_job_whose_summary_has_no_stage_yet_is_listed_as_without_summary(tmp_path):
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "summary.json").write_text(json.dumps({"stages": {}}))
+    record = {"job": 0, "overrides": [], "status": "completed", "error": None, "output_dir": str(tmp_path / "0"),
+              "ratio": None}
+    (tmp_path / RECORDS).write_text(json.dumps(record) + "\n")
+    write_sweep_summary(tmp_path)
+    with open(tmp_path / "sweep_summary.csv", newline="") as file:
+        assert [row["status"] for row in csv.DictReader(file)] == ["no summary"]
+
+
 @pytest.mark.slow
 def test_prune_sweep_from_a_sparse_only_run_with_finetune_and_a_failing_job(tmp_path, cli_environment):
     # The documented workflow: sparse training only (prune.epochs=[]), then one prune job per ratio.

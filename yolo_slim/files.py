@@ -23,7 +23,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[Any]], None], 
     temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as file:
+        text_options = {} if binary else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(handle, "wb" if binary else "w", **text_options) as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())

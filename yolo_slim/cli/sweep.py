@@ -95,7 +95,8 @@ def _stages(summary_path: Path) -> tuple[dict[str, Any], str]:
     except (ValueError, KeyError, TypeError) as error:
         log.warning("%s is unreadable (%s); its job is listed without figures", summary_path, error)
         return {}, "unreadable summary"
-    return (stages, "") if isinstance(stages, dict) else ({}, "unreadable summary")
+    # The reason is read only when no stage came back: a summary with none written yet counts as none.
+    return (stages, "no summary") if isinstance(stages, dict) else ({}, "unreadable summary")
 
 
 def write_sweep_summary(sweep_dir: Path) -> None:

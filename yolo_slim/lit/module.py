@@ -211,7 +211,7 @@ class YOLOv5Module(L.LightningModule):
         scheduler = self.scheduler_factory(
             optimizer, total_steps=total_steps, steps_per_epoch=optimizer_steps_per_epoch(trainer),
             # An epoch shorter than the accumulation ends in a step of its own (Lightning steps at the epoch's end).
-            batches_per_step=max(min(trainer.accumulate_grad_batches, training_batches(trainer)), 1))
+            batches_per_step=min(trainer.accumulate_grad_batches, training_batches(trainer)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints
@@ -244,8 +244,9 @@ def _steps_left(trainer: L.Trainer) -> tuple[float, float]:
     """
     by_epochs = (math.inf if trainer.max_epochs is None or trainer.max_epochs < 0
                  else optimizer_steps_per_epoch(trainer) * max(trainer.max_epochs - trainer.current_epoch, 0))
-    by_steps = math.inf if trainer.max_steps is None or trainer.max_steps < 0 else trainer.max_steps - trainer.global_step
-    return by_epochs, max(by_steps, 0)
+    by_steps = (math.inf if trainer.max_steps is None or trainer.max_steps < 0
+                else max(trainer.max_steps - trainer.global_step, 0))
+    return by_epochs, by_steps
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:
