@@ -190,6 +190,34 @@ def test_a_newer_ultralytics_package_is_named(tmp_path):
         load_yolov5(tmp_path / "yolov8n.pt")
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+@pytest.mark.parametrize("name", ["model.pt", "model.ckpt", "model.torchscript"])
+def test_a_torchscript_file_is_refused_before_torch_can_run_it(tmp_path, monkeypatch, name):
+    traced = torch.jit.trace(nn.Conv2d(3, 4, 3), torch.zeros(1, 3, 8, 8))
+    traced.save(str(tmp_path / name))
+
+    def must_not_run(*args, **kwargs):  # torch.load hands TorchScript archives to torch.jit.load
+        raise AssertionError("torch.jit.load was called on the file")
+
+    monkeypatch.setattr(torch.jit, "load", must_not_run)
+    for load in (load_yolov5, check_archive):  # check_archive guards the file a resume gives Lightning
+        with pytest.raises(CheckpointFormatError, match=r"is a TorchScript file, an export rather than a checkpoint"):
+            load(tmp_path / name)
+
+
+def test_other_yolov5_tasks_and_onnx_files_are_named(tmp_path):
+    with _FakeUltralytics("models") as fake:  # what yolov5s-seg.pt pickles
+        segmentation = type("SegmentationModel", (nn.Module,), {"__module__": "models.yolo"})
+        fake.modules["models.yolo"].SegmentationModel = segmentation
+        torch.save({"model": segmentation()}, tmp_path / "yolov5n-seg.pt")
+    with pytest.raises(CheckpointFormatError, match=r"yolov5n-seg.pt: checkpoint holds a YOLOv5 segmentation model "
+                                                    r"\(models\.yolo\.SegmentationModel\); .* detection models only"):
+        load_yolov5(tmp_path / "yolov5n-seg.pt")
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(50))
+    with pytest.raises(CheckpointFormatError, match=r"m.onnx is an ONNX file \(an export, not a checkpoint"):
+        load_yolov5(tmp_path / "m.onnx")
+
+
 def test_check_archive_reads_only_the_directory_and_names_bad_files(tmp_path):
     torch.save({"model": YOLOv5("yolov5n").state_dict()}, tmp_path / "whole.pt")
     check_archive(tmp_path / "whole.pt")  # a whole archive passes

@@ -53,6 +53,9 @@ _YOLOV5_MODULES = ("models.yolo", "models.common", "models.experimental",
                    "yolov5.models.yolo", "yolov5.models.common", "yolov5.models.experimental")
 _YOLOV5_OTHER_CLASSES = frozenset({"Model", "DetectionModel", "BaseModel", "BottleneckCSP", "CrossConv", "C3x",
                                    "DWConv", "C3SPP", "MixConv2d", "Contract", "Expand"})
+# The other tasks of ultralytics/yolov5 v7.0: refused by name, since they are no detector yolo_slim can slim.
+_YOLOV5_OTHER_TASKS = {"SegmentationModel": "segmentation", "Segment": "segmentation", "Proto": "segmentation",
+                       "ClassificationModel": "classification", "Classify": "classification"}
 _NUMPY_MULTIARRAY = (getattr(np, "_core", None) or np.core).multiarray
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
@@ -109,6 +112,10 @@ class _SafeUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         if module.startswith("torch.nn.modules."):
             return _stand_in(module, name)
+        if module in _YOLOV5_MODULES and name in _YOLOV5_OTHER_TASKS:
+            raise CheckpointFormatError(
+                f"checkpoint holds a YOLOv5 {_YOLOV5_OTHER_TASKS[name]} model ({module}.{name}); yolo_slim reads "
+                f"YOLOv5 detection models only (DetectionModel, e.g. yolov5s.pt, not yolov5s-seg.pt)")
         if module in _YOLOV5_MODULES and (name in _YOLOV5_OTHER_CLASSES or name in ultralytics_class_names()):
             return _stand_in(module, name)
         if module.split(".")[0] == "ultralytics":
@@ -146,11 +153,15 @@ def read_checkpoint(path: str | Path) -> Any:
     size = path.stat().st_size
     if size == 0:
         raise CheckpointFormatError(f"{path} is empty (0 bytes); {_EXPECTED}")
+    if _is_torchscript(path):
+        raise CheckpointFormatError(_TORCHSCRIPT_REFUSAL.format(path=path))
     try:
         # weights_only=False is what lets a custom unpickler run at all; the allow-list above is the guard.
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_safe_pickle)
     except UnsafeCheckpointError as error:
         raise UnsafeCheckpointError(f"{path}: {error}") from None
+    except CheckpointFormatError as error:  # raised by the unpickler, which does not know the file's name
+        raise CheckpointFormatError(f"{path}: {error}") from None
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, UnicodeDecodeError, IndexError,
             zipfile.BadZipFile) as error:
         # torch's own messages ("PytorchStreamReader failed reading zip archive", "invalid load key")
@@ -158,8 +169,26 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointFormatError(f"{path} is {_what_the_file_is(path, size)}; {_EXPECTED}") from error
 
 
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive, which ``torch.load`` would hand to ``torch.jit.load``: that
+    compiles and runs the archive's own code, before any allow-list could look at it.
+
+    The test is torch.load's own (a ``constants.pkl`` record), read by torch's own zip reader, so that a file
+    built to look different to Python's ``zipfile`` cannot slip past it.
+    """
+    with path.open("rb") as file:
+        if file.read(4) != b"PK\x03\x04":
+            return False
+    try:
+        return "constants.pkl" in torch._C.PyTorchFileReader(str(path)).get_all_records()
+    except RuntimeError:  # not an archive torch can open: torch.load fails the same way, and says so below
+        return False
+
+
 _EXPECTED = ("expected a checkpoint written by torch.save: an ultralytics YOLOv5 .pt, or a yolo_slim .ckpt from "
              "`train` or `prune`")
+_TORCHSCRIPT_REFUSAL = ("{path} is a TorchScript file, an export rather than a checkpoint (`predict` runs it when its "
+                        "name ends in .torchscript); " + _EXPECTED)
 
 
 def check_archive(path: str | Path) -> None:
@@ -180,6 +209,8 @@ def check_archive(path: str | Path) -> None:
         whole = False
     if not whole:
         raise CheckpointFormatError(f"{path} is {_what_the_file_is(path, size)}; {_EXPECTED}")
+    if _is_torchscript(path):
+        raise CheckpointFormatError(_TORCHSCRIPT_REFUSAL.format(path=path))
 
 
 def _what_the_file_is(path: Path, size: int) -> str:
@@ -189,6 +220,8 @@ def _what_the_file_is(path: Path, size: int) -> str:
         return f"a zip archive torch cannot read ({size:,} bytes: truncated, or not torch's layout)"
     if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
         return f"a pickle torch cannot read ({size:,} bytes: truncated or corrupt)"
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX file (an export, not a checkpoint; `predict` runs it)"
     if head.startswith(b"\x89HDF"):
         return "an HDF5 file (Keras or TensorFlow weights?)"
     if len(head) > 8 and head[8:9] == b"{":
