@@ -26,10 +26,15 @@ def images(tmp_path, trained_run):
 def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(trained_run, images, tmp_path,
                                                                            cli_environment):
     checkpoint = trained_run / "checkpoints" / "best.ckpt"
+    other = tmp_path / "other" / "best.ckpt"  # a second model of the same file name
+    other.parent.mkdir()
+    shutil.copy(checkpoint, other)
     out = tmp_path / "predict"
     result = run_cli(["predict", f"ckpt={checkpoint}", f"source={images}", "conf=0.001", "imgsz=96",
-                      f"compare={checkpoint}", f"hydra.run.dir={out}"], cli_environment)
+                      f"compare={other}", f"hydra.run.dir={out}"], cli_environment)
     assert result.returncode == 0, result.stderr[-3000:]
+    for label in ("checkpoints/best.ckpt (torch)", "other/best.ckpt (torch)"):  # told apart by their folders
+        assert label in result.stdout and "per image at 1x3x96x96" in result.stdout
     assert "skipped 1 unreadable image(s)" in result.stdout and "broken.jpg" in result.stdout
     assert "ms inference" in result.stdout
     pictures = sorted(p.name for p in out.iterdir() if p.suffix in (".jpg", ".png"))
@@ -48,6 +53,7 @@ def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(train
     assert all(0 <= float(v) <= 1 for line in labels for v in line.split()[1:])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 2 and list(summary["skipped"]) == [str(images / "broken.jpg")]
+    assert summary["imgsz"] == [96, 96]  # height, width
 
 
 @pytest.mark.slow
@@ -60,5 +66,8 @@ def test_bad_source_and_bad_format_name_the_setting(trained_run, tmp_path, cli_e
     no_model = run_cli(["predict", f"ckpt={tmp_path / 'no.ckpt'}", f"source={tmp_path / 'x.jpg'}",
                         f"hydra.run.dir={tmp_path / 'out'}"], cli_environment)
     assert no_model.returncode != 0 and f"ckpt='{tmp_path / 'no.ckpt'}' does not exist" in no_model.stderr
+    itself = run_cli(["predict", f"ckpt={checkpoint}", f"source={tmp_path / 'x.jpg'}", f"compare={checkpoint}",
+                      f"hydra.run.dir={tmp_path / 'out'}"], cli_environment)
+    assert itself.returncode != 0 and f"compare='{checkpoint}' is the file ckpt= already names" in itself.stderr
     bad_format = run_cli(["export", f"ckpt={checkpoint}", "format=tflite"], cli_environment)
     assert "format must be one of onnx, ultralytics, torchscript, found 'tflite'" in bad_format.stderr

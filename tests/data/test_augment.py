@@ -117,8 +117,19 @@ def test_letterbox_odd_padding_and_upscaling():
     assert (pad_left, pad_top) == (20, 0)  # 41 columns of padding: 20 left, 21 right, as YOLOv5
 
 
+def test_letterbox_to_a_rectangle():
+    # 100 x 200 into 64 x 96 (H x W): width binds (ratio 0.48), 48 x 96 resized, 8 rows of padding above and below.
+    boxed, (ratio_x, ratio_y), (pad_left, pad_top) = letterbox(torch.zeros((3, 100, 200), dtype=torch.uint8), (64, 96))
+    assert boxed.shape == (3, 64, 96) and (ratio_x, ratio_y) == (0.48, 0.48) and (pad_left, pad_top) == (0, 8)
+    # 200 x 100 into 64 x 96: height binds (0.32), 64 x 32 resized, 32 columns each side.
+    boxed, ratios, pads = letterbox(torch.zeros((3, 200, 100), dtype=torch.uint8), (64, 96))
+    assert boxed.shape == (3, 64, 96) and ratios == (0.32, 0.32) and pads == (32, 0)
+    assert torch.all(boxed[:, :, :32] == PAD_VALUE) and torch.all(boxed[:, :, 32:64] == 0)
+
+
 def test_resized_shape():
     assert resized_shape(60, 80, 64) == (48, 64)
+    assert resized_shape(60, 80, (64, 64)) == (48, 64) and resized_shape(100, 200, (64, 96)) == (48, 96)
     assert resized_shape(90, 50, 64) == (64, 36)  # 35.56 rounds up
     assert resized_shape(1, 1000, 32) == (1, 32)  # never 0
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from yolo_slim.models import YOLOv5
+from yolo_slim.models import CheckpointFormatError, YOLOv5
 from yolo_slim.models.export import export_onnx, export_torchscript
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.models.testing import randomize_norms
@@ -66,10 +67,96 @@ def test_every_runtime_gives_the_same_detections(tmp_path):
     for path in files:
         detector = load_detector(path)
         assert detector.names == ["cat", "dog"] and detector.stride == 32
-        assert detector.imgsz == (None if path.suffix == ".pt" else 64)
+        assert detector.imgsz == (None if path.suffix == ".pt" else (64, 64))
         results.append(predict_image(detector, image, 64, nms).detections)
     assert len(results[0]) > 0
     for other in results[1:]:  # the same boxes, scores and classes (the order of equal scores may differ)
         assert other.shape == results[0].shape
         distance = (other[:, None, :] - results[0][None, :, :]).abs().amax(dim=2)  # (n, n)
         assert distance.amin(dim=1).max() < 1e-2
+
+
+def _closest(found: torch.Tensor, expected: torch.Tensor) -> float:
+    """For each expected detection the distance to the nearest found one (boxes, score, class), at worst."""
+    assert found.shape == expected.shape and len(expected) > 0
+    return float((found[:, None, :] - expected[None, :, :]).abs().amax(dim=2).amin(dim=0).max())
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+def test_rectangular_fp16_and_upper_case_exports_run_at_their_own_size(tmp_path):
+    torch.manual_seed(0)
+    model = randomize_norms(YOLOv5("yolov5n", nc=2, names=["cat", "dog"]), 0).eval()
+    image = torch.randint(0, 255, (3, 48, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    nms = NMSConfig(conf_threshold=0.001, multi_label=False)  # no max_det cut among the random model's equal scores
+    reference = predict_image(load_detector(write_ultralytics_checkpoint(model, tmp_path / "m.pt", half=False)),
+                              image, (64, 96), nms).detections  # the torch model at the same 64 x 96
+    # What ultralytics' `export.py --imgsz 64 96` writes (and an upper-case suffix), then `--half`.
+    rectangular = [export_onnx(model, tmp_path / "rect.ONNX", imgsz=(64, 96)),
+                   export_torchscript(model, tmp_path / "rect.torchscript", imgsz=(64, 96))]
+    # An fp16 file (`--half`) as onnxruntime sees it: fp16 images in, fp16 predictions out. (Tracing the
+    # network itself in fp16 needs a GPU, as their export does; casts at both ends stand in for it here.)
+    half = tmp_path / "half.onnx"
+    torch.onnx.export(_Half(model), (torch.zeros(1, 3, 64, 96, dtype=torch.half),), str(half),
+                      dynamo=False, input_names=["images"], output_names=["output0"], opset_version=17)
+    for path in [*rectangular, half]:
+        detector = load_detector(path)
+        assert detector.imgsz == (64, 96)
+        found = predict_image(detector, image, detector.imgsz, nms).detections
+        assert _closest(found, reference) < (0.1 if path == half else 1e-2), path
+
+
+class _Half(nn.Module):
+    def __init__(self, model: YOLOv5) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.float()).half()
+
+
+class _Layout(nn.Module):
+    """A YOLOv5 whose output is rearranged as other exports lay theirs out."""
+
+    def __init__(self, model: YOLOv5, layout: str) -> None:
+        super().__init__()
+        self.model, self.layout = model, layout
+
+    def forward(self, images: torch.Tensor):
+        predictions = self.model(images)  # (B, N, 5 + nc)
+        if self.layout == "yolov8":  # (B, 4 + nc, N), no objectness
+            return torch.cat([predictions[..., :4], predictions[..., 5:]], dim=2).transpose(1, 2)
+        if self.layout == "segmentation":  # detections with 32 mask coefficients, and the prototypes
+            return predictions.repeat(1, 1, 6)[..., :7 + 32], images[:, :1].repeat(1, 32, 1, 1)
+        return predictions[..., :4]  # boxes only
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("layout", ["yolov8", "segmentation", "boxes"])
+@pytest.mark.parametrize("suffix", [".onnx", ".torchscript"])
+def test_exports_of_other_layouts_are_refused_when_loaded(tmp_path, layout, suffix):
+    wrapped = _Layout(YOLOv5("yolov5n", nc=2).eval(), layout).eval()
+    example, path = torch.zeros(1, 3, 64, 64), tmp_path / f"other{suffix}"
+    with torch.no_grad():
+        if suffix == ".onnx":
+            torch.onnx.export(wrapped, (example,), str(path), dynamo=False, opset_version=17)
+        else:
+            torch.jit.trace(wrapped, example).save(str(path))
+    with pytest.raises(CheckpointFormatError, match=r"is not a YOLOv5 detector's export: it returned \d output"):
+        load_detector(path)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+def test_unreadable_files_and_one_channel_models_are_refused_with_the_file_named(tmp_path):
+    for name, found in (("bad.onnx", "is not an ONNX file onnxruntime can load"),
+                        ("bad.torchscript", "is not a TorchScript file torch can read")):
+        (tmp_path / name).write_bytes(b"not a model at all\n" * 10)
+        with pytest.raises(CheckpointFormatError, match=found) as error:
+            load_detector(tmp_path / name)
+        assert str(error.value).startswith(str(tmp_path / name)) and "\n" not in str(error.value)
+    gray = YOLOv5("yolov5n", nc=2, in_channels=1).eval()
+    files = [write_ultralytics_checkpoint(gray, tmp_path / "gray.pt", half=False),
+             export_onnx(gray, tmp_path / "gray.onnx", imgsz=64), export_torchscript(gray, tmp_path / "gray.torchscript",
+                                                                                      imgsz=64)]
+    for path in files:
+        with pytest.raises(CheckpointFormatError, match=r"takes 1-channel images; predict feeds RGB images"):
+            load_detector(path)

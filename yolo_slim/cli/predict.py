@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from yolo_slim.data.dataset import decode_rgb
 from yolo_slim.models import CheckpointFormatError
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.predict import Detector, draw_detections, image_sources, load_detector, predict_image, side_by_side
+from yolo_slim.predict.runtime import SUPPORTED
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,12 @@ def run(config: DictConfig) -> None:
                         iou_threshold=require_number(config.iou, "iou", minimum=0, maximum=1),
                         max_det=require_positive_int(config.max_det, "max_det"), multi_label=False)
         save_images = require_bool(config.save_images, "save_images")
+        if config.compare and _same_file(config.ckpt, config.compare):
+            raise ValueError(f"compare={str(config.compare)!r} is the file ckpt= already names; give compare= another "
+                             f"model (e.g. the dense one) to set beside it")
         detectors = [_load(config.ckpt, "ckpt")] + ([_load(config.compare, "compare")] if config.compare else [])
         sizes = [_size(detector, imgsz) for detector in detectors]
+    labels = _labels([detector.path for detector in detectors])
     folder = Path(HydraConfig.get().runtime.output_dir)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     if len(detectors) > 1:
@@ -68,8 +74,8 @@ def run(config: DictConfig) -> None:
             if save_images:
                 _write_picture(pictures[0], folder / f"{name}{_picture_suffix(path)}")
             if len(detectors) > 1:
-                titles = [f"{d.path.name}: {len(p.detections)} boxes, {p.milliseconds[1]:.1f} ms"
-                          for d, p in zip(detectors, predictions)]
+                titles = [f"{label}: {len(p.detections)} boxes, {p.milliseconds[1]:.1f} ms"
+                          for label, p in zip(labels, predictions)]
                 side_by_side(pictures[1], pictures[0], titles[1], titles[0]).save(folder / "compare" / f"{name}.jpg")
     (folder / "predictions.json").write_text(json.dumps(results))
     done = len(paths) - len(skipped)
@@ -77,11 +83,12 @@ def run(config: DictConfig) -> None:
               for i, d in enumerate(detectors)}
     (folder / "summary.json").write_text(json.dumps({"images": done, "skipped": skipped, "detections": len(results),
                                                      "speed_per_image": speeds,
-                                                     "imgsz": sizes[0]}, indent=2))
-    for detector, size in zip(detectors, sizes):
+                                                     "imgsz": list(sizes[0])}, indent=2))  # [height, width]
+    for detector, label, (height, width) in zip(detectors, labels, sizes):
         speed = speeds[str(detector.path)]
-        print(f"{detector.path.name} ({detector.kind}): {speed['preprocess_ms']:.1f} ms pre-process, "
-              f"{speed['inference_ms']:.1f} ms inference, {speed['nms_ms']:.1f} ms NMS per image at 1x3x{size}x{size}")
+        print(f"{label} ({detector.kind}): {speed['preprocess_ms']:.1f} ms pre-process, "
+              f"{speed['inference_ms']:.1f} ms inference, {speed['nms_ms']:.1f} ms NMS per image at "
+              f"1x3x{height}x{width}")
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(f"{p} ({why})" for p, why in skipped.items()))
     print(f"{done} images, {len(results)} detections -> {folder}")
@@ -91,21 +98,40 @@ def _load(path: Any, setting: str) -> Detector:
     try:
         return load_detector(str(path))
     except FileNotFoundError as error:
-        raise ValueError(f"{setting}={str(path)!r} does not exist; give a yolo_slim .ckpt, an ultralytics .pt, or "
-                         f"an exported .torchscript / .onnx") from error
+        raise ValueError(f"{setting}={str(path)!r} does not exist; give {SUPPORTED}") from error
     except (CheckpointFormatError, pickle.UnpicklingError) as error:
         raise ValueError(f"{setting}={str(path)!r} is not a model yolo_slim can read: {error}") from error
 
 
-def _size(detector: Detector, imgsz: int) -> int:
-    if detector.imgsz is not None and detector.imgsz != imgsz:
-        log.warning("%s was exported at %d px: it runs at that size, not imgsz=%d", detector.path, detector.imgsz,
-                    imgsz)
+def _size(detector: Detector, imgsz: int) -> tuple[int, int]:
+    """The (height, width) ``detector`` runs at: the file's own when it was exported at a fixed size."""
+    if detector.imgsz is not None:
+        if detector.imgsz != (imgsz, imgsz):
+            log.warning("%s was exported at %dx%d (height x width): it runs at that size, not imgsz=%d",
+                        detector.path, *detector.imgsz, imgsz)
         return detector.imgsz
     if imgsz % detector.stride:
         raise ValueError(f"imgsz must be a multiple of {detector.path.name}'s largest stride {detector.stride}, "
                          f"found {imgsz}")
-    return imgsz
+    return imgsz, imgsz
+
+
+def _same_file(first: Any, second: Any) -> bool:
+    try:
+        return os.path.samefile(str(first), str(second))
+    except OSError:  # one of them is missing: loading it says so
+        return False
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """What each model is called in titles and the printout: its file name, or as many trailing folders as tell
+    two models apart (``dense/best.ckpt`` and ``pruned/best.ckpt``)."""
+    resolved = [path.resolve() for path in paths]
+    for depth in range(1, max(len(path.parts) for path in resolved) + 1):
+        labels = ["/".join(path.parts[-depth:]) for path in resolved]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(path) for path in resolved]
 
 
 def _class_names(detector: Detector, detections: torch.Tensor) -> list[str]:

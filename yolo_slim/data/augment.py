@@ -109,14 +109,17 @@ def clip_boxes(labels: np.ndarray, width: float, height: float) -> np.ndarray:
     return out
 
 
-def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """``(height, width)`` after :func:`resize_long_side` to ``size``."""
-    ratio = size / max(height, width)
+def resized_shape(height: int, width: int, size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` scaled to fit inside ``size`` (a square side, or ``(height, width)``) keeping the
+    aspect ratio: what :func:`resize_long_side` and :func:`letterbox` resize to."""
+    target_height, target_width = (size, size) if isinstance(size, int) else size
+    ratio = min(target_height / height, target_width / width)
     return max(1, round(height * ratio)), max(1, round(width * ratio))
 
 
-def resize_long_side(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize so that the longer side is ``size``, keeping the aspect ratio (YOLOv5's load_image).
+def resize_long_side(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize so that the image just fits in ``size`` (the longer side becomes ``size`` when it is an int),
+    keeping the aspect ratio (YOLOv5's load_image).
 
     Antialiased bilinear: like the INTER_AREA YOLOv5 uses when shrinking, it does not alias.
     """
@@ -127,19 +130,21 @@ def resize_long_side(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.resize(image, [new_height, new_width], antialias=True)
 
 
-def letterbox(image: torch.Tensor, new_size: int, fill: int = PAD_VALUE
+def letterbox(image: torch.Tensor, new_size: int | tuple[int, int], fill: int = PAD_VALUE
               ) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int]]:
-    """Resize the longer side to ``new_size`` and pad with grey to a centred square.
+    """Resize to fit ``new_size`` (a square side, or ``(height, width)`` for a file exported at a rectangle)
+    and pad with grey, centred.
 
     Returns:
-        The (3, new_size, new_size) image, the ratio ``(resized_width / width, resized_height /
-        height)`` (equal up to rounding to whole pixels) and the padding ``(pad_left, pad_top)``.
-        A pixel point (x, y) of the input lands at ``(x * ratio_x + pad_left, y * ratio_y + pad_top)``.
+        The (3, height, width) image, the ratio ``(resized_width / width, resized_height / height)``
+        (equal up to rounding to whole pixels) and the padding ``(pad_left, pad_top)``. A pixel point
+        (x, y) of the input lands at ``(x * ratio_x + pad_left, y * ratio_y + pad_top)``.
     """
     height, width = image.shape[-2:]
-    resized = resize_long_side(image, new_size)
+    target_height, target_width = (new_size, new_size) if isinstance(new_size, int) else new_size
+    resized = resize_long_side(image, (target_height, target_width))
     new_height, new_width = resized.shape[-2:]
-    pad_x, pad_y = new_size - new_width, new_size - new_height
+    pad_x, pad_y = target_width - new_width, target_height - new_height
     # YOLOv5 splits an odd padding with round(d - 0.1) / round(d + 0.1): the extra pixel goes
     # right/bottom. Integer halving does the same.
     pad_left, pad_top = pad_x // 2, pad_y // 2

@@ -31,12 +31,14 @@ class ImagePrediction:
     milliseconds: tuple[float, float, float]
 
 
-def predict_image(detector: Detector, image: torch.Tensor, imgsz: int, nms: NMSConfig) -> ImagePrediction:
-    """Run ``detector`` on ``image`` (3, H, W) uint8 RGB letterboxed to ``imgsz`` (a multiple of its stride)."""
+def predict_image(detector: Detector, image: torch.Tensor, imgsz: int | tuple[int, int],
+                  nms: NMSConfig) -> ImagePrediction:
+    """Run ``detector`` on ``image`` (3, H, W) uint8 RGB letterboxed to ``imgsz``: a square side or
+    ``(height, width)``, multiples of its stride."""
     start = time.perf_counter()
     height, width = image.shape[-2:]
     padded, (ratio_x, ratio_y), (pad_left, pad_top) = letterbox(image, imgsz)
-    batch = padded.unsqueeze(0).float().div_(255)  # (1, 3, imgsz, imgsz)
+    batch = padded.unsqueeze(0).float().div_(255)  # (1, 3, imgsz height, imgsz width)
     loaded = time.perf_counter()
     raw = detector.run(batch)  # (1, N, 5 + nc)
     inferred = time.perf_counter()

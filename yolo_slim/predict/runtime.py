@@ -1,6 +1,12 @@
 """One interface over the files a user predicts with: yolo_slim ``.ckpt``, ultralytics ``.pt``, ``.torchscript``
 and ``.onnx`` (onnxruntime), each taking (B, 3, H, W) float images in [0, 1] and returning YOLOv5's decoded
-predictions (B, N, 5 + nc)."""
+predictions (B, N, 5 + nc) in float32.
+
+An exported file is checked when it is loaded, by one forward on a blank image: it must take 3-channel
+images and give one tensor laid out as YOLOv5's (objectness and class scores in [0, 1], one column per
+class name). Exports of other layouts (YOLOv8 / YOLO11's (B, 4 + nc, N), segmentation models' two outputs)
+would otherwise run and give nonsense boxes.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from yolo_slim.models import fuse_batchnorm, load_yolov5
+from yolo_slim.models import CheckpointFormatError, fuse_batchnorm, load_yolov5
+
+SUPPORTED = "a yolo_slim .ckpt, an ultralytics YOLOv5 .pt, or a .torchscript / .onnx exported from either"
 
 
 @dataclass
@@ -25,34 +34,38 @@ class Detector:
         kind: ``torch`` (a ``.ckpt`` or ``.pt``, BatchNorm folded), ``torchscript`` or ``onnx``.
         names: Class names.
         stride: Largest stride; input sizes must be multiples of it.
-        imgsz: The input size a traced or ONNX file was exported at; None when any multiple of ``stride`` runs.
-        run: The forward: (B, 3, H, W) float32 in [0, 1] -> (B, N, 5 + nc) decoded, on the CPU.
+        imgsz: ``(height, width)`` a traced or ONNX file was exported at; None when any multiple of ``stride`` runs.
+        run: The forward: (B, 3, H, W) float32 in [0, 1] -> (B, N, 5 + nc) decoded float32, on the CPU (a file
+            exported in fp16 gets its input cast to fp16).
     """
 
     path: Path
     kind: str
     names: list[str]
     stride: int
-    imgsz: int | None
+    imgsz: tuple[int, int] | None
     run: Callable[[torch.Tensor], torch.Tensor]
 
 
 def load_detector(path: str | Path) -> Detector:
-    """Load ``path`` by its suffix: ``.onnx``, ``.torchscript``, else a checkpoint through the safe loader.
+    """Load ``path`` by its suffix (any case): ``.onnx``, ``.torchscript``, else a checkpoint through the safe loader.
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointFormatError, UnsafeCheckpointError: a checkpoint that is no YOLOv5 or names code outside
-            the allow-list.
+        CheckpointFormatError: a file that cannot be read, is no YOLOv5 detector, or takes other than 3 channels;
+            the message names the file.
+        UnsafeCheckpointError: a checkpoint that names code outside the allow-list.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist")
-    if path.suffix == ".onnx":
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
         return _onnx(path)
-    if path.suffix == ".torchscript":
+    if suffix == ".torchscript":
         return _torchscript(path)
     model = fuse_batchnorm(load_yolov5(path))
+    _check_channels(path, model.spec.in_channels)
 
     def run(images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -63,34 +76,123 @@ def load_detector(path: str | Path) -> Detector:
 
 def _torchscript(path: Path) -> Detector:
     extra = {"config.txt": ""}  # written by export format=torchscript, as ultralytics' export.py writes it
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; the file format is not
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    config = json.loads(extra["config.txt"] or "{}")
-    names = _names(config.get("names"))
-    shape = config.get("shape")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; the file format is not
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        config = json.loads(extra["config.txt"] or "{}")
+    except (RuntimeError, ValueError) as error:  # torch's message is many lines of C++ context: keep the first
+        raise CheckpointFormatError(f"{path} is not a TorchScript file torch can read "
+                                    f"({_first_line(error)}); expected {SUPPORTED}") from None
+    shape = config.get("shape") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or (shape is not None and not _is_image_shape(shape)):
+        raise CheckpointFormatError(f"{path}: its config.txt is not the {{shape, stride, names}} that export writes")
+    if shape is not None:
+        _check_channels(path, shape[1])
+    # The first floating tensor tells the precision: ultralytics' `export.py --half` writes fp16 weights.
+    tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    dtype = tensors[0].dtype if tensors else torch.float32
+
+    def forward(images: torch.Tensor) -> Any:
+        with torch.inference_mode():
+            return module(images.to(dtype))
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            output = module(images)
-        return output[0] if isinstance(output, (tuple, list)) else output  # ultralytics' files return a tuple
+        output = forward(images)
+        return (output[0] if isinstance(output, (tuple, list)) else output).float()  # ultralytics' return a tuple
 
-    return Detector(path, "torchscript", names, int(config.get("stride", 32)), int(shape[-1]) if shape else None, run)
+    detector = Detector(path, "torchscript", _names(config.get("names")), _stride(path, config.get("stride")),
+                        (int(shape[2]), int(shape[3])) if shape else None, run)
+    _check_layout(detector, forward)
+    return detector
 
 
 def _onnx(path: Path) -> Detector:
+    import numpy as np
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - onnxruntime's errors (InvalidProtobuf, Fail ...) share no other base
+        raise CheckpointFormatError(f"{path} is not an ONNX file onnxruntime can load "
+                                    f"({_first_line(error)}); expected {SUPPORTED}") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        found = ", ".join(f"{i.name} {i.shape}" for i in inputs)
+        raise CheckpointFormatError(f"{path} takes {found}; expected one image input (batch, 3, height, width)")
+    _, channels, height, width = inputs[0].shape  # symbolic axes come back as strings
+    if isinstance(channels, int):
+        _check_channels(path, channels)
+    precisions = {"tensor(float)": np.float32, "tensor(float16)": np.float16}  # `export.py --half` writes fp16
+    if inputs[0].type not in precisions:
+        raise CheckpointFormatError(f"{path} takes {inputs[0].type} images; expected tensor(float) or tensor(float16)")
+    precision, input_name = precisions[inputs[0].type], inputs[0].name
     metadata = session.get_modelmeta().custom_metadata_map  # written by export format=onnx (and by ultralytics)
-    names = _names(metadata.get("names"))
-    size = session.get_inputs()[0].shape[-1]
-    input_name = session.get_inputs()[0].name
+
+    def forward(images: torch.Tensor) -> list[Any]:
+        return session.run(None, {input_name: images.numpy().astype(precision, copy=False)})
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {input_name: images.numpy()})[0])
+        return torch.from_numpy(forward(images)[0]).float()
 
-    return Detector(path, "onnx", names, int(metadata.get("stride", 32)), size if isinstance(size, int) else None, run)
+    fixed = isinstance(height, int) and isinstance(width, int)
+    detector = Detector(path, "onnx", _names(metadata.get("names")), _stride(path, metadata.get("stride")),
+                        (height, width) if fixed else None, run)
+    _check_layout(detector, forward)
+    return detector
+
+
+def _check_layout(detector: Detector, forward: Callable[[torch.Tensor], Any]) -> None:
+    """Run ``forward`` once on a grey image and refuse what is not YOLOv5's one decoded output (B, N, 5 + nc)."""
+    height, width = detector.imgsz or (2 * detector.stride, 2 * detector.stride)
+    try:
+        outputs = forward(torch.full((1, 3, height, width), 0.5))
+    except Exception as error:  # noqa: BLE001 - whatever the runtime raises, the file does not run as a detector
+        raise CheckpointFormatError(f"{detector.path} does not run on a 1x3x{height}x{width} image "
+                                    f"({_first_line(error)}); expected {SUPPORTED}") from None
+    outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+    shapes = [tuple(o.shape) if hasattr(o, "shape") else type(o).__name__ for o in outputs]
+    predictions = torch.as_tensor(outputs[0]).float() if len(outputs) == 1 and hasattr(outputs[0], "shape") else None
+    classes = predictions.shape[-1] - 5 if predictions is not None and predictions.ndim == 3 else 0
+    # Checked in this order so that the score range is read only off a (1, N >= 1, 5 + classes) tensor.
+    wrong = (classes < 1 or predictions.shape[0] != 1 or predictions.shape[1] == 0
+             or (bool(detector.names) and classes != len(detector.names))
+             or not _are_probabilities(predictions[..., 4:]))
+    if wrong:
+        named = f", {len(detector.names)} classes as its metadata names" if detector.names else ""
+        raise CheckpointFormatError(
+            f"{detector.path} is not a YOLOv5 detector's export: it returned {len(outputs)} output(s) of shape(s) "
+            f"{', '.join(map(str, shapes))}; expected one (batch, boxes, 5 + classes) with scores in [0, 1]{named} "
+            f"(exports of YOLOv8 / YOLO11, or of segmentation models, are laid out otherwise)")
+
+
+def _are_probabilities(scores: torch.Tensor) -> bool:
+    return bool(torch.isfinite(scores).all() and scores.min() >= 0 and scores.max() <= 1)
+
+
+def _stride(path: Path, stored: object) -> int:
+    """The largest stride a file's metadata gives (32 when it gives none, as ultralytics assumes)."""
+    try:
+        stride = int(stored if stored is not None else 32)
+    except (TypeError, ValueError):
+        stride = 0
+    if stride <= 0:
+        raise CheckpointFormatError(f"{path}: its metadata gives the stride {stored!r}; expected a positive int")
+    return stride
+
+
+def _check_channels(path: Path, channels: int) -> None:
+    if channels != 3:
+        raise CheckpointFormatError(f"{path} takes {channels}-channel images; predict feeds RGB images (3 channels)")
+
+
+def _is_image_shape(shape: object) -> bool:
+    return isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and v > 0 for v in shape)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _names(stored: object) -> list[str]:
