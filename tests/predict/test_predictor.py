@@ -155,8 +155,8 @@ def test_unreadable_files_and_one_channel_models_are_refused_with_the_file_named
         assert str(error.value).startswith(str(tmp_path / name)) and "\n" not in str(error.value)
     gray = YOLOv5("yolov5n", nc=2, in_channels=1).eval()
     files = [write_ultralytics_checkpoint(gray, tmp_path / "gray.pt", half=False),
-             export_onnx(gray, tmp_path / "gray.onnx", imgsz=64), export_torchscript(gray, tmp_path / "gray.torchscript",
-                                                                                      imgsz=64)]
+             export_onnx(gray, tmp_path / "gray.onnx", imgsz=64),
+             export_torchscript(gray, tmp_path / "gray.torchscript", imgsz=64)]
     for path in files:
         with pytest.raises(CheckpointFormatError, match=r"takes 1-channel images; predict feeds RGB images"):
             load_detector(path)
