@@ -1,13 +1,18 @@
 """`export` through the CLI, as a subprocess, on a checkpoint the test writes in yolo_slim's layout."""
 
+import re
 import subprocess
 import sys
 
 import onnx
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+from yolo_slim.cli import config_dir, export
+from yolo_slim.cli.errors import UsageError
 from yolo_slim.models import YOLOv5
+from yolo_slim.models.export import max_opset
 
 
 def _run(arguments: list[str], environment: dict[str, str], folder=None) -> subprocess.CompletedProcess:
@@ -43,11 +48,20 @@ def test_export_next_to_the_checkpoint_and_to_an_output(checkpoint, tmp_path, cl
     assert not any(working.iterdir())  # no Hydra run folder, no log file
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.ckpt", "best.onnx"]
 
-    output = tmp_path / "elsewhere" / "model.onnx"
-    result = _run([f"ckpt={checkpoint}", "imgsz=64", "opset=13", f"output={output}"], cli_environment)
+    again = _run([f"ckpt={checkpoint}", "imgsz=128"], cli_environment)  # the export a deployment may be running
+    assert again.returncode != 0 and f"output='{written}' already exists; give overwrite=true" in again.stderr
+
+    folder = tmp_path / "elsewhere"  # an existing folder: the file goes in it, named after the checkpoint
+    folder.mkdir()
+    result = _run([f"ckpt={checkpoint}", "imgsz=[64,96]", "opset=13", f"output={folder}"], cli_environment)
     assert result.returncode == 0, result.stderr[-3000:]
-    saved = onnx.load(str(output))
+    assert f"wrote {folder / 'best.onnx'} (" in result.stdout and "64x96, opset 13" in result.stdout
+    saved = onnx.load(str(folder / "best.onnx"))
     assert saved.opset_import[0].version == 13
+    assert [d.dim_value for d in saved.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 64, 96]
+    replaced = _run([f"ckpt={checkpoint}", "imgsz=64", f"output={folder}", "overwrite=true"], cli_environment)
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    saved = onnx.load(str(folder / "best.onnx"))
     assert [d.dim_value for d in saved.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 64, 64]
 
 
@@ -62,9 +76,35 @@ def test_bad_settings_name_the_setting(checkpoint, tmp_path, cli_environment):
     assert f"ckpt='{garbage}' is not a YOLOv5 checkpoint yolo_slim can read" in unreadable.stderr
     assert "imgsz must be a positive multiple of 32, found 100" in _run([f"ckpt={checkpoint}", "imgsz=100"],
                                                                          cli_environment).stderr
-    assert "opset must be an int >= 11, found 9" in _run([f"ckpt={checkpoint}", "opset=9"], cli_environment).stderr
     p6 = tmp_path / "p6.ckpt"
     _write_checkpoint(YOLOv5("yolov5n6", nc=2, names=["cat", "dog"]), p6)
     result = _run([f"ckpt={p6}", "imgsz=96"], cli_environment)  # 96 = 1.5 of the P6 layout's 64-pixel cells
     assert "imgsz must be a multiple of 64 for this model (its largest stride), found 96" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _export(overrides: list[str]) -> None:
+    """The export command's run on its composed config, in this process (no subprocess: these fail at set-up)."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        export.run(compose(config_name="export", overrides=overrides))
+
+
+@pytest.mark.parametrize("setting,found", [
+    ("opset=9", f"opset must be an int from 11 to {max_opset()}, found 9"),
+    ("opset=25", f"opset must be an int from 11 to {max_opset()}, found 25"),  # torch 2.14's exporter stops at 23
+    ("output=OTHER/m.pt", "output='OTHER/m.pt' must end in .onnx, the suffix format=onnx writes"),
+    ("imgsz=[64,96,32]", "imgsz must be one size or [height, width], found [64, 96, 32]"),
+    ("imgsz=[64,90]", "imgsz width must be a positive multiple of 32, found 90"),
+    ("overwrite=yes", "overwrite must be true or false, found 'yes'"),
+])
+def test_settings_are_checked_before_the_checkpoint_is_read(checkpoint, tmp_path, setting, found):
+    with pytest.raises(UsageError, match=re.escape(found.replace("OTHER", str(tmp_path)))):
+        _export([f"ckpt={checkpoint}", setting.replace("OTHER", str(tmp_path))])
+
+
+def test_an_export_given_as_ckpt_is_named(tmp_path):
+    exported = tmp_path / "m.onnx"
+    exported.write_bytes(b"")
+    with pytest.raises(UsageError, match=re.escape(f"ckpt='{exported}' is already an export; export reads the "
+                                                   f"checkpoint it came from")):
+        _export([f"ckpt={exported}"])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from yolo_slim.models import YOLOv5
-from yolo_slim.models.export import check_onnx, check_torchscript, export_onnx, export_torchscript
+from yolo_slim.models.export import check_onnx, check_torchscript, export_onnx, export_torchscript, max_opset
 from yolo_slim.models.testing import randomize_norms
 from yolo_slim.slim import compact, plan_pruning
 
@@ -85,8 +85,9 @@ def test_settings_errors(dense, dense_file, tmp_path, monkeypatch):
         export_onnx(dense, tmp_path / "bad.onnx", imgsz=100)
     with pytest.raises(ValueError, match=r"imgsz must be a positive multiple of 32 .* found \(64, 0\)"):
         check_onnx(dense, dense_file, imgsz=(64, 0))
-    with pytest.raises(ValueError, match="opset must be an int >= 11, found 9"):
-        export_onnx(dense, tmp_path / "bad.onnx", opset=9)
+    for opset in (9, max_opset() + 1):
+        with pytest.raises(ValueError, match=f"opset must be an int from 11 to {max_opset()}, found {opset}"):
+            export_onnx(dense, tmp_path / "bad.onnx", opset=opset)
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(ImportError, match="check_onnx needs onnxruntime: pip install onnxruntime"):
         check_onnx(dense, dense_file, IMGSZ)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import require_imgsz, require_positive_int, require_stride_multiple
+from yolo_slim.cli.settings import require_bool, require_imgsz, require_positive_int, require_stride_multiple
 from yolo_slim.models import CheckpointFormatError, count_parameters, load_yolov5
-from yolo_slim.models.export import check_onnx, check_torchscript, export_onnx, export_torchscript
+from yolo_slim.models.export import (MIN_OPSET, check_onnx, check_torchscript, export_onnx, export_torchscript,
+                                     max_opset)
 from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint
 
-SUFFIXES = {"onnx": ".onnx", "ultralytics": ".pt", "torchscript": ".torchscript"}  # format -> default suffix
+SUFFIXES = {"onnx": ".onnx", "ultralytics": ".pt", "torchscript": ".torchscript"}  # format -> the suffix it writes
 
 
 def run(config: DictConfig) -> None:
@@ -25,36 +27,70 @@ def run(config: DictConfig) -> None:
         if not checkpoint.is_file():
             raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a yolo_slim .ckpt (from `train` or "
                              f"`prune`) or an ultralytics .pt")
-        if not isinstance(config.half, bool):
-            raise ValueError(f"half must be true or false, found {config.half!r}")
-        imgsz = require_imgsz(config.imgsz, "imgsz")
-        opset = require_positive_int(config.opset, "opset", minimum=11)
-        output = checkpoint.with_suffix(SUFFIXES[kind]) if config.output is None else Path(str(config.output))
-        if output.resolve() == checkpoint.resolve():
-            raise ValueError(f"output would overwrite ckpt={str(checkpoint)!r}; give output=OTHER_PATH")
+        if checkpoint.suffix.lower() in (".onnx", ".torchscript"):
+            raise ValueError(f"ckpt={str(checkpoint)!r} is already an export; export reads the checkpoint it came "
+                             f"from (a yolo_slim .ckpt or an ultralytics .pt)")
+        half = require_bool(config.half, "half")
+        overwrite = require_bool(config.overwrite, "overwrite")
+        height, width = _image_size(config.imgsz)
+        opset = require_positive_int(config.opset, "opset", minimum=MIN_OPSET, maximum=max_opset())
+        output = _output(config.output, checkpoint, kind, overwrite)
         try:
             model = load_yolov5(checkpoint)
         except (CheckpointFormatError, pickle.UnpicklingError) as error:
             raise ValueError(f"ckpt={str(checkpoint)!r} is not a YOLOv5 checkpoint yolo_slim can read: "
                              f"{error}") from error
-        require_stride_multiple(imgsz, model, "imgsz")  # 64 for the P6 layouts, 128 for P7
+        for side in (height, width):
+            require_stride_multiple(side, model, "imgsz")  # 64 for the P6 layouts, 128 for P7
     size = f"{count_parameters(model):,} parameters"
     if kind == "onnx":
-        export_onnx(model, output, imgsz=imgsz, opset=opset)
-        difference = check_onnx(model, output, imgsz)
-        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {imgsz}x{imgsz}, opset {opset}, "
+        export_onnx(model, output, imgsz=(height, width), opset=opset)
+        difference = check_onnx(model, output, (height, width))
+        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {height}x{width}, opset {opset}, "
               f"dynamic batch)")
         print(f"onnxruntime vs torch on 2 random images: max abs difference {difference:.2e}")
     elif kind == "torchscript":
-        export_torchscript(model, output, imgsz=imgsz)
-        difference = check_torchscript(model, output, imgsz)
-        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {imgsz}x{imgsz}, BatchNorm folded, "
+        export_torchscript(model, output, imgsz=(height, width))
+        difference = check_torchscript(model, output, (height, width))
+        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {height}x{width}, BatchNorm folded, "
               f"free batch axis)")
         print(f"TorchScript vs torch on 2 random images: max abs difference {difference:.2e}")
     else:
-        write_ultralytics_checkpoint(model, output, half=config.half)
+        write_ultralytics_checkpoint(model, output, half=half)
         reread = load_yolov5(output)  # the file must read back through the safe loader, to its own spec
         if reread.spec != model.spec:
             raise RuntimeError(f"{output} reads back as another architecture; please report this")
-        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {'fp16' if config.half else 'fp32'}, "
+        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {'fp16' if half else 'fp32'}, "
               f"ultralytics release layout: their detect.py / val.py / export.py --weights {output.name})")
+
+
+def _image_size(value: Any) -> tuple[int, int]:
+    """``imgsz``: one side (square) or ``[height, width]``, as ultralytics' ``export.py --imgsz 384 640``."""
+    if isinstance(value, (ListConfig, list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"imgsz must be one size or [height, width], found {list(value)!r}")
+        return require_imgsz(value[0], "imgsz height"), require_imgsz(value[1], "imgsz width")
+    side = require_imgsz(value, "imgsz")
+    return side, side
+
+
+def _output(setting: Any, checkpoint: Path, kind: str, overwrite: bool) -> Path:
+    """Where the file goes: next to ``checkpoint`` by default, inside ``output=`` when that is a folder.
+
+    The suffix must be the format's, since predict and ultralytics' DetectMultiBackend pick the runtime by it.
+    An existing file is kept unless ``overwrite=true``: it may be the export a deployment runs.
+    """
+    suffix = SUFFIXES[kind]
+    output = checkpoint.with_suffix(suffix) if setting is None else Path(str(setting))
+    if output.is_dir():
+        output = output / f"{checkpoint.stem}{suffix}"
+    if output.suffix.lower() != suffix:
+        raise ValueError(f"output={str(output)!r} must end in {suffix}, the suffix format={kind} writes (predict "
+                         f"and ultralytics' tools choose the runtime by it)")
+    if output.exists():
+        if output.resolve() == checkpoint.resolve():
+            raise ValueError(f"output={str(output)!r} is ckpt= itself; give output=OTHER_PATH")
+        if not overwrite:
+            raise ValueError(f"output={str(output)!r} already exists; give overwrite=true to replace it, or another "
+                             f"output=")
+    return output

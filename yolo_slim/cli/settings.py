@@ -175,9 +175,11 @@ def require_seed(value: Any) -> int:
     return value
 
 
-def require_positive_int(value: Any, setting: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{setting} must be an int >= {minimum}, found {value!r}")
+def require_positive_int(value: Any, setting: str, minimum: int = 1, maximum: int | None = None) -> int:
+    too_high = maximum is not None and isinstance(value, int) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_high:
+        allowed = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{setting} must be an int {allowed}, found {value!r}")
     return value
 
 

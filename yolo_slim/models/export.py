@@ -29,6 +29,15 @@ OUTPUT_NAME = "predictions"
 MIN_OPSET = 11  # SiLU, Resize with nearest mode and dynamic shapes as the TorchScript exporter writes them
 
 
+def max_opset() -> int:
+    """The newest opset torch's exporter writes (23 in torch 2.14; 24 and up raise "Unsupported
+    onnx_opset_version" mid-export). torch keeps the figure in a private module, read here rather than
+    copied, so that a newer torch raises it."""
+    from torch.onnx import _constants
+
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
+
+
 def export_onnx(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 640, opset: int = 17,
                 dynamic_batch: bool = True) -> Path:
     """Write ``model`` as an ONNX file; ``model`` itself is left untouched (a float32 CPU copy is exported).
@@ -37,18 +46,19 @@ def export_onnx(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 
         model: The network, dense or compacted.
         path: Output file (parent folders are created).
         imgsz: Input size, an int (square) or (height, width); multiples of the largest stride.
-        opset: ONNX opset version, at least 11.
+        opset: ONNX opset version, from 11 to :func:`max_opset`.
         dynamic_batch: Make the batch axis of input and output symbolic (``batch``).
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: ``imgsz`` is not a positive multiple of the model's largest stride, or ``opset`` < 11.
+        ValueError: ``imgsz`` is not a positive multiple of the model's largest stride, or ``opset`` is
+            outside 11 .. :func:`max_opset`.
     """
     height, width = _checked_size(model, imgsz)
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ValueError(f"opset must be an int >= {MIN_OPSET}, found {opset!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset():
+        raise ValueError(f"opset must be an int from {MIN_OPSET} to {max_opset()}, found {opset!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     network = copy.deepcopy(model).float().cpu().eval()
