@@ -127,6 +127,8 @@ class _Layout(nn.Module):
             return torch.cat([predictions[..., :4], predictions[..., 5:]], dim=2).transpose(1, 2)
         if self.layout == "segmentation":  # detections with 32 mask coefficients, and the prototypes
             return predictions.repeat(1, 1, 6)[..., :7 + 32], images[:, :1].repeat(1, 32, 1, 1)
+        if self.layout == "with_maps":  # ultralytics' PyPI export.py: the predictions, then Detect's raw maps
+            return predictions, [predictions[:, :48].reshape(1, 3, 4, 4, 7), predictions[:, 48:60].reshape(1, 3, 2, 2, 7)]
         return predictions[..., :4]  # boxes only
 
 
@@ -143,6 +145,21 @@ def test_exports_of_other_layouts_are_refused_when_loaded(tmp_path, layout, suff
             torch.jit.trace(wrapped, example).save(str(path))
     with pytest.raises(CheckpointFormatError, match=r"is not a YOLOv5 detector's export: it returned \d output"):
         load_detector(path)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("suffix", [".onnx", ".torchscript"])
+def test_an_export_that_also_returns_the_raw_maps_runs(tmp_path, suffix):
+    model = YOLOv5("yolov5n", nc=2).eval()
+    wrapped, example, path = _Layout(model, "with_maps").eval(), torch.zeros(1, 3, 64, 64), tmp_path / f"m{suffix}"
+    with torch.no_grad():
+        if suffix == ".onnx":
+            torch.onnx.export(wrapped, (example,), str(path), dynamo=False, opset_version=17)
+        else:
+            torch.jit.trace(wrapped, example).save(str(path))
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(load_detector(path).run(images), model(images), atol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")

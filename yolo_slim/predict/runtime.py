@@ -3,8 +3,8 @@ and ``.onnx`` (onnxruntime), each taking (B, 3, H, W) float images in [0, 1] and
 predictions (B, N, 5 + nc) in float32.
 
 An exported file is checked when it is loaded, by one forward on a blank image: it must take 3-channel
-images and give one tensor laid out as YOLOv5's (objectness and class scores in [0, 1], one column per
-class name). Exports of other layouts (YOLOv8 / YOLO11's (B, 4 + nc, N), segmentation models' two outputs)
+images and give first a tensor laid out as YOLOv5's (objectness and class scores in [0, 1], one column
+per class name), followed by nothing or Detect's raw maps. Exports of other layouts (YOLOv8 / YOLO11's (B, 4 + nc, N), segmentation models' two outputs)
 would otherwise run and give nonsense boxes.
 """
 
@@ -143,27 +143,37 @@ def _onnx(path: Path) -> Detector:
 
 
 def _check_layout(detector: Detector, forward: Callable[[torch.Tensor], Any]) -> None:
-    """Run ``forward`` once on a grey image and refuse what is not YOLOv5's one decoded output (B, N, 5 + nc)."""
+    """Run ``forward`` once on a grey image and refuse what is not YOLOv5's decoded output (B, N, 5 + nc)."""
     height, width = detector.imgsz or (2 * detector.stride, 2 * detector.stride)
     try:
         outputs = forward(torch.full((1, 3, height, width), 0.5))
     except Exception as error:  # noqa: BLE001 - whatever the runtime raises, the file does not run as a detector
         raise CheckpointFormatError(f"{detector.path} does not run on a 1x3x{height}x{width} image "
                                     f"({_first_line(error)}); expected {SUPPORTED}") from None
-    outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+    outputs = _flattened(outputs)
     shapes = [tuple(o.shape) if hasattr(o, "shape") else type(o).__name__ for o in outputs]
-    predictions = torch.as_tensor(outputs[0]).float() if len(outputs) == 1 and hasattr(outputs[0], "shape") else None
+    predictions = torch.as_tensor(outputs[0]).float() if outputs and hasattr(outputs[0], "shape") else None
     classes = predictions.shape[-1] - 5 if predictions is not None and predictions.ndim == 3 else 0
+    # After the predictions, only Detect's raw maps (B, anchors, ny, nx, 5 + nc) may follow: a file exported
+    # from ultralytics' PyPI package returns them too (its export flag misses the Detect class the .pt names).
     # Checked in this order so that the score range is read only off a (1, N >= 1, 5 + classes) tensor.
     wrong = (classes < 1 or predictions.shape[0] != 1 or predictions.shape[1] == 0
+             or any(len(shape) != 5 or shape[-1] != classes + 5 for shape in shapes[1:])
              or (bool(detector.names) and classes != len(detector.names))
              or not _are_probabilities(predictions[..., 4:]))
     if wrong:
         named = f", {len(detector.names)} classes as its metadata names" if detector.names else ""
         raise CheckpointFormatError(
             f"{detector.path} is not a YOLOv5 detector's export: it returned {len(outputs)} output(s) of shape(s) "
-            f"{', '.join(map(str, shapes))}; expected one (batch, boxes, 5 + classes) with scores in [0, 1]{named} "
+            f"{', '.join(map(str, shapes))}; expected (batch, boxes, 5 + classes) with scores in [0, 1]{named} "
             f"(exports of YOLOv8 / YOLO11, or of segmentation models, are laid out otherwise)")
+
+
+def _flattened(outputs: Any) -> list[Any]:
+    """A forward's outputs as one list: a tensor, a tuple, or a tuple holding a list (TorchScript's form)."""
+    if isinstance(outputs, (tuple, list)):
+        return [leaf for output in outputs for leaf in _flattened(output)]
+    return [outputs]
 
 
 def _are_probabilities(scores: torch.Tensor) -> bool:
