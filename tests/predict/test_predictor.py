@@ -1,12 +1,13 @@
 """The predictor on a hand-made case: boxes come back in the original image's pixels; sources; runtimes agree."""
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from yolo_slim.models import CheckpointFormatError, YOLOv5
+from yolo_slim.models import CheckpointFormatError, YOLOv5, fuse_batchnorm
 from yolo_slim.models.export import export_onnx, export_torchscript
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.models.testing import randomize_norms
@@ -96,13 +97,19 @@ def test_rectangular_fp16_and_upper_case_exports_run_at_their_own_size(tmp_path)
     # An fp16 file (`--half`) as onnxruntime sees it: fp16 images in, fp16 predictions out. (Tracing the
     # network itself in fp16 needs a GPU, as their export does; casts at both ends stand in for it here.)
     half = tmp_path / "half.onnx"
-    torch.onnx.export(_Half(model), (torch.zeros(1, 3, 64, 96, dtype=torch.half),), str(half),
+    torch.onnx.export(_Half(model).eval(), (torch.zeros(1, 3, 64, 96, dtype=torch.half),), str(half),
                       dynamo=False, input_names=["images"], output_names=["output0"], opset_version=17)
     for path in [*rectangular, half]:
         detector = load_detector(path)
         assert detector.imgsz == (64, 96)
         found = predict_image(detector, image, detector.imgsz, nms).detections
         assert _closest(found, reference) < (0.1 if path == half else 1e-2), path
+    # A TorchScript file traced in fp16 throughout (CPU convolutions run in fp16 too) takes fp16 input.
+    traced = torch.jit.trace(fuse_batchnorm(copy.deepcopy(model)).half(), torch.zeros(1, 3, 64, 96, dtype=torch.half))
+    traced.save(str(tmp_path / "half.torchscript"), _extra_files={"config.txt": '{"shape": [1, 3, 64, 96]}'})
+    images = torch.rand(1, 3, 64, 96)
+    found = load_detector(tmp_path / "half.torchscript").run(images)
+    assert found.dtype == torch.float32 and (found - model(images)).abs().max() < 0.5  # pixels, at fp16's precision
 
 
 class _Half(nn.Module):
@@ -128,7 +135,8 @@ class _Layout(nn.Module):
         if self.layout == "segmentation":  # detections with 32 mask coefficients, and the prototypes
             return predictions.repeat(1, 1, 6)[..., :7 + 32], images[:, :1].repeat(1, 32, 1, 1)
         if self.layout == "with_maps":  # ultralytics' PyPI export.py: the predictions, then Detect's raw maps
-            return predictions, [predictions[:, :48].reshape(1, 3, 4, 4, 7), predictions[:, 48:60].reshape(1, 3, 2, 2, 7)]
+            maps = [predictions[:, :48].reshape(1, 3, 4, 4, 7), predictions[:, 48:60].reshape(1, 3, 2, 2, 7)]
+            return predictions, maps
         return predictions[..., :4]  # boxes only
 
 
