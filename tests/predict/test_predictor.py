@@ -140,17 +140,22 @@ class _Layout(nn.Module):
         return predictions[..., :4]  # boxes only
 
 
+def _saved(module: nn.Module, path: Path) -> Path:
+    """``module`` traced at 64 x 64 into ``path``: ONNX or TorchScript by its suffix, with no metadata."""
+    example = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        if path.suffix == ".onnx":
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17)
+        else:
+            torch.jit.trace(module, example).save(str(path))
+    return path
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
 @pytest.mark.parametrize("layout", ["yolov8", "segmentation", "boxes"])
 @pytest.mark.parametrize("suffix", [".onnx", ".torchscript"])
 def test_exports_of_other_layouts_are_refused_when_loaded(tmp_path, layout, suffix):
-    wrapped = _Layout(YOLOv5("yolov5n", nc=2).eval(), layout).eval()
-    example, path = torch.zeros(1, 3, 64, 64), tmp_path / f"other{suffix}"
-    with torch.no_grad():
-        if suffix == ".onnx":
-            torch.onnx.export(wrapped, (example,), str(path), dynamo=False, opset_version=17)
-        else:
-            torch.jit.trace(wrapped, example).save(str(path))
+    path = _saved(_Layout(YOLOv5("yolov5n", nc=2).eval(), layout).eval(), tmp_path / f"other{suffix}")
     with pytest.raises(CheckpointFormatError, match=r"is not a YOLOv5 detector's export: it returned \d output"):
         load_detector(path)
 
@@ -159,12 +164,7 @@ def test_exports_of_other_layouts_are_refused_when_loaded(tmp_path, layout, suff
 @pytest.mark.parametrize("suffix", [".onnx", ".torchscript"])
 def test_an_export_that_also_returns_the_raw_maps_runs(tmp_path, suffix):
     model = YOLOv5("yolov5n", nc=2).eval()
-    wrapped, example, path = _Layout(model, "with_maps").eval(), torch.zeros(1, 3, 64, 64), tmp_path / f"m{suffix}"
-    with torch.no_grad():
-        if suffix == ".onnx":
-            torch.onnx.export(wrapped, (example,), str(path), dynamo=False, opset_version=17)
-        else:
-            torch.jit.trace(wrapped, example).save(str(path))
+    path = _saved(_Layout(model, "with_maps").eval(), tmp_path / f"m{suffix}")
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(load_detector(path).run(images), model(images), atol=1e-4)
