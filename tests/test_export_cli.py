@@ -91,7 +91,7 @@ def _export(overrides: list[str]) -> None:
 
 @pytest.mark.parametrize("setting,found", [
     ("opset=9", f"opset must be an int from 11 to {max_opset()}, found 9"),
-    ("opset=25", f"opset must be an int from 11 to {max_opset()}, found 25"),  # torch 2.14's exporter stops at 23
+    ("opset=25", f"opset must be an int from 11 to {max_opset()}, found 25"),  # TorchScript exporter: 20 in torch 2.14
     ("output=OTHER/m.pt", "output='OTHER/m.pt' must end in .onnx, the suffix format=onnx writes"),
     ("imgsz=[64,96,32]", "imgsz must be one size or [height, width], found [64, 96, 32]"),
     ("imgsz=[64,90]", "imgsz width must be a positive multiple of 32, found 90"),
@@ -108,3 +108,17 @@ def test_an_export_given_as_ckpt_is_named(tmp_path):
     with pytest.raises(UsageError, match=re.escape(f"ckpt='{exported}' is already an export; export reads the "
                                                    f"checkpoint it came from")):
         _export([f"ckpt={exported}"])
+
+
+def test_a_failed_export_leaves_the_old_file_and_nothing_else(checkpoint, monkeypatch):
+    previous = checkpoint.with_suffix(".onnx")
+    previous.write_bytes(b"the export a deployment runs")
+
+    def parity_fails(*arguments, **options):
+        raise ValueError("onnxruntime returned another shape")
+
+    monkeypatch.setattr(export, "check_onnx", parity_fails)
+    with pytest.raises(ValueError, match="onnxruntime returned another shape"):  # after set-up: no UsageError
+        _export([f"ckpt={checkpoint}", "imgsz=64", "overwrite=true"])
+    assert previous.read_bytes() == b"the export a deployment runs"
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.ckpt", "best.onnx"]

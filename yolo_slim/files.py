@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,8 +20,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[Any]], None], 
     Text is written as UTF-8 with no newline translation (what the csv module needs).
     """
     target = Path(path)
+    temporary = _beside(target)
     # Not tempfile.mkstemp: its file is 0600, and a checkpoint or summary should get the umask's usual mode.
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         text_options = {} if binary else {"encoding": "utf-8", "newline": ""}
@@ -37,3 +38,29 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[Any]], None], 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """:func:`write_atomically` for a text."""
     write_atomically(path, lambda file: file.write(text))
+
+
+@contextlib.contextmanager
+def written_beside(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary name beside ``path`` for a writer that wants a file name (torch.onnx.export, torch.jit.save):
+    renamed onto ``path`` when the block ends, after an fsync; removed if the block raises, so that a failed
+    write leaves the old file, not a broken one. The name keeps ``path``'s suffix, which readers may go by.
+    """
+    target = Path(path)
+    temporary = _beside(target, keep_suffix=True)
+    try:
+        yield temporary
+        with temporary.open("rb") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _beside(target: Path, keep_suffix: bool = False) -> Path:
+    """A hidden name in ``target``'s folder that no other writer picks (pid and random bits)."""
+    unique = f"{os.getpid()}.{secrets.token_hex(4)}.partial"
+    if keep_suffix:
+        return target.with_name(f".{target.stem}.{unique}{target.suffix}")
+    return target.with_name(f".{target.name}.{unique}")

@@ -13,6 +13,7 @@ from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.models.testing import randomize_norms
 from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint
 from yolo_slim.predict import Detector, image_sources, load_detector, predict_image
+from yolo_slim.predict.runtime import _names
 
 
 def _one_box_detector() -> Detector:
@@ -99,17 +100,23 @@ def test_rectangular_fp16_and_upper_case_exports_run_at_their_own_size(tmp_path)
     half = tmp_path / "half.onnx"
     torch.onnx.export(_Half(model).eval(), (torch.zeros(1, 3, 64, 96, dtype=torch.half),), str(half),
                       dynamo=False, input_names=["images"], output_names=["output0"], opset_version=17)
-    for path in [*rectangular, half]:
+    for path in rectangular:
         detector = load_detector(path)
         assert detector.imgsz == (64, 96)
         found = predict_image(detector, image, detector.imgsz, nms).detections
-        assert _closest(found, reference) < (0.1 if path == half else 1e-2), path
-    # A TorchScript file traced in fp16 throughout (CPU convolutions run in fp16 too) takes fp16 input.
+        assert _closest(found, reference) < 1e-2, path
+    # fp16 files are compared before NMS, which fp16's rounding of near-equal scores could reorder. A TorchScript
+    # file traced in fp16 throughout (CPU convolutions run in fp16 too) takes fp16 input as well.
     traced = torch.jit.trace(fuse_batchnorm(copy.deepcopy(model)).half(), torch.zeros(1, 3, 64, 96, dtype=torch.half))
     traced.save(str(tmp_path / "half.torchscript"), _extra_files={"config.txt": '{"shape": [1, 3, 64, 96]}'})
     images = torch.rand(1, 3, 64, 96)
-    found = load_detector(tmp_path / "half.torchscript").run(images)
-    assert found.dtype == torch.float32 and (found - model(images)).abs().max() < 0.5  # pixels, at fp16's precision
+    with torch.no_grad():
+        expected = model(images)
+    for path in (half, tmp_path / "half.torchscript"):
+        detector = load_detector(path)
+        found = detector.run(images)
+        assert detector.imgsz == (64, 96) and found.dtype == torch.float32
+        torch.testing.assert_close(found, expected, rtol=2e-2, atol=2e-2)  # fp16 keeps about 3 significant digits
 
 
 class _Half(nn.Module):
@@ -129,6 +136,8 @@ class _Layout(nn.Module):
         self.model, self.layout = model, layout
 
     def forward(self, images: torch.Tensor):
+        if self.layout == "fixed_size":
+            return self.model(images.reshape(1, 3, 128, 128))
         predictions = self.model(images)  # (B, N, 5 + nc)
         if self.layout == "yolov8":  # (B, 4 + nc, N), no objectness
             return torch.cat([predictions[..., :4], predictions[..., 5:]], dim=2).transpose(1, 2)
@@ -168,6 +177,24 @@ def test_an_export_that_also_returns_the_raw_maps_runs(tmp_path, suffix):
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(load_detector(path).run(images), model(images), atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+def test_a_torchscript_file_that_does_not_say_its_size_is_tried_at_imgsz(tmp_path):
+    model = _Layout(YOLOv5("yolov5n", nc=2).eval(), "fixed_size").eval()  # runs at 128 x 128 only, like a file
+    with torch.no_grad():                                                  # whose grids were traced as constants
+        torch.jit.trace(model, torch.zeros(1, 3, 128, 128)).save(str(tmp_path / "m.torchscript"))  # no config.txt
+    detector = load_detector(tmp_path / "m.torchscript", imgsz=128)
+    assert detector.imgsz is None and detector.names == []
+    with pytest.raises(CheckpointFormatError, match=r"does not run on a 1x3x64x64 image .*; it does not say its "
+                                                    r"input size: give imgsz= the size it was exported at"):
+        load_detector(tmp_path / "m.torchscript", imgsz=64)
+
+
+def test_class_names_in_metadata():
+    assert _names("{0: 'cat', 1: 'dog'}") == ["cat", "dog"] and _names('{"1": "dog", "0": "cat"}') == ["cat", "dog"]
+    assert _names(["a", "b"]) == ["a", "b"]
+    assert _names("{'a': 'cat'}") == [] and _names("not python") == [] and _names(None) == []  # numbered instead
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")

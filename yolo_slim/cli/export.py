@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from yolo_slim.cli.errors import users_input
+from yolo_slim.files import written_beside
 from yolo_slim.cli.settings import require_bool, require_imgsz, require_positive_int, require_stride_multiple
 from yolo_slim.models import CheckpointFormatError, count_parameters, load_yolov5
 from yolo_slim.models.export import (MIN_OPSET, check_onnx, check_torchscript, export_onnx, export_torchscript,
@@ -27,7 +28,7 @@ def run(config: DictConfig) -> None:
         if not checkpoint.is_file():
             raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a yolo_slim .ckpt (from `train` or "
                              f"`prune`) or an ultralytics .pt")
-        if checkpoint.suffix.lower() in (".onnx", ".torchscript"):
+        if checkpoint.suffix.lower() in (SUFFIXES["onnx"], SUFFIXES["torchscript"]):
             raise ValueError(f"ckpt={str(checkpoint)!r} is already an export; export reads the checkpoint it came "
                              f"from (a yolo_slim .ckpt or an ultralytics .pt)")
         half = require_bool(config.half, "half")
@@ -43,25 +44,28 @@ def run(config: DictConfig) -> None:
         for side in (height, width):
             require_stride_multiple(side, model, "imgsz")  # 64 for the P6 layouts, 128 for P7
     size = f"{count_parameters(model):,} parameters"
-    if kind == "onnx":
-        export_onnx(model, output, imgsz=(height, width), opset=opset)
-        difference = check_onnx(model, output, (height, width))
-        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {height}x{width}, opset {opset}, "
-              f"dynamic batch)")
-        print(f"onnxruntime vs torch on 2 random images: max abs difference {difference:.2e}")
-    elif kind == "torchscript":
-        export_torchscript(model, output, imgsz=(height, width))
-        difference = check_torchscript(model, output, (height, width))
-        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {height}x{width}, BatchNorm folded, "
-              f"free batch axis)")
-        print(f"TorchScript vs torch on 2 random images: max abs difference {difference:.2e}")
-    else:
-        write_ultralytics_checkpoint(model, output, half=half)
-        reread = load_yolov5(output)  # the file must read back through the safe loader, to its own spec
-        if reread.spec != model.spec:
-            raise RuntimeError(f"{output} reads back as another architecture; please report this")
-        print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {'fp16' if half else 'fp32'}, "
-              f"ultralytics release layout: their detect.py / val.py / export.py --weights {output.name})")
+    # Written under a temporary name and renamed once its check passes: a failed export leaves no broken file,
+    # and with overwrite=true the file a deployment may be running is replaced only by one that was checked.
+    with written_beside(output) as partial:
+        if kind == "onnx":
+            export_onnx(model, partial, imgsz=(height, width), opset=opset)
+            check = (f"onnxruntime vs torch on 2 random images: max abs difference "
+                     f"{check_onnx(model, partial, (height, width)):.2e}")
+            shape = f"{height}x{width}, opset {opset}, dynamic batch"
+        elif kind == "torchscript":
+            export_torchscript(model, partial, imgsz=(height, width))
+            check = (f"TorchScript vs torch on 2 random images: max abs difference "
+                     f"{check_torchscript(model, partial, (height, width)):.2e}")
+            shape = f"{height}x{width}, BatchNorm folded, free batch axis"
+        else:
+            write_ultralytics_checkpoint(model, partial, half=half)
+            reread = load_yolov5(partial)  # the file must read back through the safe loader, to its own spec
+            if reread.spec != model.spec:
+                raise RuntimeError(f"{output} reads back as another architecture; please report this")
+            check = f"ultralytics release layout: their detect.py / val.py / export.py --weights {output.name}"
+            shape = "fp16" if half else "fp32"
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.2f} MB, {size}, {shape})")
+    print(check)
 
 
 def _image_size(value: Any) -> tuple[int, int]:

@@ -44,7 +44,8 @@ def run(config: DictConfig) -> None:
         if config.compare and _same_file(config.ckpt, config.compare):
             raise ValueError(f"compare={str(config.compare)!r} is the file ckpt= already names; give compare= another "
                              f"model (e.g. the dense one) to set beside it")
-        detectors = [_load(config.ckpt, "ckpt")] + ([_load(config.compare, "compare")] if config.compare else [])
+        detectors = [_load(config.ckpt, "ckpt", imgsz)] + ([_load(config.compare, "compare", imgsz)]
+                                                           if config.compare else [])
         sizes = [_size(detector, imgsz) for detector in detectors]
     labels = _labels([detector.path for detector in detectors])
     folder = Path(HydraConfig.get().runtime.output_dir)
@@ -94,9 +95,9 @@ def run(config: DictConfig) -> None:
     print(f"{done} images, {len(results)} detections -> {folder}")
 
 
-def _load(path: Any, setting: str) -> Detector:
+def _load(path: Any, setting: str, imgsz: int) -> Detector:
     try:
-        return load_detector(str(path))
+        return load_detector(str(path), imgsz)
     except FileNotFoundError as error:
         raise ValueError(f"{setting}={str(path)!r} does not exist; give {SUPPORTED}") from error
     except (CheckpointFormatError, pickle.UnpicklingError) as error:
@@ -126,7 +127,7 @@ def _same_file(first: Any, second: Any) -> bool:
 def _labels(paths: list[Path]) -> list[str]:
     """What each model is called in titles and the printout: its file name, or as many trailing folders as tell
     two models apart (``dense/best.ckpt`` and ``pruned/best.ckpt``)."""
-    resolved = [path.resolve() for path in paths]
+    resolved = [path.absolute() for path in paths]  # not resolve(): a link keeps the name the user gave
     for depth in range(1, max(len(path.parts) for path in resolved) + 1):
         labels = ["/".join(path.parts[-depth:]) for path in resolved]
         if len(set(labels)) == len(labels):

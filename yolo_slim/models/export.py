@@ -30,12 +30,12 @@ MIN_OPSET = 11  # SiLU, Resize with nearest mode and dynamic shapes as the Torch
 
 
 def max_opset() -> int:
-    """The newest opset torch's exporter writes (23 in torch 2.14; 24 and up raise "Unsupported
-    onnx_opset_version" mid-export). torch keeps the figure in a private module, read here rather than
-    copied, so that a newer torch raises it."""
+    """The newest opset torch's TorchScript exporter supports (20 in torch 2.14): above it torch warns that the
+    opset is not supported, and from 24 it fails mid-export. torch keeps the figure in a private module, read
+    here rather than copied, so that a newer torch raises it."""
     from torch.onnx import _constants
 
-    return int(getattr(_constants, "ONNX_MAX_OPSET", 20))
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
 
 
 def export_onnx(model: YOLOv5, path: str | Path, imgsz: int | tuple[int, int] = 640, opset: int = 17,

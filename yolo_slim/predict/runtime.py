@@ -4,8 +4,8 @@ predictions (B, N, 5 + nc) in float32.
 
 An exported file is checked when it is loaded, by one forward on a blank image: it must take 3-channel
 images and give first a tensor laid out as YOLOv5's (objectness and class scores in [0, 1], one column
-per class name), followed by nothing or Detect's raw maps. Exports of other layouts (YOLOv8 / YOLO11's (B, 4 + nc, N), segmentation models' two outputs)
-would otherwise run and give nonsense boxes.
+per class name), followed by nothing or Detect's raw maps. Exports of other layouts (YOLOv8 / YOLO11's
+(B, 4 + nc, N), segmentation models' two outputs) would otherwise run and give nonsense boxes.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ class Detector:
     run: Callable[[torch.Tensor], torch.Tensor]
 
 
-def load_detector(path: str | Path) -> Detector:
+def load_detector(path: str | Path, imgsz: int = 640) -> Detector:
     """Load ``path`` by its suffix (any case): ``.onnx``, ``.torchscript``, else a checkpoint through the safe loader.
+
+    ``imgsz`` is the side an exported file is tried at when it does not say its own size (a TorchScript file
+    without ``config.txt``, an ONNX file with free height and width).
 
     Raises:
         FileNotFoundError: no such file.
@@ -61,9 +64,9 @@ def load_detector(path: str | Path) -> Detector:
         raise FileNotFoundError(f"{str(path)!r} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return _onnx(path)
+        return _onnx(path, imgsz)
     if suffix == ".torchscript":
-        return _torchscript(path)
+        return _torchscript(path, imgsz)
     model = fuse_batchnorm(load_yolov5(path))
     _check_channels(path, model.spec.in_channels)
 
@@ -74,7 +77,7 @@ def load_detector(path: str | Path) -> Detector:
     return Detector(path, "torch", list(model.names), int(model.stride.max()), None, run)
 
 
-def _torchscript(path: Path) -> Detector:
+def _torchscript(path: Path, imgsz: int) -> Detector:
     extra = {"config.txt": ""}  # written by export format=torchscript, as ultralytics' export.py writes it
     try:
         with warnings.catch_warnings():
@@ -103,11 +106,11 @@ def _torchscript(path: Path) -> Detector:
 
     detector = Detector(path, "torchscript", _names(config.get("names")), _stride(path, config.get("stride")),
                         (int(shape[2]), int(shape[3])) if shape else None, run)
-    _check_layout(detector, forward)
+    _check_layout(detector, forward, detector.imgsz or (imgsz, imgsz))
     return detector
 
 
-def _onnx(path: Path) -> Detector:
+def _onnx(path: Path, imgsz: int) -> Detector:
     import numpy as np
     import onnxruntime
 
@@ -135,21 +138,25 @@ def _onnx(path: Path) -> Detector:
     def run(images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(forward(images)[0]).float()
 
-    fixed = isinstance(height, int) and isinstance(width, int)
+    # A side the file fixes is kept; a file that fixes only one gets imgsz for the other, and runs at that.
+    size = (height if isinstance(height, int) else imgsz, width if isinstance(width, int) else imgsz)
+    fixed = isinstance(height, int) or isinstance(width, int)
     detector = Detector(path, "onnx", _names(metadata.get("names")), _stride(path, metadata.get("stride")),
-                        (height, width) if fixed else None, run)
-    _check_layout(detector, forward)
+                        size if fixed else None, run)
+    _check_layout(detector, forward, size)
     return detector
 
 
-def _check_layout(detector: Detector, forward: Callable[[torch.Tensor], Any]) -> None:
-    """Run ``forward`` once on a grey image and refuse what is not YOLOv5's decoded output (B, N, 5 + nc)."""
-    height, width = detector.imgsz or (2 * detector.stride, 2 * detector.stride)
+def _check_layout(detector: Detector, forward: Callable[[torch.Tensor], Any], size: tuple[int, int]) -> None:
+    """Run ``forward`` once on a grey image of ``size`` and refuse what is not YOLOv5's decoded output
+    (B, N, 5 + nc)."""
+    height, width = size
     try:
         outputs = forward(torch.full((1, 3, height, width), 0.5))
     except Exception as error:  # noqa: BLE001 - whatever the runtime raises, the file does not run as a detector
+        hint = "" if detector.imgsz else "; it does not say its input size: give imgsz= the size it was exported at"
         raise CheckpointFormatError(f"{detector.path} does not run on a 1x3x{height}x{width} image "
-                                    f"({_first_line(error)}); expected {SUPPORTED}") from None
+                                    f"({_first_line(error)}){hint}") from None
     outputs = _flattened(outputs)
     shapes = [tuple(o.shape) if hasattr(o, "shape") else type(o).__name__ for o in outputs]
     predictions = torch.as_tensor(outputs[0]).float() if outputs and hasattr(outputs[0], "shape") else None
@@ -214,5 +221,8 @@ def _names(stored: object) -> list[str]:
         except (ValueError, SyntaxError):
             return []
     if isinstance(stored, dict):
-        return [str(stored[k]) for k in sorted(stored, key=int)]
+        try:
+            return [str(stored[k]) for k in sorted(stored, key=int)]
+        except (TypeError, ValueError):  # keys that are no class indices: number the classes instead
+            return []
     return [str(n) for n in stored] if isinstance(stored, (list, tuple)) else []
