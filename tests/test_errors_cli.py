@@ -37,12 +37,17 @@ def test_settings_and_overrides(tmp_path, cli_environment):
     line = _assert_one_line(run_cli(["train", *TINY_TRAIN, f"data.path={tmp_path / 'none.yaml'}", *run],
                                     cli_environment, 120), "train", "none.yaml")
     assert line in (tmp_path / "run" / "train.log").read_text()  # and in the run's log
+    (tmp_path / "a_file").write_text("")
+    _assert_one_line(run_cli(["info", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"], cli_environment, 120), "info",
+                     "cannot write the run folder: Not a directory", "give hydra.run.dir=")
 
 
 @pytest.mark.slow
 def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_run, cli_environment):
     _assert_one_line(run_cli(["val", f"ckpt={tmp_path / 'none.ckpt'}"], cli_environment, 120), "val",
                      "does not exist; give a checkpoint written by `train`")
+    _assert_one_line(run_cli(["val", f"ckpt={trained_run}"], cli_environment, 120), "val",
+                     f"ckpt='{trained_run}' is a folder (did you mean '{trained_run / 'checkpoints' / 'best.ckpt'}'?)")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("garbage\n")
     _assert_one_line(run_cli(["val", f"ckpt={garbage}"], cli_environment, 120), "val",

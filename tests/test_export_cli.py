@@ -96,8 +96,11 @@ def _export(overrides: list[str]) -> None:
     ("imgsz=[64,96,32]", "imgsz must be one size or [height, width], found [64, 96, 32]"),
     ("imgsz=[64,90]", "imgsz width must be a positive multiple of 32, found 90"),
     ("overwrite=yes", "overwrite must be true or false, found 'yes'"),
+    ("output=OTHER/a_file/m.onnx",
+     "output='OTHER/a_file/m.onnx' cannot be written: OTHER/a_file is a file, not a folder"),
 ])
 def test_settings_are_checked_before_the_checkpoint_is_read(checkpoint, tmp_path, setting, found):
+    (tmp_path / "a_file").write_text("")
     with pytest.raises(UsageError, match=re.escape(found.replace("OTHER", str(tmp_path)))):
         _export([f"ckpt={checkpoint}", setting.replace("OTHER", str(tmp_path))])
 

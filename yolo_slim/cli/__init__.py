@@ -96,12 +96,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = [sys.argv[0], *overrides]
         os.environ[COMMAND_VARIABLE] = command  # inherited by Lightning's DDP children (split_command)
         failed: list[str] = []
+        started: list[bool] = []  # whether Hydra got as far as the job (past making its run folder and log file)
         sweep = bool({"-m", "--multirun"} & set(overrides))
 
         @functools.wraps(task)  # Hydra names the job (and its log file) after the task's module
         def job(config: object) -> None:
             from yolo_slim.data.dataset_config import DataConfigError
 
+            started.append(True)
             try:
                 task(config)
             # The data's own faults are the user's wherever they surface: a split is scanned in the
@@ -120,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         if tracebacks:
             raise
         message = str(error) if isinstance(error, UsageError) else describe_hydra_error(error, command, overrides)
+        if message is None and isinstance(error, OSError) and not started:
+            # Hydra makes the run folder and opens its log file before the job: a folder that cannot be made
+            message = (f"cannot write the run folder: {error.strerror} ({error.filename}); give hydra.run.dir= "
+                       f"(hydra.sweep.dir= with -m) a folder you can write to")
         if message is None:
             raise
         report(command, message)

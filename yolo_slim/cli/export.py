@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from omegaconf import DictConfig, ListConfig
 
 from yolo_slim.cli.errors import users_input
 from yolo_slim.files import written_beside
-from yolo_slim.cli.settings import require_bool, require_imgsz, require_positive_int, require_stride_multiple
+from yolo_slim.cli.settings import (not_a_file, require_bool, require_imgsz, require_positive_int,
+                                    require_stride_multiple)
 from yolo_slim.models import CheckpointFormatError, count_parameters, load_yolov5
 from yolo_slim.models.export import (MIN_OPSET, check_onnx, check_torchscript, export_onnx, export_torchscript,
                                      max_opset)
@@ -26,8 +28,8 @@ def run(config: DictConfig) -> None:
         if kind not in SUFFIXES:
             raise ValueError(f"format must be one of {', '.join(SUFFIXES)}, found {kind!r}")
         if not checkpoint.is_file():
-            raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a yolo_slim .ckpt (from `train` or "
-                             f"`prune`) or an ultralytics .pt")
+            raise ValueError(f"ckpt={str(checkpoint)!r} {not_a_file(checkpoint)}; give a yolo_slim .ckpt (from "
+                             f"`train` or `prune`) or an ultralytics .pt")
         if checkpoint.suffix.lower() in (SUFFIXES["onnx"], SUFFIXES["torchscript"]):
             raise ValueError(f"ckpt={str(checkpoint)!r} is already an export; export reads the checkpoint it came "
                              f"from (a yolo_slim .ckpt or an ultralytics .pt)")
@@ -91,6 +93,15 @@ def _output(setting: Any, checkpoint: Path, kind: str, overwrite: bool) -> Path:
     if output.suffix.lower() != suffix:
         raise ValueError(f"output={str(output)!r} must end in {suffix}, the suffix format={kind} writes (predict "
                          f"and ultralytics' tools choose the runtime by it)")
+    blocking = next((folder for folder in output.parents if folder.exists() and not folder.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"output={str(output)!r} cannot be written: {blocking} is a file, not a folder")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"output={str(output)!r} cannot be written: {error.strerror} ({error.filename})") from None
+    if not os.access(output.parent, os.W_OK):
+        raise ValueError(f"output={str(output)!r} cannot be written: its folder is not writable")
     if output.exists():
         if output.resolve() == checkpoint.resolve():
             raise ValueError(f"output={str(output)!r} is ckpt= itself; give output=OTHER_PATH")

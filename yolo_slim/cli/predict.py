@@ -23,7 +23,7 @@ from torchvision.io import write_jpeg, write_png
 from tqdm import tqdm
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import require_bool, require_imgsz, require_number, require_positive_int
+from yolo_slim.cli.settings import not_a_file, require_bool, require_imgsz, require_number, require_positive_int
 from yolo_slim.data.dataset import decode_rgb
 from yolo_slim.models import CheckpointFormatError
 from yolo_slim.models.postprocess import NMSConfig
@@ -99,7 +99,7 @@ def _load(path: Any, setting: str, imgsz: int) -> Detector:
     try:
         return load_detector(str(path), imgsz)
     except FileNotFoundError as error:
-        raise ValueError(f"{setting}={str(path)!r} does not exist; give {SUPPORTED}") from error
+        raise ValueError(f"{setting}={str(path)!r} {not_a_file(path)}; give {SUPPORTED}") from error
     except (CheckpointFormatError, pickle.UnpicklingError) as error:
         raise ValueError(f"{setting}={str(path)!r} is not a model yolo_slim can read: {error}") from error
 

@@ -30,6 +30,16 @@ log = logging.getLogger(__name__)
 LARGEST_STRIDE = 32
 
 
+def not_a_file(path: str | Path) -> str:
+    """Why ``path`` is no file to read, for "ckpt=... {this}": missing, or a folder (a run folder: its best.ckpt
+    is named)."""
+    path = Path(path)
+    if not path.is_dir():
+        return "does not exist"
+    best = path / "checkpoints" / "best.ckpt"
+    return f"is a folder (did you mean {str(best)!r}?)" if best.is_file() else "is a folder, not a file"
+
+
 def require_imgsz(value: Any, setting: str) -> int:
     """A positive int multiple of 32 (every layout's largest stride divides by it; P6/P7 need more, see below)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % LARGEST_STRIDE:
@@ -156,7 +166,7 @@ def build_model(model_config: DictConfig, nc: int | None = None,
     nc = nc if nc is not None else model_config.get("nc")
     if weights is not None:
         if not Path(weights).is_file():
-            raise ValueError(f"model.weights={weights!r} does not exist; give the path of an ultralytics .pt "
+            raise ValueError(f"model.weights={weights!r} {not_a_file(weights)}; give the path of an ultralytics .pt "
                              f"or a yolo_slim .ckpt")
         return load_pretrained(weights, nc=nc, names=names)
     if cfg is None or (str(cfg) not in shipped_configs() and not Path(str(cfg)).is_file()
@@ -248,7 +258,7 @@ def load_checkpoint_module(checkpoint: Path, nms: NMSConfig) -> YOLOv5Module:
         ValueError: ``ckpt`` names no file.
     """
     if not checkpoint.is_file():
-        raise ValueError(f"ckpt={str(checkpoint)!r} does not exist; give a checkpoint written by `train` "
+        raise ValueError(f"ckpt={str(checkpoint)!r} {not_a_file(checkpoint)}; give a checkpoint written by `train` "
                          f"(e.g. outputs/train/<run>/checkpoints/best.ckpt) or an ultralytics .pt")
     # Through the safe reader first, whatever the suffix: a corrupt, foreign or hostile file is refused
     # with its name before Lightning's own (unrestricted) unpickling sees it.
