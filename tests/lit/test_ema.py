@@ -1,13 +1,18 @@
 """The weight EMA: ramped decay, buffers averaged, integer counters copied."""
 
 import math
+import warnings
 
+import lightning as L
 import pytest
 import torch
+from slim_support import tiny_datamodule
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from yolo_slim.lit import YOLOv5Module
 from yolo_slim.lit.ema import make_ema, update_ema
+from yolo_slim.models import YOLOv5
 
 
 def test_ramped_decay_and_buffers():
@@ -85,3 +90,18 @@ def test_a_loaded_counter_drives_the_ramp():
     decay = 0.9 * (1 - math.exp(-3.0))
     torch.testing.assert_close(restored.module.weight, decay * before + (1 - decay) * 1.0)
     assert int(restored.n_averaged) == 4
+
+
+@pytest.mark.parametrize("frozen_layer", [False, True])
+def test_lightning_warns_of_eval_mode_layers_but_not_of_the_ema(tmp_path, synthetic_cache, frozen_layer):
+    module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+    if frozen_layer:
+        module.model.model[0].eval()  # a layer the user left in eval mode: Lightning's warning still says so
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_train_batches=1, limit_val_batches=0, default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
+    warned = [w for w in caught if "in eval mode at the start of training" in str(w.message)]
+    assert len(warned) == (1 if frozen_layer else 0)

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -151,6 +152,15 @@ class YOLOv5Module(L.LightningModule):
         # processes; YOLOv5 sums the gradients of every image of an optimizer step, on all its ranks (its
         # learning rate assumes a sum over the nominal batch of 64 images).
         return loss * self.trainer.accumulate_grad_batches * self.trainer.world_size
+
+    def on_fit_start(self) -> None:
+        # The EMA copy is frozen in eval mode on purpose (it is only read: validation, checkpoints), and Lightning
+        # warns at every fit's start that its ~270 modules are in eval mode. The warning is silenced only when
+        # the EMA's are the only ones, so that it still speaks of a layer the user left in eval mode.
+        in_eval = [name for name, module in self.named_modules() if not module.training]
+        if in_eval and all(name == "ema" or name.startswith("ema.") for name in in_eval):
+            warnings.filterwarnings("ignore", message=rf"Found {len(in_eval)} module\(s\) in eval mode at the start "
+                                                      r"of training")
 
     def on_train_start(self) -> None:
         # After Lightning restored a resumed run's schedule: on other devices an epoch may take other steps.
