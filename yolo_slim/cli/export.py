@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import pickle
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +98,11 @@ def _output(setting: Any, checkpoint: Path, kind: str, overwrite: bool) -> Path:
         raise ValueError(f"output={str(output)!r} cannot be written: {blocking} is a file, not a folder")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+        # A file made and dropped at once: os.access would say yes to root, and to folders such as /proc.
+        tempfile.TemporaryFile(dir=output.parent).close()
     except OSError as error:
-        raise ValueError(f"output={str(output)!r} cannot be written: {error.strerror} ({error.filename})") from None
-    if not os.access(output.parent, os.W_OK):
-        raise ValueError(f"output={str(output)!r} cannot be written: its folder is not writable")
+        raise ValueError(f"output={str(output)!r} cannot be written: {error.strerror} "
+                         f"({error.filename or output.parent})") from None
     if output.exists():
         if output.resolve() == checkpoint.resolve():
             raise ValueError(f"output={str(output)!r} is ckpt= itself; give output=OTHER_PATH")

@@ -127,12 +127,12 @@ def _same_file(first: Any, second: Any) -> bool:
 def _labels(paths: list[Path]) -> list[str]:
     """What each model is called in titles and the printout: its file name, or as many trailing folders as tell
     two models apart (``dense/best.ckpt`` and ``pruned/best.ckpt``)."""
-    resolved = [path.absolute() for path in paths]  # not resolve(): a link keeps the name the user gave
-    for depth in range(1, max(len(path.parts) for path in resolved) + 1):
-        labels = ["/".join(path.parts[-depth:]) for path in resolved]
+    absolute = [path.absolute() for path in paths]  # not resolve(): a link keeps the name the user gave
+    for depth in range(1, max(len(path.parts) for path in absolute) + 1):
+        labels = ["/".join(path.parts[-depth:]) for path in absolute]
         if len(set(labels)) == len(labels):
             return labels
-    return [str(path) for path in resolved]
+    return [str(path) for path in absolute]
 
 
 def _class_names(detector: Detector, detections: torch.Tensor) -> list[str]:

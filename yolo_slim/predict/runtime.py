@@ -100,12 +100,8 @@ def _torchscript(path: Path, imgsz: int) -> Detector:
         with torch.inference_mode():
             return module(images.to(dtype))
 
-    def run(images: torch.Tensor) -> torch.Tensor:
-        output = forward(images)
-        return (output[0] if isinstance(output, (tuple, list)) else output).float()  # ultralytics' return a tuple
-
     detector = Detector(path, "torchscript", _names(config.get("names")), _stride(path, config.get("stride")),
-                        (int(shape[2]), int(shape[3])) if shape else None, run)
+                        (int(shape[2]), int(shape[3])) if shape else None, _predictions_of(forward))
     _check_layout(detector, forward, detector.imgsz or (imgsz, imgsz))
     return detector
 
@@ -135,14 +131,11 @@ def _onnx(path: Path, imgsz: int) -> Detector:
     def forward(images: torch.Tensor) -> list[Any]:
         return session.run(None, {input_name: images.numpy().astype(precision, copy=False)})
 
-    def run(images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(forward(images)[0]).float()
-
     # A side the file fixes is kept; a file that fixes only one gets imgsz for the other, and runs at that.
     size = (height if isinstance(height, int) else imgsz, width if isinstance(width, int) else imgsz)
     fixed = isinstance(height, int) or isinstance(width, int)
     detector = Detector(path, "onnx", _names(metadata.get("names")), _stride(path, metadata.get("stride")),
-                        size if fixed else None, run)
+                        size if fixed else None, _predictions_of(forward))
     _check_layout(detector, forward, size)
     return detector
 
@@ -174,6 +167,12 @@ def _check_layout(detector: Detector, forward: Callable[[torch.Tensor], Any], si
             f"{detector.path} is not a YOLOv5 detector's export: it returned {len(outputs)} output(s) of shape(s) "
             f"{', '.join(map(str, shapes))}; expected (batch, boxes, 5 + classes) with scores in [0, 1]{named} "
             f"(exports of YOLOv8 / YOLO11, or of segmentation models, are laid out otherwise)")
+
+
+def _predictions_of(forward: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A Detector's ``run`` from a file's forward: its first output (the predictions) as float32; ultralytics'
+    files return a tuple, perhaps with Detect's raw maps after it."""
+    return lambda images: torch.as_tensor(_flattened(forward(images))[0]).float()
 
 
 def _flattened(outputs: Any) -> list[Any]:
