@@ -82,6 +82,22 @@ def test_release_layout_fp16_by_default_and_only_allowed_class_paths(pruned, tmp
         assert torch.allclose(half_loaded(image), pruned(image), atol=0.05)  # fp16 weights: close, not equal
 
 
+def test_fitted_anchors_survive_an_fp16_file_exactly(tmp_path):
+    # AutoAnchor's anchors are any floats; in fp16 10.37 would become 10.375 and the file another model.
+    model = YOLOv5("yolov5n", nc=3).eval()
+    fitted = torch.tensor([[10.37, 13.11], [16.03, 30.29], [33.33, 23.17], [30.71, 61.13], [62.21, 45.09],
+                           [59.37, 119.3], [116.9, 90.13], [156.7, 198.1], [373.3, 326.9]])
+    model.set_anchors(fitted)
+    assert not torch.equal(model.detect.anchors.half().float(), model.detect.anchors)  # the case fp16 rounds
+    path = write_ultralytics_checkpoint(model, tmp_path / "fitted.pt")  # half=True, the default
+    assert load_yolov5(path).spec == model.spec
+    stored = read_checkpoint(path)["model"]._modules["model"]._modules[str(len(model.model) - 1)]
+    assert stored._buffers["anchors"].dtype == torch.float32
+    assert stored._modules["m"]._modules["0"]._parameters["weight"].dtype == torch.float16
+    theirs = _load_as_theirs(path)
+    assert torch.equal(theirs.model[-1].anchors, model.detect.anchors)
+
+
 def test_the_yaml_rebuilds_a_dense_model_and_refuses_a_pruned_one(pruned):
     dense = YOLOv5("yolov5s-v5", nc=3)
     rows = ultralytics_yaml(dense)

@@ -116,7 +116,8 @@ def write_ultralytics_checkpoint(network: YOLOv5, path: str | Path, half: bool =
     Args:
         network: The network, dense or compacted (not BatchNorm-fused: ultralytics fuses at load).
         path: The file to write (parent folders are created).
-        half: Store fp16 weights, as ultralytics' releases do; ``False`` keeps float32 (exact).
+        half: Store fp16 weights, as ultralytics' releases do (the anchors stay exact float32); ``False`` keeps
+            every tensor float32 (exact).
 
     Returns:
         The path written.
@@ -125,9 +126,14 @@ def write_ultralytics_checkpoint(network: YOLOv5, path: str | Path, half: bool =
     path.parent.mkdir(parents=True, exist_ok=True)
     model = ultralytics_model(network)
     if half:
-        model.half()
         detect = model.model[-1]
-        detect.stride = detect.stride.half()  # ultralytics' _apply converts Detect's stride too
+        anchors = detect.anchors.clone()
+        model.half()
+        detect.stride = detect.stride.half()  # ultralytics' _apply converts Detect's stride too (powers of 2: exact)
+        # The anchors stay float32: AutoAnchor's fitted ones (10.37, ...) would round in fp16, and the file would
+        # then read back as another model. ultralytics' attempt_load makes the whole model float32 anyway, and
+        # their --half casts it all again, so they never see the difference.
+        detect._buffers["anchors"] = anchors
     checkpoint = {"epoch": -1, "best_fitness": None, "model": model, "ema": None, "updates": None,
                   "optimizer": None, "opt": None, "git": None,
                   "date": datetime.datetime.now().isoformat()}
