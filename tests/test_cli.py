@@ -51,3 +51,50 @@ def test_info_of_the_v5_layout_and_a_bad_setting():
     assert "imgsz must be a multiple of 64 for this model (its largest stride), found 96; e.g. 128" in p6.stderr
     missing = _run("info", "model.cfg=nothing_here.yaml")
     assert "model.cfg='nothing_here.yaml' is neither a model yaml file nor a shipped config" in missing.stderr
+
+
+def test_info_of_a_checkpoint_shows_its_pruned_widths(tmp_path):
+    from yolo_slim.models import YOLOv5, count_parameters
+    from yolo_slim.models.testing import randomize_norms
+    from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint
+    from yolo_slim.slim import compact, plan_pruning
+
+    dense = randomize_norms(YOLOv5("yolov5n", nc=2))
+    pruned = compact(dense, plan_pruning(dense, ratio=0.5))
+    path = write_ultralytics_checkpoint(pruned, tmp_path / "pruned.pt", half=False)
+    result = _run("info", f"ckpt={path}", "imgsz=64")
+    assert result.returncode == 0, result.stderr
+    assert f"{count_parameters(pruned):,} parameters" in result.stdout and count_parameters(pruned) < 1_000_000
+    both = _run("info", f"ckpt={path}", f"model.weights={path}")
+    assert both.returncode == 2 and "give ckpt= or model.weights=, not both" in both.stderr, both.stderr
+
+
+@pytest.mark.parametrize(("command", "overrides", "expected"), [
+    ("val", ["ckpt=x.ckpt", "+data.imgsz2=64"], "there is no setting data.imgsz2 for `val`; did you mean data.imgsz?"),
+    ("info", ["+ckpt2=x.ckpt"], "there is no setting ckpt2 for `info`; did you mean ckpt?"),
+    ("info", ["+trainer.devices=2"], "there is no setting trainer.devices for `info`; its settings: ckpt, imgsz, "
+                                     "model.*"),  # info runs no Trainer
+])
+def test_an_added_setting_nothing_reads_is_refused(command, overrides, expected):
+    from yolo_slim.cli.errors import refuse_unread_additions
+
+    with pytest.raises(UsageError) as raised:
+        refuse_unread_additions(command, overrides)
+    assert str(raised.value) == expected
+
+
+def test_added_settings_that_are_read_pass():
+    from yolo_slim.cli.errors import refuse_unread_additions
+
+    # lightning.Trainer's and the optimizer's keywords are handed on (and checked there); a group append; ++.
+    refuse_unread_additions("train", ["+trainer.gradient_clip_algorithm=value", "+optim.optimizer.dampening=0.1",
+                                      "+prune=sparse", "++resume=x.ckpt", "-m", "data.imgsz=64"])
+    refuse_unread_additions("val", ["ckpt=x.ckpt", "+trainer.limit_val_batches=2"])
+
+
+def test_a_missing_setting_lists_the_settings_of_its_section():
+    from yolo_slim.cli.errors import no_such_setting
+
+    line = no_such_setting("val", "data.zzz", "1", ["ckpt=x.ckpt"])
+    assert line.startswith("there is no setting data.zzz for `val`; the settings there: ")
+    assert "data.imgsz" in line and "data.path" in line and "nms." not in line

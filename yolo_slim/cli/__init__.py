@@ -69,7 +69,8 @@ _SET_BY_US = "YOLO_SLIM_SET_HYDRA_FULL_ERROR"
 
 def main(argv: list[str] | None = None) -> None:
     """Dispatch to the command's Hydra app; ``argv`` defaults to ``sys.argv[1:]``."""
-    from yolo_slim.cli.errors import EXIT_USAGE, UsageError, describe_hydra_error, one_line, report
+    from yolo_slim.cli.errors import (EXIT_USAGE, UsageError, describe_hydra_error, one_line,
+                                      refuse_unread_additions, report)
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] in (["-h"], ["--help"]) or arguments[:1] == ["help"]:
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         config_path, config_name, overrides = str(config_dir()), command, rest
         from yolo_slim.cli.resume import is_resume, resume_arguments
 
+        refuse_unread_additions(command, rest)  # `+key=value` that nothing would read
         if command == "train" and any(is_resume(argument) for argument in rest):
             config_path, config_name, overrides = resume_arguments(rest)
         from yolo_slim.cli.schemas import register_schemas

@@ -67,16 +67,78 @@ def describe_hydra_error(error: BaseException, command: str, overrides: Sequence
             cause = error.__cause__
             return one_line(f"{error}: {cause}" if cause is not None else str(error))
         key = match.group(1)
-        parent, _, leaf = key.rpartition(".")
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "VALUE")
-        message = f"there is no setting {key} (write +{key}={value} to add a new one)"
-        suggestion = _closest_key(command, key, overrides)
-        return f"{message}; did you mean {suggestion}?" if suggestion else message
+        return no_such_setting(command, key, value, overrides)
     return None
 
 
-def _closest_key(command: str, key: str, overrides: Sequence[str]) -> str | None:
-    """The nearest existing setting to a mistyped one, from the command's config composed without it."""
+# The sections a command hands on to a library that checks their keys itself: there, and only there,
+# `+key=value` adds a setting someone reads. Anywhere else Hydra would keep the new key and nothing use it.
+OPEN_SECTIONS = {"trainer": "lightning.Trainer", "optim.optimizer": "the optimizer (optim.optimizer._target_)",
+                 "optim.scheduler": "the LR schedule (optim.scheduler._target_)"}
+
+
+def no_such_setting(command: str, key: str, value: str, overrides: Sequence[str]) -> str:
+    """The line for a key the command's config lacks: the nearest one, or the settings there are."""
+    config = _composed(command, key, overrides)
+    section = _open_section(key, config)
+    if section is not None:
+        message = f"there is no setting {key} (write +{key}={value} to pass a new argument to {OPEN_SECTIONS[section]})"
+    else:
+        message = f"there is no setting {key} for `{command}`"
+    close = difflib.get_close_matches(key, list(_dotted_keys(config)), n=1, cutoff=0.7) if config else []
+    if close:
+        return f"{message}; did you mean {close[0]}?"
+    if section is None and config:
+        node, prefix = config, ""  # the settings of the deepest section of `key` that exists
+        for part in key.split(".")[:-1]:
+            if not isinstance(node.get(part), dict):
+                break
+            node, prefix = node[part], f"{prefix}{part}."
+        names = sorted(f"{prefix}{name}.*" if isinstance(value, dict) else f"{prefix}{name}"
+                       for name, value in node.items())
+        return f"{message}; {'its settings' if not prefix else 'the settings there'}: {', '.join(names)}"
+    return message
+
+
+def refuse_unread_additions(command: str, overrides: Sequence[str]) -> None:
+    """Refuse ``+key=value`` where no part of ``command`` would read the key (``val +data.imgsz2=64`` would run
+    as if it had not been written). Group appends (``+prune=sparse``) and Hydra's own keys are left to Hydra.
+
+    Raises:
+        UsageError: the first such key, with the nearest existing setting.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    from yolo_slim.cli import config_dir
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except OverrideParseException:
+        return  # Hydra reports it, with its own message
+    for override in parsed:
+        key = override.key_or_group
+        if not override.is_add() or key.split(".")[0] == "hydra" or (config_dir() / key.replace(".", "/")).is_dir():
+            continue
+        if _open_section(key, _composed(command, key, overrides)) is None:
+            value = override.input_line.split("=", 1)[1] if override.input_line else "VALUE"
+            raise UsageError(no_such_setting(command, key, value, overrides))
+
+
+def _open_section(key: str, config: dict | None) -> str | None:
+    """The section of :data:`OPEN_SECTIONS` ``key`` lies in, if the command's config has that section."""
+    for section in OPEN_SECTIONS:
+        node: object = config
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if key.startswith(f"{section}.") and isinstance(node, dict):
+            return section
+    return None
+
+
+def _composed(command: str, key: str, overrides: Sequence[str]) -> dict | None:
+    """The command's config composed without ``key`` (with the user's other overrides when they compose)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -84,20 +146,14 @@ def _closest_key(command: str, key: str, overrides: Sequence[str]) -> str | None
     from yolo_slim.cli.schemas import register_schemas
 
     register_schemas()
-
-    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key and not o.startswith("hydra")]
+    others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key and not o.startswith(("hydra", "-"))]
     for attempt in (others, []):
         try:
             with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-                config = OmegaConf.to_container(compose(config_name=command, overrides=list(attempt)), resolve=False)
-            break
+                return OmegaConf.to_container(compose(config_name=command, overrides=list(attempt)), resolve=False)
         except Exception:  # noqa: BLE001 - another bad override: retry with the defaults alone
-            config = None
-    if config is None:
-        return None
-    keys = list(_dotted_keys(config))
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.7)
-    return close[0] if close else None
+            continue
+    return None
 
 
 def _dotted_keys(node: object, prefix: str = "") -> Iterator[str]:
