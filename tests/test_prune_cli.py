@@ -41,12 +41,12 @@ def test_prune_needs_exactly_one_target(trained_run, tmp_path, cli_environment):
     assert result.returncode != 0
     assert "give exactly one of prune.ratio, prune.threshold, prune.flops_target; found none" in result.stderr
     result = run_cli(["prune", f"ckpt={best}", "prune.ratio=1.5", f"hydra.run.dir={tmp_path}"], cli_environment, 120)
-    assert "ratio must be in [0, 1), found 1.5" in result.stderr
+    assert "error: prune.ratio must be in [0, 1), found 1.5" in result.stderr
     # A target no plan can reach is a usage error too, found before the dense model is evaluated.
     result = run_cli(["prune", f"ckpt={best}", "prune.flops_target=0.001", f"hydra.run.dir={tmp_path}"],
                      cli_environment, 120)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "error: flops_target=0.001 cannot be met: with min_channels=" in result.stderr
+    assert "error: prune.flops_target=0.001 cannot be met: with min_channels=" in result.stderr
     assert "Traceback" not in result.stderr
 
 

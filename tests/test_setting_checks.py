@@ -1,6 +1,8 @@
 """Settings that used to fail only inside the fit (or not at all) are refused while the job is built,
 with the setting's name: the CLI prints that line and exits 2 (tests/test_errors_cli.py)."""
 
+import importlib.util
+
 import pytest
 import torch
 from cli_support import TINY_TRAIN
@@ -27,11 +29,16 @@ def _train_config(overrides: list[str]):
     (["model=yolov5-p7", "data.imgsz=192"], "data.imgsz must be a multiple of 128 for this model"),
     (["+prune=sparse", "prune.epoch=2"], "prune.epoch must be < trainer.max_epochs=2"),
     (["+prune=sparse", "prune.epochs=[1,3]", "prune.ratio=[0.2,0.4]"], "prune.epochs must be < trainer.max_epochs=2"),
+    (["+prune=sparse", "prune.ratio=1.5"], "prune.ratio must be in [0, 1), found 1.5"),  # named as the user wrote it
+    (["+prune=sparse", "prune.method=L1"], "prune.method must be one of ('l1', 'targeted', 'polarize'), found 'L1'"),
+    (["optim.optimizer.lr=fast"], "optim.optimizer.lr must be a number, found 'fast'"),
+    (["optim.optimizer.nesterov=maybe"], "optim.optimizer.nesterov must be true or false, found 'maybe'"),
+    (["optim.scheduler.warmup_epochs=x"], "optim.scheduler.warmup_epochs must be a number, found 'x'"),
     (["optim.weight_decay=abc"], "optim.weight_decay must be a number >= 0, found 'abc'"),
     (["optim.ema_decay=1"], "optim.ema_decay must be in [0, 1)"),
     (["optim.ema_ramp=0"], "optim.ema_ramp must be a number >= 1"),
-    (["optim.optimizer.lr=abc"], "optim.optimizer does not accept its settings"),
-    (["+optim.optimizer.betas=[0.9,0.99]"], "optim.optimizer does not accept its settings"),  # SGD has none
+    (["+optim.optimizer.betas=[0.9,0.99]"], "optim.optimizer.betas is not an argument of torch.optim.SGD; its "
+                                            "arguments: lr, momentum, dampening, weight_decay, nesterov"),
     (["optim.optimizer._target_=torch.optim.Nope"], "optim.optimizer could not be made"),
     (["optim.scheduler.shape=cosin"], "optim.scheduler does not accept its settings"),
     (["optim.scheduler.final_lr_ratio=0"], "final_lr_ratio must be in (0, 1]"),
@@ -45,6 +52,9 @@ def _train_config(overrides: list[str]):
     (["trainer.devices=abc"], "lightning.Trainer refused the trainer.* settings: `devices`"),
     (["+trainer.max_epoch=3"], "trainer.max_epoch is not an argument of lightning.Trainer; did you mean "
                                "trainer.max_epochs?"),
+    pytest.param(["trainer.accelerator=tpu"], "the trainer.* settings need a package this environment lacks: "
+                 "Requirement 'torch_xla", marks=pytest.mark.skipif(importlib.util.find_spec("torch_xla") is not None,
+                                                                    reason="torch_xla is installed")),
     (["trainer.log_every_n_steps=abc"], "trainer.log_every_n_steps must be an int >= 1, found 'abc'"),
     (["trainer.num_nodes=0"], "trainer.num_nodes must be an int >= 1, found 0"),
     (["model.autoanchor=no"], "model.autoanchor must be true or false, found 'no'"),

@@ -25,6 +25,7 @@ from yolo_slim.cli.settings import (
     checkpoint_datamodule,
     load_checkpoint_module,
     make_trainer,
+    named_settings,
     optimization,
     plain,
     require_positive_int,
@@ -53,7 +54,8 @@ def plan_arguments(prune: DictConfig) -> dict:
     arguments = {**{k: float(v) for k, v in targets.items()}, "policy": prune.policy, "aggregate": prune.aggregate,
                  "round_to": require_positive_int(prune.round_to, "prune.round_to"),
                  "min_channels": require_positive_int(prune.min_channels, "prune.min_channels")}
-    check_plan_arguments(**arguments)  # fail now, not after loading and validating the model
+    with named_settings("prune", arguments):
+        check_plan_arguments(**arguments)  # fail now, not after loading and validating the model
     return arguments
 
 
@@ -75,8 +77,9 @@ def run(config: DictConfig) -> None:
                                                                processes=trainer.world_size), imgsz)
         dense = module.inference_model
         # Chosen before the dense model is evaluated: a flops_target it cannot meet is named at once.
-        plan = _stored_choice(Path(str(config.ckpt)), dense, arguments) or plan_pruning(dense, imgsz=imgsz,
-                                                                                        **arguments)
+        with named_settings("prune", arguments):
+            plan = _stored_choice(Path(str(config.ckpt)), dense, arguments) or plan_pruning(dense, imgsz=imgsz,
+                                                                                            **arguments)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     pictures_of_predictions = PredictionPictures()
     pictures_of_predictions.capture_dense(None, dense, datamodule)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import logging
 import math
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,20 @@ def not_a_file(path: str | Path) -> str:
         return "does not exist"
     best = path / "checkpoints" / "best.ckpt"
     return f"is a folder (did you mean {str(best)!r}?)" if best.is_file() else "is a folder, not a file"
+
+
+@contextlib.contextmanager
+def named_settings(section: str, names: Iterable[str]) -> Iterator[None]:
+    """Name a library argument's error by the setting it came from: ``ratio must be in [0, 1)``, raised by
+    ``plan_pruning`` or ``SlimCallback``, which know nothing of the CLI, becomes ``prune.ratio must be ...``."""
+    names = set(names)
+    try:
+        yield
+    except ValueError as error:
+        first = re.match(r"\w+", str(error))
+        if first is None or first.group(0) not in names:
+            raise
+        raise ValueError(f"{section}.{error}") from error
 
 
 def require_imgsz(value: Any, setting: str) -> int:
@@ -138,6 +154,8 @@ def _factories(optim: DictConfig) -> tuple[Callable[..., Optimizer], Callable[..
             factories.append(instantiate(optim[group]))
         except InstantiationException as error:
             raise ValueError(f"optim.{group} could not be made: {error}") from error
+    for group in ("optimizer", "scheduler"):
+        _require_default_kinds(group, optim[group])
     optimizer_factory, scheduler_factory = factories
     probe = [{"params": [torch.nn.Parameter(torch.zeros(1))], "name": "weight"}]
     try:
@@ -149,6 +167,30 @@ def _factories(optim: DictConfig) -> tuple[Callable[..., Optimizer], Callable[..
     except (TypeError, ValueError) as error:
         raise ValueError(f"optim.scheduler does not accept its settings {plain(optim.scheduler)}: {error}") from error
     return optimizer_factory, scheduler_factory
+
+
+def _require_default_kinds(group: str, node: DictConfig) -> None:
+    """A keyword whose default is a number or a bool must be given one: torch's own check of ``lr=fast``
+    (``if lr < 0.0``) would say only "'<' not supported between instances of 'str' and 'float'"."""
+    from hydra.utils import get_object
+
+    target = str(node["_target_"])
+    parameters = inspect.signature(get_object(target)).parameters  # imported by instantiate already
+    free = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    passed = {n: v for n, v in plain(node).items() if not n.startswith("_")}  # Hydra's _target_, _partial_
+    unknown = [name for name in passed if name not in parameters]
+    if unknown and not free:
+        # The first parameter is what the factory is called with (the parameter groups, the optimizer).
+        arguments = [n for n, p in list(parameters.items())[1:] if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        raise ValueError(f"optim.{group}.{unknown[0]} is not an argument of {target}; its arguments: "
+                         f"{', '.join(arguments)}")
+    for name, value in passed.items():
+        default = parameters[name].default if name in parameters else None
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"optim.{group}.{name} must be true or false, found {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and \
+                (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"optim.{group}.{name} must be a number, found {value!r}")
 
 
 def build_model(model_config: DictConfig, nc: int | None = None,
@@ -223,8 +265,8 @@ def make_trainer(settings: dict[str, Any], **ours: Any) -> L.Trainer:
     """``lightning.Trainer(**settings, **ours)``, ``settings`` being the user's ``trainer.*``.
 
     Lightning checks its arguments as it goes, some with a TypeError or RuntimeError (``gradient_clip_val=abc``,
-    ``benchmark=maybe``) that would read as a bug: those, and a key that is no Trainer argument, become a
-    ValueError naming the setting.
+    ``benchmark=maybe``) or a ModuleNotFoundError (``accelerator=tpu`` without torch_xla) that would read as a
+    bug: those, and a key that is no Trainer argument, become a ValueError naming the setting.
     """
     accepted = inspect.signature(L.Trainer.__init__).parameters
     unknown = sorted(set(settings) - set(accepted))
@@ -236,6 +278,8 @@ def make_trainer(settings: dict[str, Any], **ours: Any) -> L.Trainer:
         return L.Trainer(**settings, **ours)
     except (TypeError, RuntimeError) as error:
         raise ValueError(f"lightning.Trainer refused the trainer.* settings: {error}") from error
+    except ModuleNotFoundError as error:  # an accelerator or strategy whose package is not installed (tpu: torch_xla)
+        raise ValueError(f"the trainer.* settings need a package this environment lacks: {error}") from error
 
 
 def _runs_on_cuda(accelerator: Any) -> bool:

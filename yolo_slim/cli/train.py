@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.resume import AUTO, own_checkpoint
-from yolo_slim.cli.settings import (build_model, make_trainer, optimization, plain, require_bool, require_imgsz,
-                                    require_positive_int, require_seed, require_stride_multiple, trainer_arguments)
+from yolo_slim.cli.settings import (build_model, make_trainer, named_settings, optimization, plain, require_bool,
+                                    require_imgsz, require_positive_int, require_seed, require_stride_multiple,
+                                    trainer_arguments)
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
@@ -162,7 +163,8 @@ def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
     cli/schemas.py is read off its signature), ``epoch``/``epochs`` its ``prune_epochs``."""
     settings = plain(prune)
     epoch, epochs = settings.pop("epoch"), settings.pop("epochs")
-    return SlimCallback(**settings, prune_epochs=epoch if epochs is None else epochs, imgsz=imgsz)
+    with named_settings("prune", settings):
+        return SlimCallback(**settings, prune_epochs=epoch if epochs is None else epochs, imgsz=imgsz)
 
 
 def run(config: DictConfig) -> None:
