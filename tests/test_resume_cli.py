@@ -2,6 +2,7 @@
 epochs going on where they stopped, summary.json complete (subprocesses, tiny settings)."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,12 +101,12 @@ def test_a_run_resumes_on_two_processes(tmp_path, cli_environment):
 def test_resume_refuses_what_would_change_the_run(tmp_path, cli_environment):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     result = run_cli(["train", f"resume={tmp_path / 'run'}"], cli_environment, 120)
-    assert result.returncode == 2 and "last.ckpt does not exist" in result.stderr
-    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(b"")
-    result = run_cli(["train", f"resume={tmp_path / 'run'}"], cli_environment, 120)
     assert result.returncode == 2 and "is not a train run folder (no .hydra/config.yaml)" in result.stderr
     (tmp_path / "run" / ".hydra").mkdir()
     (tmp_path / "run" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    result = run_cli(["train", f"resume={tmp_path / 'run'}"], cli_environment, 120)
+    assert result.returncode == 2 and "last.ckpt does not exist" in result.stderr
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(b"")
     result = run_cli(["train", f"resume={tmp_path / 'run'}", "trainer.max_epochs=9", "data.workers=0"],
                      cli_environment, 120)
     assert result.returncode == 2 and "trainer.max_epochs=9 cannot be given" in result.stderr
@@ -183,3 +184,47 @@ def test_resume_of_a_sweep_folder_names_its_jobs(tmp_path):
         _fake_run(tmp_path / "sweep" / job)
     with pytest.raises(UsageError, match=r"is a sweep folder; give one of its jobs \(0, 1\)"):
         resume_arguments([f"resume={tmp_path / 'sweep'}"])
+
+
+def test_resume_names_folders_that_are_not_train_runs(tmp_path):
+    from yolo_slim.cli.errors import UsageError
+    from yolo_slim.cli.resume import resume_arguments
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"jpeg")
+    with pytest.raises(UsageError, match=r"images is not a train run folder \(no .hydra/config.yaml\)"):
+        resume_arguments([f"resume={tmp_path / 'images'}"])
+    pruned = _fake_run(tmp_path / "pruned")  # a `prune` run's folder: it has no last.ckpt of its own
+    (pruned / "checkpoints" / "last.ckpt").unlink()
+    (pruned / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: prune\n")
+    with pytest.raises(UsageError, match="is the folder of a `prune` run; resume= continues `train` runs"):
+        resume_arguments([f"resume={pruned}"])
+
+
+def test_resume_refuses_another_run_folder_but_takes_its_own(tmp_path):
+    from yolo_slim.cli.errors import UsageError
+    from yolo_slim.cli.resume import resume_arguments
+
+    run = _fake_run(tmp_path / "run")
+    with pytest.raises(UsageError, match="so hydra.run.dir=.*other cannot be given"):
+        resume_arguments([f"resume={run}", f"hydra.run.dir={tmp_path / 'other'}"])
+    # What Lightning's DDP launcher adds to each child's argv: the parent's own folder, quoted.
+    child = [f'hydra.run.dir="{run}"', "hydra.output_subdir=null"]
+    assert resume_arguments([f"resume={run}", *child])[2][:2] == child
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_says_so_and_trains_nothing(trained_run, tmp_path, cli_environment):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    last = (run / "checkpoints" / "last.ckpt").read_bytes()
+    result = run_cli(["train", f"resume={run}"], cli_environment, 120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "finished its trainer.max_epochs=2 epochs and wrote summary.json: there is nothing to continue" in \
+        result.stderr
+    # resume=auto, a requeued job of a run that had finished: nothing to do, and nothing rewritten.
+    summary = (run / "summary.json").read_text()
+    result = run_cli(["train", *TINY_TRAIN, "resume=auto", f"hydra.run.dir={run}"], cli_environment, 120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished its 2 epochs already" in result.stdout + result.stderr and "Epoch " not in result.stderr
+    assert (run / "summary.json").read_text() == summary and (run / "checkpoints" / "last.ckpt").read_bytes() == last

@@ -63,6 +63,10 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
         raise UsageError(f"resume={target} continues that run in its own folder, so {' '.join(sweeping)} cannot be "
                          f"given (a multirun writes into a new sweep folder); to continue a sweep's jobs where they "
                          f"are, run the sweep's command again with resume=auto and the same hydra.sweep.dir")
+    moved = [argument for argument in others if _key(argument) == "hydra.run.dir" and _elsewhere(argument, run)]
+    if moved:
+        raise UsageError(f"resume={target} continues that run in its own folder ({run}), so {' '.join(moved)} "
+                         f"cannot be given (the run would be split between two folders)")
     refused = [argument for argument in others if not _resumable(argument)]
     if refused:
         raise UsageError(f"resume={target} continues that run with its own config, so {' '.join(refused)} cannot "
@@ -130,15 +134,42 @@ def locate_run(target: Path) -> tuple[Path, Path]:
         if not checkpoint.is_file() and jobs:
             raise UsageError(f"resume={target} is a sweep folder; give one of its jobs ({', '.join(jobs[:5])}"
                              f"{', ...' if len(jobs) > 5 else ''}), or run the sweep's command again with resume=auto")
-        if not checkpoint.is_file():
-            raise UsageError(f"resume={target}: {checkpoint} does not exist (the run stopped before its first "
-                             f"epoch ended: start it again)")
     else:
         raise UsageError(f"resume={target} does not exist; give a train run folder (outputs/train/<run>) or its "
                          f"checkpoints/last.ckpt")
     if not (run / ".hydra" / "config.yaml").is_file():
-        raise UsageError(f"resume={target}: {run} is not a train run folder (no .hydra/config.yaml)")
+        raise UsageError(f"resume={target}: {run} is not a train run folder (no .hydra/config.yaml); give the "
+                         f"folder a `train` run wrote (outputs/train/<run>)")
+    command = _command_of(run)
+    if command not in (None, "train"):
+        raise UsageError(f"resume={target}: {run} is the folder of a `{command}` run; resume= continues `train` runs "
+                         f"(run the `{command}` command again)")
+    if not checkpoint.is_file():
+        raise UsageError(f"resume={target}: {checkpoint} does not exist (the run stopped before its first "
+                         f"epoch ended: start it again)")
     return run.resolve(), checkpoint.resolve()
+
+
+def _elsewhere(argument: str, run: Path) -> bool:
+    """Whether a ``hydra.run.dir=`` override names another folder than ``run`` (Lightning's DDP launcher gives
+    each child process the parent's own run folder, quoted)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = OverridesParser.create().parse_override(argument).value()
+    return Path(str(value)).resolve() != run.resolve()
+
+
+def _command_of(run: Path) -> str | None:
+    """The command that made a run folder, as Hydra recorded its job name (yolo_slim's task modules are
+    named after their commands); ``None`` when ``.hydra/hydra.yaml`` does not say."""
+    from omegaconf import OmegaConf
+
+    hydra_file = run / ".hydra" / "hydra.yaml"
+    if not hydra_file.is_file():
+        return None
+    name = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.name")
+    # Lightning's DDP children run as train_ddp_process_<rank>; their folder is the parent's.
+    return None if name is None else str(name).split("_ddp_process_")[0]
 
 
 def own_checkpoint(run_dir: Path) -> Path | None:

@@ -32,7 +32,7 @@ from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.lit.speed import TrainingSpeed
 from yolo_slim.models import YOLOv5, load_yolov5
 from yolo_slim.models.anchors import are_placeholders
-from yolo_slim.models.checkpoint import check_archive
+from yolo_slim.models.checkpoint import check_archive, read_checkpoint
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
 
@@ -158,6 +158,24 @@ def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
     return str(checkpoint)
 
 
+def _in_this_folder(best: str | None, run_dir: Path) -> str | None:
+    """best.ckpt's path as the checkpoint callback restored it on resume: absolute, so for a run folder moved
+    or copied since, the old folder's. The file of that name in this run's folder is the one meant."""
+    if best is None or Path(best).parent == run_dir / "checkpoints":
+        return best
+    here = run_dir / "checkpoints" / Path(best).name
+    return str(here) if here.is_file() else best
+
+
+def _finished(checkpoint: str, max_epochs: object) -> bool:
+    """Whether ``checkpoint`` was saved at the end of the run's last epoch (last.ckpt is written at each
+    epoch's end, ``epoch`` counting from 0). Lightning would resume such a run into a fit with nothing in it."""
+    if not isinstance(max_epochs, int) or max_epochs < 0:  # -1 / null: no epoch limit
+        return False
+    epoch = read_checkpoint(checkpoint).get("epoch")
+    return isinstance(epoch, int) and epoch + 1 >= max_epochs
+
+
 def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
     """The ``+prune=sparse`` group as a SlimCallback: its settings are the callback's arguments (the schema in
     cli/schemas.py is read off its signature), ``epoch``/``epochs`` its ``prune_epochs``."""
@@ -173,13 +191,25 @@ def run(config: DictConfig) -> None:
         L.seed_everything(require_seed(config.seed), workers=True, verbose=False)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         resume = _checkpoint_to_resume(config.get("resume"), run_dir)
+        if resume is not None and _finished(resume, config.trainer.max_epochs):
+            summary = run_dir / "summary.json"
+            if summary.is_file() and config.resume == AUTO:  # a requeued job whose run had finished: done
+                log.info("%s finished its %s epochs already (%s): nothing to do", run_dir, config.trainer.max_epochs,
+                         summary)
+                return
+            if summary.is_file():
+                raise ValueError(f"resume={run_dir} finished its trainer.max_epochs={config.trainer.max_epochs} "
+                                 f"epochs and wrote {summary.name}: there is nothing to continue; to train it longer, "
+                                 f"start a new run from it (train model.weights={resume} ...)")
+            # Killed after its last epoch, before the summary: the fit has nothing left; the measuring is left.
+            log.info("%s trained all its epochs; measuring it and writing summary.json", run_dir)
         job = build_job(config, run_dir, resume)
     if resume is not None:
         log.info("resuming %s from %s", run_dir, resume)
     job.trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume)
     slim = next((c for c in job.trainer.callbacks if isinstance(c, SlimCallback)), None)
     if slim is None:
-        best = job.trainer.checkpoint_callback.best_model_path or None
+        best = _in_this_folder(job.trainer.checkpoint_callback.best_model_path or None, run_dir)
         stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz, ckpt_path=best)}
     else:
         # The result is the last model, which the stages measure. best.ckpt ranks only the epochs after
