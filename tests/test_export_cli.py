@@ -128,3 +128,9 @@ def test_a_failed_export_leaves_the_old_file_and_nothing_else(checkpoint, monkey
         _export([f"ckpt={checkpoint}", "imgsz=64", "overwrite=true"])
     assert previous.read_bytes() == b"the export a deployment runs"
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.ckpt", "best.onnx"]
+
+
+def test_an_output_ending_in_a_slash_is_a_folder_to_make(tmp_path):
+    checkpoint = tmp_path / "run" / "best.ckpt"
+    made = export._output(f"{tmp_path / 'exports' / 'new'}/", checkpoint, "torchscript", overwrite=False)
+    assert made == tmp_path / "exports" / "new" / "best.torchscript" and made.parent.is_dir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import tempfile
 from pathlib import Path
@@ -81,14 +82,16 @@ def _image_size(value: Any) -> tuple[int, int]:
 
 
 def _output(setting: Any, checkpoint: Path, kind: str, overwrite: bool) -> Path:
-    """Where the file goes: next to ``checkpoint`` by default, inside ``output=`` when that is a folder.
+    """Where the file goes: next to ``checkpoint`` by default, inside ``output=`` when that is a folder (or
+    ends in ``/``).
 
     The suffix must be the format's, since predict and ultralytics' DetectMultiBackend pick the runtime by it.
     An existing file is kept unless ``overwrite=true``: it may be the export a deployment runs.
     """
     suffix = SUFFIXES[kind]
     output = checkpoint.with_suffix(suffix) if setting is None else Path(str(setting))
-    if output.is_dir():
+    # A trailing slash names a folder, to be made if it does not exist (Path drops the slash).
+    if output.is_dir() or (setting is not None and str(setting).endswith(("/", os.sep))):
         output = output / f"{checkpoint.stem}{suffix}"
     if output.suffix.lower() != suffix:
         raise ValueError(f"output={str(output)!r} must end in {suffix}, the suffix format={kind} writes (predict "
