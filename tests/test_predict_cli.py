@@ -29,6 +29,8 @@ def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(train
     other = tmp_path / "other" / "best.ckpt"  # a second model of the same file name
     other.parent.mkdir()
     shutil.copy(checkpoint, other)
+    (images / "sub").mkdir()
+    shutil.copy(images / "wide.png", images / "sub" / "wide.png")  # the same name in another folder
     out = tmp_path / "predict"
     result = run_cli(["predict", f"ckpt={checkpoint}", f"source={images}", "conf=0.001", "imgsz=96",
                       f"compare={other}", f"hydra.run.dir={out}"], cli_environment)
@@ -38,9 +40,10 @@ def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(train
     assert "skipped 1 unreadable image(s)" in result.stdout and "broken.jpg" in result.stdout
     assert "ms inference" in result.stdout
     pictures = sorted(p.name for p in out.iterdir() if p.suffix in (".jpg", ".png"))
-    assert len(pictures) == 2 and "wide.png" in pictures
+    assert len(pictures) == 3 and {"wide.png", "wide_2.png"} <= set(pictures)
+    assert "1 image(s) share a name with another in another folder and are written as wide_2" in result.stdout
     assert Image.open(out / "wide.png").size == (120, 72)  # drawn on the original image
-    assert len(list((out / "compare").glob("*.jpg"))) == 2
+    assert len(list((out / "compare").glob("*.jpg"))) == 3
     assert Image.open(out / "compare" / "wide.jpg").size[0] == 2 * 120 + 4  # two pictures side by side
     rows = json.loads((out / "predictions.json").read_text())
     wide = [row for row in rows if row["image_id"] == "wide"]
@@ -52,7 +55,9 @@ def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(train
     assert len(labels) == len(wide)
     assert all(0 <= float(v) <= 1 for line in labels for v in line.split()[1:])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"] == 2 and list(summary["skipped"]) == [str(images / "broken.jpg")]
+    assert summary["images"] == 3 and list(summary["skipped"]) == [str(images / "broken.jpg")]
+    assert {summary["sources"]["wide"], summary["sources"]["wide_2"]} == {str(images / "wide.png"),
+                                                                          str(images / "sub" / "wide.png")}
     assert summary["imgsz"] == [96, 96]  # height, width
 
 

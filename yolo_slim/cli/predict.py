@@ -4,7 +4,8 @@ Writes into the run folder: one annotated picture per image, ``labels/<image>.tx
 score: ``class cx cy w h score``, normalised, as ultralytics' ``detect.py --save-txt --save-conf``),
 ``predictions.json`` (COCO results: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] in pixels,
 ``score``), ``compare/`` side-by-side pictures with ``compare=``, and ``summary.json`` (counts, skipped
-files, per-image times). Images that cannot be decoded are skipped and reported.
+files, per-image times, and ``sources``: the file of each name used, since images in different folders
+may share a name and are then written as ``name_2``, ``name_3`` ...). Images that cannot be decoded are skipped and reported.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from collections.abc import Container
 from typing import Any
 
 import torch
@@ -55,14 +57,15 @@ def run(config: DictConfig) -> None:
     results: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     times = torch.zeros(len(detectors), 3)
-    names_used: set[str] = set()
+    sources: dict[str, str] = {}  # the name each image is written under -> its file (names clash across folders)
     for path in tqdm(paths, desc="predict", unit="image"):
         try:
             image = decode_rgb(str(path))
         except Exception as error:  # noqa: BLE001 - any decoder failure means the same: skip and report it
             skipped[str(path)] = f"{type(error).__name__}: {error}".splitlines()[0]
             continue
-        name = _unique(path.stem, names_used)
+        name = _unique(path.stem, sources)
+        sources[name] = str(path)
         predictions = [predict_image(d, image, size, nms) for d, size in zip(detectors, sizes)]
         for row, prediction in enumerate(predictions):
             times[row] += torch.tensor(prediction.milliseconds)
@@ -84,7 +87,8 @@ def run(config: DictConfig) -> None:
               for i, d in enumerate(detectors)}
     (folder / "summary.json").write_text(json.dumps({"images": done, "skipped": skipped, "detections": len(results),
                                                      "speed_per_image": speeds,
-                                                     "imgsz": list(sizes[0])}, indent=2))  # [height, width]
+                                                     "imgsz": list(sizes[0]),  # [height, width]
+                                                     "sources": sources}, indent=2))
     for detector, label, (height, width) in zip(detectors, labels, sizes):
         speed = speeds[str(detector.path)]
         print(f"{label} ({detector.kind}): {speed['preprocess_ms']:.1f} ms pre-process, "
@@ -92,6 +96,11 @@ def run(config: DictConfig) -> None:
               f"1x3x{height}x{width}")
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(f"{p} ({why})" for p, why in skipped.items()))
+    renamed = [name for name, source in sources.items() if name != Path(source).stem]
+    if renamed:
+        print(f"{len(renamed)} image(s) share a name with another in another folder and are written as "
+              f"{', '.join(renamed[:3])}{' ...' if len(renamed) > 3 else ''}: summary.json's \"sources\" maps each "
+              f"name to its file")
     print(f"{done} images, {len(results)} detections -> {folder}")
 
 
@@ -142,13 +151,12 @@ def _class_names(detector: Detector, detections: torch.Tensor) -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def _unique(stem: str, used: set[str]) -> str:
+def _unique(stem: str, used: Container[str]) -> str:
     """``stem``, or ``stem_2``, ``stem_3`` ... when images in different folders share a name."""
     name, number = stem, 1
     while name in used:
         number += 1
         name = f"{stem}_{number}"
-    used.add(name)
     return name
 
 
