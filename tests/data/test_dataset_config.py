@@ -150,6 +150,15 @@ def test_missing_file(tmp_path):
         load_dataset_config(tmp_path / "absent.yaml")
 
 
+def test_a_folder_is_named_as_one_with_its_yaml_files(tmp_path):
+    (tmp_path / "dataset" / "images").mkdir(parents=True)
+    with pytest.raises(DataConfigError, match=r"dataset' is a folder; give the data yaml file \(the yaml that"):
+        load_dataset_config(tmp_path / "dataset")
+    (tmp_path / "dataset" / "coco128.yaml").write_text("train: images\n")
+    with pytest.raises(DataConfigError, match=r"is a folder; give the data yaml file \(it holds coco128.yaml\)"):
+        load_dataset_config(tmp_path / "dataset")
+
+
 @pytest.mark.parametrize("text, message", [
     ("- train\n- val\n", r"must hold a mapping with keys train, val, names; found list"),
     ("", r"must hold a mapping .*; found NoneType"),

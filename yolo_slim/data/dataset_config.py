@@ -84,8 +84,12 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
             points to nothing, or a split holds no images.
     """
     yaml_path = Path(path).expanduser().absolute()
+    if yaml_path.is_dir():
+        found = sorted(p.name for p in yaml_path.glob("*.y*ml"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else " (the yaml that lists its train:, val: and names:)"
+        raise DataConfigError(f"data.yaml {str(yaml_path)!r} is a folder; give the data yaml file{hint}")
     if not yaml_path.is_file():
-        raise DataConfigError(f"data.yaml {str(yaml_path)!r} does not exist (or is not a file)")
+        raise DataConfigError(f"data.yaml {str(yaml_path)!r} does not exist")
     try:
         data = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
