@@ -59,3 +59,13 @@ def test_the_nominal_batch_counts_the_images_of_every_process(batch_size, proces
     assert settings.weight_decay == pytest.approx(optim.weight_decay)
     assert optimization(optim, batch_size, 1, processes=processes).weight_decay == pytest.approx(
         optim.weight_decay * batch_size * processes / optim.nominal_batch_size)
+
+
+def test_a_trainer_made_here_says_nothing_of_lightnings_cloud(caplog):
+    from yolo_slim.cli.settings import make_trainer
+
+    with caplog.at_level("INFO"):
+        make_trainer({"accelerator": "cpu", "enable_progress_bar": False}, logger=False, enable_checkpointing=False)
+        L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)  # also after: the filter stays
+    lightning_lines = [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
+    assert lightning_lines and not any(line.startswith("💡 Tip") for line in lightning_lines)  # GPU available: ...

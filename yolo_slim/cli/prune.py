@@ -89,7 +89,7 @@ def run(config: DictConfig) -> None:
     module.set_network(small)  # compact() recorded the plan in the network's pruning_history
     after = stage_metrics(trainer, module, datamodule, imgsz)
     checkpoint = run_dir / "checkpoints" / "pruned.ckpt"
-    trainer.save_checkpoint(checkpoint)
+    trainer.save_checkpoint(checkpoint, weights_only=False)  # as Lightning's default, without its notice
     # On several devices every rank holds the same plan and network (the same weights, the same
     # rules); one writes the files and times the CPU latency (ranks timing at once would slow each other).
     writer = trainer.is_global_zero

@@ -8,6 +8,7 @@ import inspect
 import logging
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,6 +269,7 @@ def make_trainer(settings: dict[str, Any], **ours: Any) -> L.Trainer:
     ``benchmark=maybe``) or a ModuleNotFoundError (``accelerator=tpu`` without torch_xla) that would read as a
     bug: those, and a key that is no Trainer argument, become a ValueError naming the setting.
     """
+    _quiet_lightning()
     accepted = inspect.signature(L.Trainer.__init__).parameters
     unknown = sorted(set(settings) - set(accepted))
     if unknown:
@@ -280,6 +282,24 @@ def make_trainer(settings: dict[str, Any], **ours: Any) -> L.Trainer:
         raise ValueError(f"lightning.Trainer refused the trainer.* settings: {error}") from error
     except ModuleNotFoundError as error:  # an accelerator or strategy whose package is not installed (tpu: torch_xla)
         raise ValueError(f"the trainer.* settings need a package this environment lacks: {error}") from error
+
+
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines: said by every Trainer, even one
+    with logger=False, they are about Lightning's cloud, not the run, and came before a one-line error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _quiet_lightning() -> None:
+    """Silence what Lightning says on every run that a user can do nothing about (idempotent)."""
+    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisement) for f in lightning_log.filters):
+        lightning_log.addFilter(_NoAdvertisement())
+    # torch 2.14 deprecates the LeafSpec that Lightning 2.6's own _pytree still builds, once per run.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
 
 
 def _runs_on_cuda(accelerator: Any) -> bool:
