@@ -90,6 +90,10 @@ def test_added_settings_that_are_read_pass():
     refuse_unread_additions("train", ["+trainer.gradient_clip_algorithm=value", "+optim.optimizer.dampening=0.1",
                                       "+prune=sparse", "++resume=x.ckpt", "-m", "data.imgsz=64"])
     refuse_unread_additions("val", ["ckpt=x.ckpt", "+trainer.limit_val_batches=2"])
+    # A group of the user's own, found through hydra.searchpath.
+    refuse_unread_additions("train", ["hydra.searchpath=[file:///my/configs]", "+experiment=big"])
+    with pytest.raises(UsageError, match="no setting experiment for `train`"):
+        refuse_unread_additions("train", ["+experiment=big"])
 
 
 def test_a_missing_setting_lists_the_settings_of_its_section():

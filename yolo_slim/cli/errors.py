@@ -95,8 +95,8 @@ def no_such_setting(command: str, key: str, value: str, overrides: Sequence[str]
             if not isinstance(node.get(part), dict):
                 break
             node, prefix = node[part], f"{prefix}{part}."
-        names = sorted(f"{prefix}{name}.*" if isinstance(value, dict) else f"{prefix}{name}"
-                       for name, value in node.items())
+        names = sorted(f"{prefix}{name}.*" if isinstance(child, dict) else f"{prefix}{name}"
+                       for name, child in node.items())
         return f"{message}; {'its settings' if not prefix else 'the settings there'}: {', '.join(names)}"
     return message
 
@@ -117,9 +117,12 @@ def refuse_unread_additions(command: str, overrides: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
     except OverrideParseException:
         return  # Hydra reports it, with its own message
+    # A user's own config groups come in through hydra.searchpath: a dotless key may be one of them.
+    searched = any(o.lstrip("+~").startswith("hydra.searchpath") for o in overrides)
     for override in parsed:
         key = override.key_or_group
-        if not override.is_add() or key.split(".")[0] == "hydra" or (config_dir() / key.replace(".", "/")).is_dir():
+        group = (config_dir() / key.replace(".", "/")).is_dir() or (searched and "." not in key)
+        if not override.is_add() or key.split(".")[0] == "hydra" or group:
             continue
         if _open_section(key, _composed(command, key, overrides)) is None:
             value = override.input_line.split("=", 1)[1] if override.input_line else "VALUE"
