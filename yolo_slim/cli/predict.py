@@ -5,7 +5,8 @@ score: ``class cx cy w h score``, normalised, as ultralytics' ``detect.py --save
 ``predictions.json`` (COCO results: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] in pixels,
 ``score``), ``compare/`` side-by-side pictures with ``compare=``, and ``summary.json`` (counts, skipped
 files, per-image times, and ``sources``: the file of each name used, since images in different folders
-may share a name and are then written as ``name_2``, ``name_3`` ...). Images that cannot be decoded are skipped and reported.
+may share a name and are then written as ``name_2``, ``name_3`` ...). Images that cannot be decoded are
+skipped and reported.
 """
 
 from __future__ import annotations

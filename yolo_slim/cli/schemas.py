@@ -3,9 +3,9 @@
 Each default is written once, in the library: ``AugmentConfig``, ``SyntheticConfig``, ``LossConfig``,
 ``NMSConfig``, and the signatures of ``SlimCallback`` and of ``plan_pruning``/``compact``. The yaml
 files pull them in through their defaults lists (``- /schema/nms@nms``) and only state what the command
-changes, so a value in an override is checked against the field's type when the config is composed (``data.augment.fliplr=abc``
-fails at start-up, naming the key), an unknown key is refused, and a new ``SlimCallback`` argument
-reaches ``+prune=sparse`` without touching the CLI.
+changes, so a value in an override is checked against the field's type when the config is composed
+(``data.augment.fliplr=abc`` fails at start-up, naming the key), an unknown key is refused, and a new
+``SlimCallback`` argument reaches ``+prune=sparse`` without touching the CLI.
 """
 
 from __future__ import annotations
