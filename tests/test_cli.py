@@ -97,8 +97,8 @@ def test_added_settings_that_are_read_pass():
 
 
 def test_a_missing_setting_lists_the_settings_of_its_section():
-    from yolo_slim.cli.errors import no_such_setting
+    from yolo_slim.cli.errors import _composed, no_such_setting
 
-    line = no_such_setting("val", "data.zzz", "1", ["ckpt=x.ckpt"])
+    line = no_such_setting("val", "data.zzz", "1", _composed("val", "data.zzz", ["ckpt=x.ckpt"]))
     assert line.startswith("there is no setting data.zzz for `val`; the settings there: ")
     assert "data.imgsz" in line and "data.path" in line and "nms." not in line

@@ -68,7 +68,7 @@ def describe_hydra_error(error: BaseException, command: str, overrides: Sequence
             return one_line(f"{error}: {cause}" if cause is not None else str(error))
         key = match.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "VALUE")
-        return no_such_setting(command, key, value, overrides)
+        return no_such_setting(command, key, value, _composed(command, key, overrides))
     return None
 
 
@@ -78,9 +78,9 @@ OPEN_SECTIONS = {"trainer": "lightning.Trainer", "optim.optimizer": "the optimiz
                  "optim.scheduler": "the LR schedule (optim.scheduler._target_)"}
 
 
-def no_such_setting(command: str, key: str, value: str, overrides: Sequence[str]) -> str:
-    """The line for a key the command's config lacks: the nearest one, or the settings there are."""
-    config = _composed(command, key, overrides)
+def no_such_setting(command: str, key: str, value: str, config: dict | None) -> str:
+    """The line for a key the command's ``config`` (composed without it) lacks: the nearest one, or the
+    settings there are."""
     section = _open_section(key, config)
     if section is not None:
         message = f"there is no setting {key} (write +{key}={value} to pass a new argument to {OPEN_SECTIONS[section]})"
@@ -124,9 +124,10 @@ def refuse_unread_additions(command: str, overrides: Sequence[str]) -> None:
         group = (config_dir() / key.replace(".", "/")).is_dir() or (searched and "." not in key)
         if not override.is_add() or key.split(".")[0] == "hydra" or group:
             continue
-        if _open_section(key, _composed(command, key, overrides)) is None:
+        config = _composed(command, key, overrides)
+        if _open_section(key, config) is None:
             value = override.input_line.split("=", 1)[1] if override.input_line else "VALUE"
-            raise UsageError(no_such_setting(command, key, value, overrides))
+            raise UsageError(no_such_setting(command, key, value, config))
 
 
 def _open_section(key: str, config: dict | None) -> str | None:

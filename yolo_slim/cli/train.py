@@ -191,18 +191,17 @@ def run(config: DictConfig) -> None:
         L.seed_everything(require_seed(config.seed), workers=True, verbose=False)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         resume = _checkpoint_to_resume(config.get("resume"), run_dir)
-        if resume is not None and _finished(resume, config.trainer.max_epochs):
-            summary = run_dir / "summary.json"
-            if summary.is_file() and config.resume == AUTO:  # a requeued job whose run had finished: done
+        # summary.json is written when a run ends, so only then is the checkpoint read here (Lightning reads it
+        # again). One killed after its last epoch but before its summary resumes into an empty fit, then writes it.
+        summary = run_dir / "summary.json"
+        if resume is not None and summary.is_file() and _finished(resume, config.trainer.max_epochs):
+            if config.resume == AUTO:  # a requeued job whose run had finished: done
                 log.info("%s finished its %s epochs already (%s): nothing to do", run_dir, config.trainer.max_epochs,
                          summary)
                 return
-            if summary.is_file():
-                raise ValueError(f"resume={run_dir} finished its trainer.max_epochs={config.trainer.max_epochs} "
-                                 f"epochs and wrote {summary.name}: there is nothing to continue; to train it longer, "
-                                 f"start a new run from it (train model.weights={resume} ...)")
-            # Killed after its last epoch, before the summary: the fit has nothing left; the measuring is left.
-            log.info("%s trained all its epochs; measuring it and writing summary.json", run_dir)
+            raise ValueError(f"resume={run_dir} finished its trainer.max_epochs={config.trainer.max_epochs} "
+                             f"epochs and wrote {summary.name}: there is nothing to continue; to train it longer, "
+                             f"start a new run from it (train model.weights={resume} ...)")
         job = build_job(config, run_dir, resume)
     if resume is not None:
         log.info("resuming %s from %s", run_dir, resume)
