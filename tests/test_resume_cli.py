@@ -228,16 +228,3 @@ def test_resuming_a_finished_run_says_so_and_trains_nothing(trained_run, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert "finished its 2 epochs already" in result.stdout + result.stderr and "Epoch " not in result.stderr
     assert (run / "summary.json").read_text() == summary and (run / "checkpoints" / "last.ckpt").read_bytes() == last
-
-
-def test_a_moved_run_evaluates_its_own_best_checkpoint(tmp_path):
-    from yolo_slim.cli.train import _in_this_folder
-
-    # Lightning restores best_model_path as it was saved: absolute, in the folder the run had then.
-    run = tmp_path / "moved"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "best.ckpt").write_bytes(b"checkpoint")
-    assert _in_this_folder(str(tmp_path / "old" / "checkpoints" / "best.ckpt"), run) == \
-        str(run / "checkpoints" / "best.ckpt")
-    assert _in_this_folder(str(run / "checkpoints" / "best.ckpt"), run) == str(run / "checkpoints" / "best.ckpt")
-    assert _in_this_folder(None, run) is None

@@ -5,9 +5,11 @@ import json
 
 import pytest
 from cli_support import TINY_TRAIN, run_cli
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from yolo_slim.cli.sweep import RECORDS, write_sweep_summary
+from yolo_slim.cli.sweep import RECORDS, SweepSummary, write_sweep_summary
 from yolo_slim.slim.plots import pareto_front
 
 
@@ -51,6 +53,41 @@ def test_a_job_whose_summary_has_no_stage_yet_is_listed_as_without_summary(tmp_p
     write_sweep_summary(tmp_path)
     with open(tmp_path / "sweep_summary.csv", newline="") as file:
         assert [row["status"] for row in csv.DictReader(file)] == ["no summary"]
+
+
+def _job_return(run_dir, status, resume="RUN"):
+    hydra = OmegaConf.create({"hydra": {"mode": "RunMode.RUN", "runtime": {"output_dir": str(run_dir)}}})
+    return JobReturn(overrides=[f"resume={resume}"], cfg=OmegaConf.create({"resume": resume}), hydra_cfg=hydra,
+                     status=status, _return_value=None if status == JobStatus.COMPLETED else ValueError("again"))
+
+
+def test_a_sweep_job_resumed_on_its_own_rewrites_its_row(tmp_path):
+    stages = {"train": {"params": 100, "gflops": 1.0, "map50": 0.5, "map": 0.3}}
+    records = []
+    for job in (0, 1):
+        (tmp_path / str(job)).mkdir()
+        records.append({"job": job, "overrides": [f"prune.ratio=0.{job + 3}"], "status": "failed" if job else
+                        "completed", "error": "KeyboardInterrupt()" if job else None,
+                        "output_dir": str(tmp_path / str(job)), "ratio": 0.3 + job / 10})
+    (tmp_path / "0" / "summary.json").write_text(json.dumps({"stages": stages}))
+    (tmp_path / RECORDS).write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    def statuses():
+        write_sweep_summary(tmp_path)
+        with open(tmp_path / "sweep_summary.csv", newline="") as file:
+            return [(row["job"], row["status"], row["train_params"]) for row in csv.DictReader(file)]
+
+    assert statuses() == [("0", "completed", "100"), ("1", "failed", "")]
+    # Its resume fails again, and a run that is no job of the sweep finishes: neither changes the table.
+    SweepSummary().on_job_end(None, _job_return(tmp_path / "1", JobStatus.FAILED))
+    (tmp_path / "other").mkdir()
+    SweepSummary().on_job_end(None, _job_return(tmp_path / "other", JobStatus.COMPLETED))
+    assert statuses() == [("0", "completed", "100"), ("1", "failed", "")]
+    # `train resume=SWEEP/1` finishes the job and writes its summary.json: the sweep's row follows.
+    (tmp_path / "1" / "summary.json").write_text(json.dumps({"stages": stages}))
+    SweepSummary().on_job_end(None, _job_return(tmp_path / "1", JobStatus.COMPLETED))
+    assert statuses() == [("0", "completed", "100"), ("1", "completed", "100")]
+    assert json.loads((tmp_path / RECORDS).read_text().splitlines()[-1])["overrides"] == ["prune.ratio=0.4"]
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ Each job writes its own ``summary.json``; this callback records every job as it 
 those records each time. A job that fails or is killed therefore loses only itself, and a sweep
 that the basic sweeper aborts after a failure (it raises before ``on_multirun_end``) still leaves
 its summary. With a remote launcher ``on_job_end`` runs remotely: the files are then rebuilt from
-``hydra.sweep.dir`` by ``on_multirun_end``.
+``hydra.sweep.dir`` by ``on_multirun_end``. A job continued alone (``train resume=SWEEP/3``) that
+finishes gets a new record, so its row follows.
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ RECORDS = "sweep_jobs.jsonl"
 
 
 class SweepSummary(Callback):
-    """Registered in the train and prune configs under ``hydra.callbacks``; acts only in multirun mode."""
+    """Registered in the train and prune configs under ``hydra.callbacks``; acts in multirun mode, and on a
+    single run only when it is a sweep's job continued by ``resume=``."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         hydra = job_return.hydra_cfg.hydra if job_return.hydra_cfg is not None else None
-        if hydra is None or str(hydra.mode) != "RunMode.MULTIRUN":
+        if hydra is None:
+            return
+        if str(hydra.mode) != "RunMode.MULTIRUN":
+            _record_a_resumed_job(job_return, Path(hydra.runtime.output_dir))
             return
         sweep_dir = Path(hydra.sweep.dir)
         failed = job_return.status == JobStatus.FAILED
@@ -53,6 +58,26 @@ class SweepSummary(Callback):
             write_sweep_summary(sweep_dir)
 
 
+def _record_a_resumed_job(job_return: JobReturn, run_dir: Path) -> None:
+    """A sweep's job continued on its own (``train resume=SWEEP/3``) and finished: its row becomes completed.
+
+    Only a completion is recorded: a resume refused or failed again leaves the job's row as it was (a finished
+    job that ``resume=`` refuses stays completed).
+    """
+    sweep_dir = run_dir.resolve().parent
+    if job_return.status != JobStatus.COMPLETED or job_return.cfg is None or job_return.cfg.get("resume") is None \
+            or not (sweep_dir / RECORDS).is_file():
+        return
+    mine = [record for record in _latest_records(sweep_dir).values()
+            if Path(record["output_dir"]).resolve() == run_dir.resolve()]
+    if not mine:
+        return
+    with open(sweep_dir / RECORDS, "a") as records:
+        records.write(json.dumps({**mine[0], "status": "completed", "error": None}) + "\n")
+    write_sweep_summary(sweep_dir)
+    log.info("%s is job %s of the sweep in %s: its row there is rewritten", run_dir, mine[0]["job"], sweep_dir)
+
+
 def _ratio(config: DictConfig | None) -> float | None:
     if config is None:
         return None
@@ -60,8 +85,8 @@ def _ratio(config: DictConfig | None) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job (the latest record of each), with its stages' figures read from its summary.json."""
+def _latest_records(sweep_dir: Path) -> dict[int, dict[str, Any]]:
+    """The latest record of each job, by job number."""
     latest: dict[int, dict[str, Any]] = {}
     for number, line in enumerate((sweep_dir / RECORDS).read_text().splitlines(), start=1):
         if not line.strip():
@@ -71,6 +96,12 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             latest[int(record["job"])] = record
         except (ValueError, KeyError, TypeError):  # a line cut short by a killed job: that job only is lost
             log.warning("%s line %d is not a job record; skipped", sweep_dir / RECORDS, number)
+    return latest
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job (the latest record of each), with its stages' figures read from its summary.json."""
+    latest = _latest_records(sweep_dir)
     rows = []
     for job in sorted(latest):
         record = latest[job]

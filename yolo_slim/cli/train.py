@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
@@ -26,7 +26,7 @@ from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
 from yolo_slim.lit.autoanchor import AutoAnchor
-from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO
+from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO, RunFolderCheckpoint
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.lit.speed import TrainingSpeed
@@ -91,13 +91,14 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
     # epoch are all laid out over a known number of epochs.
     require_positive_int(trainer_args.get("max_epochs"), "trainer.max_epochs", minimum=0)
     accumulate = trainer_args.pop("accumulate_grad_batches")
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
-                           save_last=False, auto_insert_metric_name=False)
+    best = RunFolderCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/map", mode="max",
+                               save_last=False, auto_insert_metric_name=False)
     # last.ckpt from a checkpoint callback of its own, every epoch: Lightning's save_last=True writes it
     # only when the monitored checkpoint is saved too, so a run whose mAP stalls would resume from an old
-    # epoch. Listed after `best`, which stays trainer.checkpoint_callback.
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                           every_n_epochs=1, enable_version_counter=False)
+    # epoch. Listed after `best`, which stays trainer.checkpoint_callback. Both keep their record when the run
+    # folder is moved (RunFolderCheckpoint).
+    last = RunFolderCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                               every_n_epochs=1, enable_version_counter=False)
     callbacks: list[L.Callback] = [best, last, LearningRateMonitor(logging_interval="step"), TrainingSpeed()]
     if require_bool(config.model.get("autoanchor", True), "model.autoanchor"):
         callbacks.append(AutoAnchor(seed=require_seed(config.seed)))
@@ -158,15 +159,6 @@ def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
     return str(checkpoint)
 
 
-def _in_this_folder(best: str | None, run_dir: Path) -> str | None:
-    """best.ckpt's path as the checkpoint callback restored it on resume: absolute, so for a run folder moved
-    or copied since, the old folder's. The file of that name in this run's folder is the one meant."""
-    if best is None or Path(best).parent == run_dir / "checkpoints":
-        return best
-    here = run_dir / "checkpoints" / Path(best).name
-    return str(here) if here.is_file() else best
-
-
 def _finished(checkpoint: str, max_epochs: object) -> bool:
     """Whether ``checkpoint`` was saved at the end of the run's last epoch (last.ckpt is written at each
     epoch's end, ``epoch`` counting from 0). Lightning would resume such a run into a fit with nothing in it."""
@@ -208,7 +200,7 @@ def run(config: DictConfig) -> None:
     job.trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume)
     slim = next((c for c in job.trainer.callbacks if isinstance(c, SlimCallback)), None)
     if slim is None:
-        best = _in_this_folder(job.trainer.checkpoint_callback.best_model_path or None, run_dir)
+        best = job.trainer.checkpoint_callback.best_model_path or None
         stages = {"train": stage_metrics(job.trainer, job.module, job.datamodule, job.imgsz, ckpt_path=best)}
     else:
         # The result is the last model, which the stages measure. best.ckpt ranks only the epochs after
