@@ -133,4 +133,13 @@ def test_a_failed_export_leaves_the_old_file_and_nothing_else(checkpoint, monkey
 def test_an_output_ending_in_a_slash_is_a_folder_to_make(tmp_path):
     checkpoint = tmp_path / "run" / "best.ckpt"
     made = export._output(f"{tmp_path / 'exports' / 'new'}/", checkpoint, "torchscript", overwrite=False)
-    assert made == tmp_path / "exports" / "new" / "best.torchscript" and made.parent.is_dir()
+    assert made == tmp_path / "exports" / "new" / "best.torchscript"
+    assert not (tmp_path / "exports").exists()  # made once the checkpoint has loaded
+
+
+def test_a_checkpoint_that_does_not_load_leaves_no_output_folder(tmp_path):
+    foreign = tmp_path / "notes.pt"
+    foreign.write_text("not a checkpoint")
+    with pytest.raises(UsageError, match="is not a"):
+        _export([f"ckpt={foreign}", f"output={tmp_path / 'exports' / 'new'}/"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt"]

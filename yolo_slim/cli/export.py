@@ -46,6 +46,10 @@ def run(config: DictConfig) -> None:
                              f"{error}") from error
         for side in (height, width):
             require_stride_multiple(side, model, "imgsz")  # 64 for the P6 layouts, 128 for P7
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"output={str(output)!r} cannot be written: {error.strerror}") from None
     size = f"{count_parameters(model):,} parameters"
     # Written under a temporary name and renamed once its check passes: a failed export leaves no broken file,
     # and with overwrite=true the file a deployment may be running is replaced only by one that was checked.
@@ -99,13 +103,15 @@ def _output(setting: Any, checkpoint: Path, kind: str, overwrite: bool) -> Path:
     blocking = next((folder for folder in output.parents if folder.exists() and not folder.is_dir()), None)
     if blocking is not None:
         raise ValueError(f"output={str(output)!r} cannot be written: {blocking} is a file, not a folder")
+    # The folder is made only once the checkpoint has loaded (a bad ckpt= leaves nothing behind); here the
+    # deepest folder that exists must take a new entry. A file made and dropped at once: os.access would say
+    # yes to root, and to folders such as /proc.
+    existing = next(folder for folder in output.parents if folder.exists())
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        # A file made and dropped at once: os.access would say yes to root, and to folders such as /proc.
-        tempfile.TemporaryFile(dir=output.parent).close()
+        tempfile.TemporaryFile(dir=existing).close()
     except OSError as error:
         raise ValueError(f"output={str(output)!r} cannot be written: {error.strerror} "
-                         f"({error.filename or output.parent})") from None
+                         f"({error.filename or existing})") from None
     if output.exists():
         if output.resolve() == checkpoint.resolve():
             raise ValueError(f"output={str(output)!r} is ckpt= itself; give output=OTHER_PATH")
