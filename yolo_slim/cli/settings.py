@@ -66,7 +66,11 @@ def require_imgsz(value: Any, setting: str) -> int:
 
 def require_stride_multiple(imgsz: int, model: YOLOv5, setting: str) -> int:
     """``imgsz`` when the model's largest stride divides it (64 for the P6 layouts, 128 for P7)."""
-    stride = int(model.stride.max())
+    return require_multiple_of_stride(imgsz, int(model.stride.max()), setting)
+
+
+def require_multiple_of_stride(imgsz: int, stride: int, setting: str) -> int:
+    """``imgsz`` when ``stride`` (a model's largest) divides it."""
     if imgsz % stride:
         raise ValueError(f"{setting} must be a multiple of {stride} for this model (its largest stride), "
                          f"found {imgsz}; e.g. {max(round(imgsz / stride), 1) * stride}")
@@ -340,16 +344,35 @@ def checkpoint_datamodule(data_config: DictConfig, module: YOLOv5Module,
     Raises:
         ValueError: no data location at all, or data whose class count differs from the model's.
     """
-    data = data_config.path if data_config.path is not None else module.hparams.data
+    return evaluation_datamodule(data_config, augment, data=module.hparams.data, imgsz=module.hparams.imgsz,
+                                 stride=int(module.model.stride.max()), names=module.model.names)
+
+
+def evaluation_datamodule(data_config: DictConfig, augment: AugmentConfig | None, *, data: str | None, imgsz: int,
+                          stride: int, names: list[str], source: str = "checkpoint") -> tuple[YOLODataModule, int]:
+    """The data ``data.path``/``data.imgsz`` give, else ``data``/``imgsz`` (what the ``source`` was made with),
+    checked against the model's largest ``stride`` and its class ``names`` ([]: unknown).
+
+    Raises:
+        ValueError: no data location at all, or data whose class count differs from the model's.
+    """
+    data = data_config.path if data_config.path is not None else data
     if data is None:
-        raise ValueError("the checkpoint carries no data location (an ultralytics .pt?): give data.path")
-    imgsz = require_imgsz(data_config.imgsz if data_config.imgsz is not None else module.hparams.imgsz,
-                          "data.imgsz")
+        raise ValueError(f"the {source} carries no data location{' (an ultralytics .pt?)' * (source == 'checkpoint')}: "
+                         f"give data.path")
+    imgsz = require_imgsz(data_config.imgsz if data_config.imgsz is not None else imgsz, "data.imgsz")
     datamodule = YOLODataModule(data=data, imgsz=imgsz,
                                 batch_size=require_positive_int(data_config.batch_size, "data.batch_size"),
                                 workers=require_positive_int(data_config.workers, "data.workers", minimum=0),
                                 augment=augment, cache_dir=data_config.cache_dir)
-    require_stride_multiple(imgsz, module.model, "data.imgsz")
-    if datamodule.nc != module.model.nc:
-        raise ValueError(f"data {data} has {datamodule.nc} classes but the checkpoint's model has {module.model.nc}")
+    require_multiple_of_stride(imgsz, stride, "data.imgsz")
+    if names and datamodule.nc != len(names):
+        raise ValueError(f"data {data} has {datamodule.nc} classes but the {source}'s model has {len(names)}")
+    if names and list(datamodule.names) != list(names):  # scored by class index: the same count may be other classes
+        log.warning("data %s names its classes %s, the %s's model %s: they are scored by index", data,
+                    _shown(datamodule.names), source, _shown(names))
     return datamodule, imgsz
+
+
+def _shown(names: list[str]) -> str:
+    return str(list(names[:6]))[:-1] + (", ...]" if len(names) > 6 else "]")

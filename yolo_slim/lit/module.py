@@ -23,14 +23,14 @@ from torch.optim.lr_scheduler import LRScheduler
 from yolo_slim.lit._lightning_internals import (mirror_into_trainer_averages, optimizer_steps_per_epoch,
                                                training_batches)
 from yolo_slim.lit.ema import make_ema, update_ema
-from yolo_slim.lit.evaluation import blank_out, make_map_metric, metric_inputs, repeated_positions
+from yolo_slim.lit.evaluation import MapValidation, images_as_float, make_map_metric
 from yolo_slim.lit.network import attached_trainer, store_network
 from yolo_slim.lit.optim import parameter_groups
 from yolo_slim.lit.schedule import WarmupDecayLR
 from yolo_slim.models import ModelSpec, YOLOv5
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY
 from yolo_slim.models.loss import LossConfig, YOLOv5Loss
-from yolo_slim.models.postprocess import NMSConfig, non_max_suppression
+from yolo_slim.models.postprocess import NMSConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ default_optimizer: OptimizerFactory = functools.partial(torch.optim.SGD, lr=0.01
 default_scheduler: SchedulerFactory = functools.partial(WarmupDecayLR)
 
 
-class YOLOv5Module(L.LightningModule):
+class YOLOv5Module(MapValidation, L.LightningModule):
     """Trains a :class:`YOLOv5` with YOLOv5's recipe and validates it with COCO mAP.
 
     The recipe's Trainer side is the Trainer's: YOLOv5 makes each optimizer step of 64 images
@@ -144,7 +144,7 @@ class YOLOv5Module(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        images = _to_float(batch["images"])
+        images = images_as_float(batch["images"])
         loss, parts = self.criterion(self.model(images), batch["targets"])
         self.log_dict({"train/box": parts[0], "train/obj": parts[1], "train/cls": parts[2]},
                       prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
@@ -154,6 +154,11 @@ class YOLOv5Module(L.LightningModule):
         return loss * self.trainer.accumulate_grad_batches * self.trainer.world_size
 
     def on_fit_start(self) -> None:
+        size = getattr(getattr(self.trainer, "datamodule", None), "imgsz", None)
+        if isinstance(size, int) and size != self.hparams.imgsz:
+            log.warning("YOLOv5Module was made for imgsz=%d (its loss gains; SlimCallback's GFLOPs and latency), "
+                        "but its datamodule gives %d-pixel images: make it with imgsz=%d", self.hparams.imgsz, size,
+                        size)
         # The EMA copy is frozen in eval mode on purpose (it is only read: validation, checkpoints), and Lightning
         # warns at every fit's start that its ~270 modules are in eval mode. The warning is silenced only when
         # the EMA's are the only ones, so that it still speaks of a layer the user left in eval mode.
@@ -180,21 +185,6 @@ class YOLOv5Module(L.LightningModule):
         # Lightning keeps each submodule's own mode; a network installed from eval weights (a pruned
         # EMA in `prune`) must still train with batch statistics.
         self.model.train()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        images = _to_float(batch["images"])
-        detections = non_max_suppression(self.inference_model(images), self.nms_config)
-        predictions, truths = metric_inputs(detections, batch["targets"], tuple(images.shape[-2:]))
-        # On several processes the split is padded with repeats: they must not count twice.
-        blank_out(predictions, truths, repeated_positions(self.trainer.val_dataloaders, batch_idx, len(images)))
-        self.val_map.update(predictions, truths)
-
-    def on_validation_epoch_end(self) -> None:
-        results = self.val_map.compute()
-        self.val_map.reset()
-        # torchmetrics reports -1 when there is nothing to score (no ground truth at all).
-        self.log("val/map50", results["map_50"].clamp_min(0), prog_bar=True)
-        self.log("val/map", results["map"].clamp_min(0), prog_bar=True)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -257,11 +247,6 @@ def _steps_left(trainer: L.Trainer) -> tuple[float, float]:
     by_steps = (math.inf if trainer.max_steps is None or trainer.max_steps < 0
                 else max(trainer.max_steps - trainer.global_step, 0))
     return by_epochs, by_steps
-
-
-def _to_float(images: torch.Tensor) -> torch.Tensor:
-    # uint8 travels to the device (4x less to copy than float); scaling happens there.
-    return images.float().div_(255) if images.dtype == torch.uint8 else images
 
 
 def _tuples(values: Mapping[str, Any]) -> dict[str, Any]:
