@@ -228,3 +228,36 @@ def test_resuming_a_finished_run_says_so_and_trains_nothing(trained_run, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert "finished its 2 epochs already" in result.stdout + result.stderr and "Epoch " not in result.stderr
     assert (run / "summary.json").read_text() == summary and (run / "checkpoints" / "last.ckpt").read_bytes() == last
+    # resume=auto with other settings (a sweep rerun with another ratio, say): refused, the folder kept as it was.
+    config = (run / ".hydra" / "config.yaml").read_text()
+    longer = [("trainer.max_epochs=3" if setting == "trainer.max_epochs=2" else setting) for setting in TINY_TRAIN]
+    result = run_cli(["train", *longer, "resume=auto", f"hydra.run.dir={run}"], cli_environment, 120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "from a run started with other settings (trainer.max_epochs: 2 there, 3 now); it continues only with " \
+           "its own" in result.stderr and "Epoch " not in result.stderr
+    assert (run / ".hydra" / "config.yaml").read_text() == config
+    assert (run / "summary.json").read_text() == summary and (run / "checkpoints" / "last.ckpt").read_bytes() == last
+
+
+def test_resume_auto_takes_only_where_the_run_runs_from_a_new_command(tmp_path):
+    import re
+
+    from omegaconf import OmegaConf
+
+    from yolo_slim.cli.errors import UsageError
+    from yolo_slim.cli.resume import record_start, refuse_other_settings
+
+    (tmp_path / ".hydra").mkdir()
+    started = {"resume": "auto", "prune": {"ratio": 0.3}, "trainer": {"devices": 1, "max_epochs": 2},
+               "data": {"workers": 8, "path": None}}
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(started))
+    record_start(tmp_path)
+    moved = OmegaConf.create({**started, "trainer": {"devices": 2, "max_epochs": 2}, "data": {"workers": 16,
+                                                                                           "path": None}})
+    refuse_other_settings(tmp_path, moved)  # another machine: the same run
+    other = OmegaConf.create({**started, "prune": {"ratio": 0.7}, "seed": 1})
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(other))  # as Hydra rewrote it
+    with pytest.raises(UsageError, match=re.escape("other settings (prune.ratio: 0.3 there, 0.7 now; seed: (not set) "
+                                                   "there, 1 now)")):
+        refuse_other_settings(tmp_path, other)
+    assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml").prune.ratio == 0.3  # the run's own again

@@ -16,7 +16,9 @@ there is one (what a Slurm job requeued after preemption needs; see the README).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from yolo_slim.files import write_text_atomically
 
@@ -170,6 +172,61 @@ def _command_of(run: Path) -> str | None:
     name = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.name")
     # Lightning's DDP children run as train_ddp_process_<rank>; their folder is the parent's.
     return None if name is None else str(name).split("_ddp_process_")[0]
+
+
+STARTED_WITH = Path(".hydra") / "started_with.yaml"
+"""The config a run was started with, written by its fresh start. Hydra rewrites ``.hydra/config.yaml`` at every
+launch, a requeued ``resume=auto`` job's too, before any of yolo_slim's code runs: this copy is what that job's
+settings are checked against."""
+
+
+def record_start(run_dir: Path) -> None:
+    """Keep a copy of the config Hydra saved for a run starting fresh."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():  # hydra.output_subdir=null: no saved config, and no resume either
+        return
+    text = saved.read_text()
+    path = run_dir / STARTED_WITH
+    if not path.is_file() or path.read_text() != text:  # DDP children come here too: never half-written
+        write_text_atomically(path, text)
+
+
+def refuse_other_settings(run_dir: Path, config: Any) -> None:
+    """``resume=auto`` found ``last.ckpt``: the run must go on with the settings it was started with (but where it
+    runs, :data:`RESUMABLE`), as ``resume=RUN`` does. Else its folder would hold one run's checkpoint under another
+    run's config, and a sweep's table would show one ratio's figures under another.
+
+    Raises:
+        UsageError: a setting differs; Hydra's ``.hydra/config.yaml``, rewritten by this launch, is put back.
+    """
+    from omegaconf import OmegaConf
+
+    from yolo_slim.cli.errors import UsageError
+
+    path = run_dir / STARTED_WITH
+    if not path.is_file():  # a run from before this record: nothing to compare with
+        return
+    started = dict(_leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=True)))
+    now = dict(_leaves(OmegaConf.to_container(config, resolve=True)))
+    changed = [key for key in sorted(set(started) | set(now)) if key != "resume" and key not in RESUMABLE
+               and started.get(key, "(not set)") != now.get(key, "(not set)")]
+    if not changed:
+        return
+    write_text_atomically(run_dir / ".hydra" / "config.yaml", path.read_text())
+    shown = "; ".join(f"{key}: {started.get(key, '(not set)')} there, {now.get(key, '(not set)')} now"
+                      for key in changed[:4]) + ("; ..." if len(changed) > 4 else "")
+    raise UsageError(f"resume=auto found {run_dir / LAST}, from a run started with other settings ({shown}); it "
+                     f"continues only with its own: give the command it was started with, or another folder "
+                     f"(hydra.sweep.dir= / hydra.run.dir=)")
+
+
+def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a plain config tree; a list is one value."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), tree
 
 
 def own_checkpoint(run_dir: Path) -> Path | None:

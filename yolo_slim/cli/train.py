@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.resume import AUTO, own_checkpoint
+from yolo_slim.cli.resume import AUTO, own_checkpoint, record_start, refuse_other_settings
 from yolo_slim.cli.settings import (build_model, make_trainer, named_settings, optimization, plain, require_bool,
                                     require_imgsz, require_positive_int, require_seed, require_stride_multiple,
                                     trainer_arguments)
@@ -183,6 +183,10 @@ def run(config: DictConfig) -> None:
         L.seed_everything(require_seed(config.seed), workers=True, verbose=False)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         resume = _checkpoint_to_resume(config.get("resume"), run_dir)
+        if resume is None:
+            record_start(run_dir)
+        elif config.resume == AUTO:
+            refuse_other_settings(run_dir, config)
         # summary.json is written when a run ends, so only then is the checkpoint read here (Lightning reads it
         # again). One killed after its last epoch but before its summary resumes into an empty fit, then writes it.
         summary = run_dir / "summary.json"
