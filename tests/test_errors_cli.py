@@ -9,7 +9,7 @@ import yaml
 from cli_support import TINY_TRAIN, run_cli
 from model_support import RunsCommand
 
-from yolo_slim.cli.errors import UsageError, describe_hydra_error, users_input
+from yolo_slim.cli.errors import UsageError, describe_hydra_error, one_line, users_input
 
 
 def _assert_one_line(result, command: str, *fragments: str) -> str:
@@ -30,6 +30,8 @@ def test_settings_and_overrides(tmp_path, cli_environment):
                      "no setting trainer.max_epoch", "+trainer.max_epoch=3", "did you mean trainer.max_epochs?")
     _assert_one_line(run_cli(["train", "model=yolov9", *run], cli_environment, 120), "train",
                      "Could not find 'model/yolov9'", "yolov5s-ghost")
+    _assert_one_line(run_cli(["train", "model=null", *run], cli_environment, 120), "train",  # Hydra: "Got NoneType"
+                     "model=null: model is a config group, which takes one of its options: yolov3-spp, ")
     _assert_one_line(run_cli(["train", "trainer.max_epochs", *run], cli_environment, 120), "train",
                      "Error parsing override 'trainer.max_epochs'")
     _assert_one_line(run_cli(["train", *TINY_TRAIN, "+prune=sparse", "prune.ratio=2", *run], cli_environment, 120),
@@ -85,6 +87,12 @@ def test_only_set_up_errors_become_usage_errors():
         with users_input():
             raise RuntimeError("a bug")
     assert describe_hydra_error(RuntimeError("a bug"), "train", []) is None
+
+
+def test_a_message_of_several_lines_reads_as_one():
+    assert one_line("val split of d.yaml is refused (the label files are empty):\n  train: 3 images\n\n  2 problems") \
+        == "val split of d.yaml is refused (the label files are empty): train: 3 images; 2 problems"
+    assert one_line("   ") == "   "
 
 
 @pytest.mark.slow

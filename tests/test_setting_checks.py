@@ -30,6 +30,10 @@ def _train_config(overrides: list[str]):
     (["+prune=sparse", "prune.epoch=2"], "prune.epoch must be < trainer.max_epochs=2"),
     (["+prune=sparse", "prune.epochs=[1,3]", "prune.ratio=[0.2,0.4]"], "prune.epochs must be < trainer.max_epochs=2"),
     (["+prune=sparse", "prune.ratio=1.5"], "prune.ratio must be in [0, 1), found 1.5"),  # named as the user wrote it
+    (["+prune=sparse", "prune.ratio=abc"], "prune.ratio must be a number in [0, 1) or a list of them (one per "
+                                           "prune epoch), found 'abc'"),
+    (["+prune=sparse", "prune.ratio=null"], "prune.ratio must be a number in [0, 1) or a list of them"),
+    (["+prune=sparse", "prune.ratio={a:1}"], "prune.ratio must be a number in [0, 1) or a list of them"),
     (["+prune=sparse", "prune.method=L1"], "prune.method must be one of ('l1', 'targeted', 'polarize'), found 'L1'"),
     (["optim.optimizer.lr=fast"], "optim.optimizer.lr must be a number, found 'fast'"),
     (["optim.optimizer.nesterov=maybe"], "optim.optimizer.nesterov must be true or false, found 'maybe'"),

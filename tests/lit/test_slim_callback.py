@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from yolo_slim.lit import SlimCallback, YOLOv5Module
 from yolo_slim.models import YOLOv5, count_parameters
+from yolo_slim.models.testing import randomize_norms
 
 
 def _trainer(max_epochs, callbacks, tmp_path, **kwargs):
@@ -39,8 +40,16 @@ def _trainer(max_epochs, callbacks, tmp_path, **kwargs):
     ({"ratio": 1.0}, r"ratio must be in \[0, 1\), found 1.0"),
     ({"policy": "all"}, "policy must be one of"),
     ({"round_to": 0}, "round_to must be an int >= 1"),
-    ({"imgsz": 0}, "imgsz must be an int >= 1, found 0"),
-    ({"imgsz": 320.5}, "imgsz must be an int >= 1, found 320.5"),
+    ({"imgsz": 0}, "imgsz must be a positive multiple of 32 \\(None: the module's\\), found 0"),
+    ({"imgsz": 320.5}, "imgsz must be a positive multiple of 32 \\(None: the module's\\), found 320.5"),
+    ({"imgsz": 63}, "imgsz must be a positive multiple of 32"),
+    # Kinds before values: a string is no list of characters, None no ratio.
+    ({"ratio": "0.5"}, r"ratio must be a number in \[0, 1\) or a list of them \(one per prune epoch\), found '0.5'"),
+    ({"ratio": None}, r"ratio must be a number in \[0, 1\) or a list of them .*, found None"),
+    ({"ratio": {"a": 1}}, r"ratio must be a number .*, found \{'a': 1\}"),
+    ({"prune_epochs": 1.5}, r"prune_epochs must be an int >= 0 or a list of them \(\[\] for sparse training only\), "
+                            r"found 1.5"),
+    ({"prune_epochs": [1, True]}, r"prune_epochs must be an int >= 0 or a list of them"),
     ({"finetune_schedule": "reset"}, r"finetune_schedule must be one of \('continue', 'restart'\)"),
 ])
 def test_constructor_validates_every_argument(arguments, message):
@@ -91,6 +100,30 @@ def test_sparse_training_only_penalises_every_step_and_never_prunes(tmp_path, sy
     assert (tmp_path / "gamma_histogram.png").stat().st_size > 100  # "after sparse training", drawn at fit end
     with pytest.raises(ValueError, match=r"with prune_epochs=\[\] .* ratio must be one float"):
         SlimCallback(prune_epochs=[], ratio=[0.5])
+
+def test_a_prune_before_any_training_warns_unless_the_weights_are_trained(tmp_path, synthetic_cache, caplog):
+    warning = "SlimCallback prunes at epoch 0, before any training: every BatchNorm γ is still 1"
+    for trained in (False, True):
+        module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)
+        if trained:  # one-shot pruning of trained weights, then fine-tuning: what prune_epochs=0 is for
+            randomize_norms(module.model)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="yolo_slim.lit.slim_callback"):
+            _trainer(1, [SlimCallback(prune_epochs=0, ratio=0.5, imgsz=64)], tmp_path, limit_train_batches=1,
+                     limit_val_batches=0).fit(module, datamodule=tiny_datamodule(synthetic_cache))
+        assert (warning in caplog.text) is not trained, caplog.text
+
+
+def test_a_module_made_for_another_image_size_than_its_data_is_named(tmp_path, synthetic_cache, caplog):
+    for imgsz in (640, 64):  # tiny_datamodule gives 64-pixel images
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="yolo_slim.lit.module"):
+            _trainer(1, [], tmp_path, limit_train_batches=1, limit_val_batches=0).fit(
+                YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=imgsz), datamodule=tiny_datamodule(synthetic_cache))
+        named = "YOLOv5Module was made for imgsz=640 (its loss gains; SlimCallback's GFLOPs and latency), but its " \
+                "datamodule gives 64-pixel images: make it with imgsz=64"
+        assert (named in caplog.text) is (imgsz == 640), caplog.text
+
 
 def test_prune_mid_fit_swaps_network_optimizer_and_continues(tmp_path, synthetic_cache):
     module = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)

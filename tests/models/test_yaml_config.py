@@ -206,6 +206,12 @@ def test_bad_yamls_name_the_problem(edit, message):
         YOLOv5(_yaml_with(edit))
 
 
+def test_a_count_of_classes_below_one_is_named():
+    for nc in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=f"nc must be an int >= 1 \\(the number of classes\\), found {nc}"):
+            YOLOv5("yolov5n", nc=nc)
+
+
 def test_unknown_config_name_lists_shipped_ones():
     with pytest.raises(ValueError, match=r"'yolov9' is neither a file nor a shipped config; shipped: .*yolov5s"):
         YOLOv5("yolov9")

@@ -1,6 +1,8 @@
 """Pruning plans: thresholds, constraints, FLOPs targets, plain-data round trip, errors."""
 
+import logging
 import math
+import re
 
 import pytest
 import torch
@@ -90,6 +92,8 @@ def test_a_damaged_plan_file_is_refused_when_read(random_model, edit, message):
     ({"flops_target": 0.5, "imgsz": -64}, "imgsz must be an int >= 1, found -64"),
     ({"ratio": 0.3, "policy": "all"}, "policy must be one of"),
     ({"ratio": 0.3, "aggregate": "sum"}, r"aggregate must be one of \('max', 'mean'\)"),
+    ({"ratio": "0.3"}, "ratio must be a number, found '0.3'"),
+    ({"flops_target": True}, "flops_target must be a number, found True"),
     ({"flops_target": 0.01, "imgsz": 64}, r"flops_target=0.01 cannot be met: with min_channels=8 and round_to=8 "
                                           r"the smallest model has 0\.\d+ of the dense GFLOPs"),
 ])
@@ -106,6 +110,31 @@ def test_plan_for_another_architecture_is_refused(random_model):
     with pytest.raises(ValueError, match="made for a different architecture"):
         compact(random_model("yolov5s"), plan)
     assert math.isfinite(plan.threshold)
+
+
+def test_what_is_no_network_or_plan_is_named(random_model):
+    model = random_model()
+    with pytest.raises(TypeError, match="plan_pruning takes a yolo_slim YOLOv5 .*, found OrderedDict"):
+        plan_pruning(model.state_dict(), ratio=0.3)
+    for plan in (None, {}):
+        with pytest.raises(TypeError, match=f"compact takes a yolo_slim YOLOv5 and a PruningPlan .*, found YOLOv5 and "
+                                            f"{type(plan).__name__}"):
+            compact(model, plan)
+    assert trace_channels(model).groups.keys() == trace_channels(model.spec).groups.keys()  # a network, or its spec
+    with pytest.raises(TypeError, match="trace_channels takes a ModelSpec or a YOLOv5, found str"):
+        trace_channels("yolov5n")
+
+
+def test_a_ratio_the_floors_hold_back_is_named(random_model, caplog):
+    with caplog.at_level(logging.WARNING, logger="yolo_slim.slim.plan"):
+        plan = plan_pruning(random_model(), ratio=0.5, min_channels=10_000)
+    assert plan.removed_channels == 0
+    assert re.search(r"ratio=0.5 asks for \d+ of the \d+ prunable channels, 0 removed: min_channels=10000 and "
+                     r"round_to=8 keep the rest", caplog.text), caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="yolo_slim.slim.plan"):
+        plan_pruning(random_model(), ratio=0.5)
+    assert "keep the rest" not in caplog.text
 
 
 def test_ratio_with_tied_importances_still_removes_that_many(random_model):

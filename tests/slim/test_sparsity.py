@@ -68,6 +68,7 @@ def test_strength_schedules():
     assert sparsity_strength(1e-4, 1.0, "cosine", floor=0.0) == pytest.approx(0.0, abs=1e-20)
     with pytest.raises(ValueError, match=r"schedule must be one of \('constant', 'linear', 'cosine'\), found 'step'"):
         sparsity_strength(1e-4, 0.5, "step")
-    with pytest.raises(ValueError, match="strength and bias_strength must be >= 0"):
-        add_bn_l1_grad(YOLOv5("yolov5n"), strength=-1.0)
+    for strength in (-1.0, float("nan"), "1e-4"):  # a NaN would turn every γ's gradient into NaN
+        with pytest.raises(ValueError, match="strength and bias_strength must be finite numbers >= 0"):
+            add_bn_l1_grad(YOLOv5("yolov5n"), strength=strength)
     assert not math.isnan(sparsity_strength(1e-4, 2.0, "linear"))

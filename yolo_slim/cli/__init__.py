@@ -111,10 +111,12 @@ def main(argv: list[str] | None = None) -> None:
             # The data's own faults are the user's wherever they surface: a split is scanned in the
             # datamodule's setup, inside the fit, after the command's set-up has passed.
             except (UsageError, DataConfigError) as error:
-                if sweep or tracebacks:
-                    raise  # a sweep records the failed job and goes on; HYDRA_FULL_ERROR=1 wants the traceback
+                if tracebacks:
+                    raise  # HYDRA_FULL_ERROR=1 wants the traceback
                 message = one_line(str(error))
                 report(command, message)  # here, inside the job, its log file is still open
+                if sweep:
+                    raise  # a sweep records the failed job (sweep_summary's `error`) and goes on
                 failed.append(message)
 
         hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(job)()

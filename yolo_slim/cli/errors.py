@@ -45,9 +45,15 @@ def users_input() -> Iterator[None]:
 
 
 def one_line(message: str) -> str:
-    """A multi-line message joined into one: its non-empty lines, stripped, separated by '; '."""
+    """A multi-line message joined into one: its non-empty lines, stripped, separated by '; ' (by a space after
+    a line that ends in ':', which introduces the next)."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return "; ".join(lines) if lines else message
+    if not lines:
+        return message
+    joined = lines[0]
+    for line in lines[1:]:
+        joined += (" " if joined.endswith(":") else "; ") + line
+    return joined
 
 
 def describe_hydra_error(error: BaseException, command: str, overrides: Sequence[str]) -> str | None:
@@ -69,6 +75,22 @@ def describe_hydra_error(error: BaseException, command: str, overrides: Sequence
         key = match.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "VALUE")
         return no_such_setting(command, key, value, _composed(command, key, overrides))
+    if isinstance(error, ValueError) and str(error).startswith("Config group override must be a string"):
+        return _group_set_to_null(overrides) or one_line(str(error))
+    return None
+
+
+def _group_set_to_null(overrides: Sequence[str]) -> str | None:
+    """The line for ``model=null``: a config group takes one of its options (Hydra says only "Got NoneType")."""
+    from yolo_slim.cli import config_dir
+
+    for override in overrides:
+        key, _, value = override.partition("=")
+        folder = config_dir() / key.lstrip("+~")
+        if value == "null" and folder.is_dir():
+            options = sorted(path.stem for path in folder.glob("*.yaml"))
+            shown = ", ".join(options[:12]) + (f", ... ({len(options)} in all, in {folder})" if len(options) > 12 else "")
+            return f"{override}: {key.lstrip('+~')} is a config group, which takes one of its options: {shown}"
     return None
 
 

@@ -28,12 +28,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import AveragedModel
 
 from yolo_slim.lit import _lightning_internals as internals
 from yolo_slim.lit.network import (averaged_copies, find_network, replace_submodule, store_network,
                                    unaveraged_copies, weight_averages)
-from yolo_slim.lit.slim_arguments import check_slim_arguments
+from yolo_slim.lit.slim_arguments import check_slim_arguments, epochs_and_ratios
 from yolo_slim.lit.slim_artifacts import PredictionPictures, append_separation_row, write_histogram, write_prune_charts
 from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters
@@ -92,8 +93,7 @@ class SlimCallback(L.Callback):
                  floor: float | None = None,
                  sparsity_after_prune: bool = False, finetune_schedule: str = "continue", imgsz: int | None = None,
                  write_artifacts: bool = True) -> None:
-        epochs = [prune_epochs] if isinstance(prune_epochs, int) else list(prune_epochs)
-        ratios = [ratio] * len(epochs) if isinstance(ratio, (int, float)) else list(ratio)
+        epochs, ratios = epochs_and_ratios(prune_epochs, ratio)
         # None: the method's default. A value equal to the default changes nothing, so it is not a foreign
         # argument either: bias_sparsity=0 is "off" for every method, and the saved config of a run made
         # before schedule and floor defaulted to None spells out constant and 0.1 (a resume re-reads it).
@@ -173,6 +173,13 @@ class SlimCallback(L.Callback):
                         "torch AveragedModel and will stay dense. If one is a weight average, keep it as "
                         "AveragedModel(%s, multi_avg_fn=get_ema_multi_avg_fn(decay)) so that it is pruned too",
                         path, ", ".join(copies), path)
+        if self.prune_epochs[:1] == [trainer.current_epoch] and self.completed_prunes == 0 and _untrained(network):
+            # Legitimate from trained weights (one-shot pruning, then fine-tuning); from a fresh network the plan
+            # has nothing to rank by.
+            log.warning("SlimCallback prunes at epoch %d, before any training: every BatchNorm γ is still 1, so "
+                        "the channels removed are picked by their order, not their importance; give prune_epochs "
+                        "a later epoch (a sparse phase first), or start from trained weights",
+                        trainer.current_epoch)
         self._bind(trainer, pl_module)  # a resumed fit holds a rebuilt network
         # A resumed fit (ckpt_path) has already trained: its γ are not "before sparse training".
         if self.write_artifacts and self.completed_prunes == 0 and trainer.ckpt_path is None and trainer.is_global_zero:
@@ -485,3 +492,9 @@ def _validated_network(pl_module: L.LightningModule, network: YOLOv5) -> YOLOv5:
 
 def _prunable_channels(network: YOLOv5, policy: str) -> int:
     return sum(g.size for g in trace_channels(network.spec, policy).groups.values() if not g.frozen)
+
+
+def _untrained(network: torch.nn.Module) -> bool:
+    """Whether every BatchNorm scale is still at its initial 1 (a network that has not trained)."""
+    norms = [m for m in network.modules() if isinstance(m, _BatchNorm) and m.weight is not None]
+    return bool(norms) and all(bool((norm.weight == 1).all()) for norm in norms)

@@ -18,6 +18,7 @@ holds that many copies of its block, except for C3 and kin, whose ``number`` is 
 
 from __future__ import annotations
 
+import numbers
 import copy
 import logging
 from collections.abc import Mapping
@@ -84,7 +85,10 @@ def parse_model_yaml(data: Mapping[str, Any], nc: int | None = None, in_channels
         activation = canonical_activation(data.get("activation") or DEFAULT_ACTIVATION)
     except ValueError as error:
         raise ValueError(f"model yaml: {error}") from None
-    classes = int(data["nc"]) if nc is None else int(nc)
+    classes = data["nc"] if nc is None else nc
+    if isinstance(classes, bool) or not isinstance(classes, numbers.Integral) or classes < 1:
+        raise ValueError(f"nc must be an int >= 1 (the number of classes), found {classes!r}")
+    classes = int(classes)
     anchors = _anchor_count(data["anchors"]) if _is_count(data["anchors"]) else _parse_anchors(data["anchors"])
     depth_multiple, width_multiple = float(data["depth_multiple"]), float(data["width_multiple"])
     rows = list(data["backbone"] or []) + list(data["head"] or [])

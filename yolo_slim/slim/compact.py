@@ -71,6 +71,9 @@ def compact(model: YOLOv5, plan: PruningPlan, fold_removed: bool = True) -> YOLO
         ``plan``; SyncBatchNorm stays SyncBatchNorm, and a parameter frozen in ``model``
         (``requires_grad=False``) stays frozen: call ``requires_grad_(True)`` to train a compacted EMA copy.
     """
+    if not isinstance(model, YOLOv5) or not isinstance(plan, PruningPlan):
+        raise TypeError(f"compact takes a yolo_slim YOLOv5 and a PruningPlan (from plan_pruning on it), found "
+                        f"{type(model).__name__} and {type(plan).__name__}")
     require_unfused(model, "compact")
     graph = trace_channels(model.spec, plan.policy)
     spec = pruned_spec(model.spec, plan)

@@ -28,6 +28,8 @@ The data types are in :mod:`yolo_slim.slim.channels`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from yolo_slim.models.spec import INPUT, ModelSpec
 from yolo_slim.slim.channels import ChannelGraph, ChannelGroup, ChannelTracer, Consumer, Segment
 from yolo_slim.slim.rules import trace_block
@@ -37,11 +39,11 @@ __all__ = ["POLICIES", "ChannelGraph", "ChannelGroup", "Consumer", "Segment", "t
 POLICIES = ("grouped", "seed")
 
 
-def trace_channels(spec: ModelSpec, policy: str = "grouped") -> ChannelGraph:
+def trace_channels(spec: ModelSpec | Any, policy: str = "grouped") -> ChannelGraph:
     """Channel groups and consumers of ``spec``.
 
     Args:
-        spec: The architecture.
+        spec: The architecture: a ModelSpec, or a network holding one (``YOLOv5.spec``).
         policy: ``"grouped"``: every group may be pruned (residual groups as a whole).
             ``"seed"``: the best-known YOLOv5 slimming code's choice, kept for comparison: inside a
             C3 with shortcuts, ``cv1``, every Bottleneck's ``cv1`` and ``cv2`` are frozen.
@@ -54,6 +56,9 @@ def trace_channels(spec: ModelSpec, policy: str = "grouped") -> ChannelGraph:
     Raises:
         ValueError: an unknown policy.
     """
+    spec = getattr(spec, "spec", spec)  # a YOLOv5: its architecture
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"trace_channels takes a ModelSpec or a YOLOv5, found {type(spec).__name__}")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, found {policy!r}")
     tracer = ChannelTracer(policy, spec.activation)

@@ -9,7 +9,9 @@ kernels), keeping the most important channels.
 
 from __future__ import annotations
 
+import logging
 import math
+import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,6 +21,8 @@ from yolo_slim.models import YOLOv5
 from yolo_slim.models.fuse import require_unfused
 from yolo_slim.models.info import spec_gflops
 from yolo_slim.slim.graph import POLICIES, ChannelGraph, trace_channels
+
+log = logging.getLogger(__name__)
 
 AGGREGATES = ("max", "mean")
 PLAN_FORMAT = 1
@@ -114,6 +118,9 @@ def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float 
             with no prunable channel group.
     """
     check_plan_arguments(ratio, threshold, flops_target, policy, round_to, min_channels, aggregate, imgsz)
+    if not isinstance(model, YOLOv5):  # a state dict, or ultralytics' own model: load_yolov5 reads their files
+        raise TypeError(f"plan_pruning takes a yolo_slim YOLOv5 (load_yolov5 reads an ultralytics .pt), found "
+                        f"{type(model).__name__}")
     require_unfused(model, "plan_pruning")
     graph = trace_channels(model.spec, policy)
     importance = group_importance(model, graph, aggregate)
@@ -137,7 +144,14 @@ def plan_pruning(model: YOLOv5, *, ratio: float | None = None, threshold: float 
         return _plan_from_counts(graph, orders, dict(zip(names, counts)), cut, policy, round_to, min_channels)
 
     if ratio is not None:
-        return remove_lowest(int(ratio * len(ranked_scores)))
+        asked = int(ratio * len(ranked_scores))
+        plan = remove_lowest(asked)
+        # round_to moves the count by a few channels per group; far less than asked means the floors held it.
+        if plan.removed_channels < 0.9 * asked:
+            log.warning("plan_pruning: ratio=%g asks for %d of the %d prunable channels, %d removed: min_channels=%d "
+                        "and round_to=%d keep the rest", ratio, asked, len(ranked_scores), plan.removed_channels,
+                        min_channels, round_to)
+        return plan
     return _plan_for_flops(model, len(ranked_scores), remove_lowest, flops_target, imgsz, round_to, min_channels)
 
 
@@ -165,6 +179,9 @@ def check_plan_arguments(ratio: float | None = None, threshold: float | None = N
              if value is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of ratio, threshold, flops_target; found {given or 'none'}")
+    for name, value in (("ratio", ratio), ("threshold", threshold), ("flops_target", flops_target)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ValueError(f"{name} must be a number, found {value!r}")
     if ratio is not None and not 0 <= ratio < 1:
         raise ValueError(f"ratio must be in [0, 1), found {ratio}")
     if threshold is not None and (threshold < 0 or math.isnan(threshold)):

@@ -54,7 +54,7 @@ def plot_pareto(points: list[tuple[str, float, float, bool]], path: str | Path,
     if len(front) > 1:
         axes.plot([costs[i][0] for i in front], [costs[i][1] for i in front], color="#7f8c8d", linestyle="--",
                   zorder=2, label="Pareto front")
-        axes.legend(loc="lower right")
+        axes.legend(loc="best")  # where it covers the fewest points (the dense star is often bottom right)
     axes.set_xlabel("GFLOPs")
     axes.set_ylabel("mAP50-95")
     axes.set_title(title)

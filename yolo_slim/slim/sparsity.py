@@ -10,6 +10,7 @@ pass so that it costs next to nothing per step.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -56,8 +57,10 @@ def add_bn_l1_grad(target: YOLOv5 | SparsityTarget, strength: float, bias_streng
 
     Parameters without a gradient (frozen, or unused this step) are skipped.
     """
-    if strength < 0 or bias_strength < 0:
-        raise ValueError(f"strength and bias_strength must be >= 0, found {strength} and {bias_strength}")
+    if not all(isinstance(s, numbers.Real) and not isinstance(s, bool) and math.isfinite(s) and s >= 0
+               for s in (strength, bias_strength)):  # a NaN would turn every γ's gradient into NaN
+        raise ValueError(f"strength and bias_strength must be finite numbers >= 0, found {strength!r} and "
+                         f"{bias_strength!r}")
     if isinstance(target, YOLOv5):
         target = sparsity_target(target)
     for parameters, scale in ((target.weights, strength), (target.biases, bias_strength)):
