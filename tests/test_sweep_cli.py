@@ -9,7 +9,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from yolo_slim.cli.sweep import RECORDS, SweepSummary, write_sweep_summary
+from yolo_slim.cli.sweep import RECORDS, SweepSummary, _points, sweep_rows, write_sweep_summary
 from yolo_slim.slim.plots import pareto_front
 
 
@@ -53,6 +53,31 @@ def test_a_job_whose_summary_has_no_stage_yet_is_listed_as_without_summary(tmp_p
     write_sweep_summary(tmp_path)
     with open(tmp_path / "sweep_summary.csv", newline="") as file:
         assert [row["status"] for row in csv.DictReader(file)] == ["no summary"]
+
+
+def test_iterative_jobs_keep_every_stage_and_each_trained_model_is_named(tmp_path):
+    def stage(params, gflops, map_):
+        return {"params": params, "gflops": gflops, "map50": map_, "map": map_}
+
+    summaries = [{"train": stage(100, 1.0, 0.3), "pruned": stage(70, 0.7, 0.3), "train_2": stage(70, 0.7, 0.31),
+                  "pruned_2": stage(50, 0.5, 0.3), "finetuned": stage(50, 0.5, 0.35)},
+                 {"train": stage(100, 1.0, 0.32), "pruned": stage(60, 0.6, 0.3), "finetuned": stage(60, 0.6, 0.33)}]
+    records = []
+    for job, (stages, ratio) in enumerate(zip(summaries, ([0.3, 0.5], 0.4))):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "summary.json").write_text(json.dumps({"stages": stages}))
+        records.append({"job": job, "overrides": [], "status": "completed", "error": None,
+                        "output_dir": str(tmp_path / str(job)), "ratio": ratio})
+    (tmp_path / RECORDS).write_text("".join(json.dumps(record) + "\n" for record in records))
+    rows = sweep_rows(tmp_path)
+    stages = [key[:-len("_params")] for key in rows[0] if key.endswith("_params")]
+    assert stages == ["train", "pruned", "train_2", "pruned_2", "finetuned"]
+    assert rows[0]["pruned_2_params"] == 50 and rows[1]["pruned_2_params"] is None and rows[0]["ratio"] == [0.3, 0.5]
+    # A train sweep: each job trained its own model before its prune, so "dense" would pick one of them unsaid.
+    assert _points(rows) == [("job 0 before its prune", 1.0, 0.3, True), ("ratio [0.3, 0.5]", 0.5, 0.35, False),
+                             ("ratio 0.4", 0.6, 0.33, False)]
+    rows[1]["train_map"] = 0.3  # a prune sweep: one checkpoint before every prune
+    assert _points(rows)[0] == ("dense", 1.0, 0.3, True)
 
 
 def _job_return(run_dir, status, resume="RUN"):
@@ -111,6 +136,8 @@ def test_prune_sweep_from_a_sparse_only_run_with_finetune_and_a_failing_job(tmp_
     with open(sweep_dir / "sweep_summary.csv") as file:
         rows = list(csv.DictReader(file))
     assert [(row["ratio"], row["status"]) for row in rows] == [("0.3", "completed"), ("1.5", "failed")]  # ...as a row
+    assert rows[1]["error"] == "prune.ratio must be in [0, 1), found 1.5" and rows[0]["error"] == ""
+    assert "error: prune.ratio must be in [0, 1), found 1.5" in (sweep_dir / "1" / "prune.log").read_text()
     good = rows[0]
     assert int(good["pruned_params"]) < int(good["train_params"]) and good["finetuned_params"] == good["pruned_params"]
     assert float(good["finetuned_latency_ms"]) > 0 and 0 <= float(good["finetuned_map"]) <= 1

@@ -14,12 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from yolo_slim.files import write_atomically, write_text_atomically
 
@@ -78,11 +79,15 @@ def _record_a_resumed_job(job_return: JobReturn, run_dir: Path) -> None:
     log.info("%s is job %s of the sweep in %s: its row there is rewritten", run_dir, mine[0]["job"], sweep_dir)
 
 
-def _ratio(config: DictConfig | None) -> float | None:
+def _ratio(config: DictConfig | None) -> float | list[float] | None:
+    """The job's prune.ratio: one, or an iterative prune's cumulative targets."""
     if config is None:
         return None
     value = OmegaConf.select(config, "prune.ratio", default=None)
-    return float(value) if isinstance(value, (int, float)) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    values = list(value) if isinstance(value, ListConfig) else []
+    return [float(v) for v in values] if values and all(isinstance(v, (int, float)) for v in values) else None
 
 
 def _latest_records(sweep_dir: Path) -> dict[int, dict[str, Any]]:
@@ -102,19 +107,32 @@ def _latest_records(sweep_dir: Path) -> dict[int, dict[str, Any]]:
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job (the latest record of each), with its stages' figures read from its summary.json."""
     latest = _latest_records(sweep_dir)
+    summaries = {job: _stages(Path(latest[job]["output_dir"]) / "summary.json") for job in sorted(latest)}
+    # train, pruned, finetuned; an iterative prune's train_2, pruned_2 ... too, before finetuned (its summary's order)
+    names = list(STAGES)
+    for stages, _ in summaries.values():
+        for name in stages:
+            if name not in names:
+                names.insert(names.index("finetuned"), name)
     rows = []
-    for job in sorted(latest):
+    for job, (stages, problem) in summaries.items():
         record = latest[job]
         row: dict[str, Any] = {"job": job, "overrides": " ".join(record["overrides"]), "status": record["status"],
-                               "ratio": record["ratio"]}
-        stages, problem = _stages(Path(record["output_dir"]) / "summary.json")
+                               "error": _error_line(record.get("error")), "ratio": record["ratio"]}
         if record["status"] == "completed" and not stages:
             row["status"] = problem
-        for stage in STAGES:
+        for stage in names:
             for figure in FIGURES:
                 row[f"{stage}_{figure}"] = stages.get(stage, {}).get(figure)
         rows.append(row)
     return rows
+
+
+def _error_line(error: str | None) -> str | None:
+    """A failed job's error as its one line: ``UsageError('prune.ratio must be ...')`` is recorded as the
+    exception's repr; the table shows the message of a user's error, and the repr of any other."""
+    match = re.fullmatch(r"UsageError\(([\"'])(.*)\1\)", error or "", flags=re.DOTALL)
+    return match.group(2) if match else error
 
 
 def _stages(summary_path: Path) -> tuple[dict[str, Any], str]:
@@ -148,15 +166,23 @@ def write_sweep_summary(sweep_dir: Path) -> None:
 
 
 def _points(rows: list[dict[str, Any]]) -> list[tuple[str, float, float, bool]]:
-    """(label, GFLOPs, mAP, is_dense) per job: its last stage, plus the dense model once."""
+    """(label, GFLOPs, mAP, is_dense) per job: its last stage, plus the model before pruning once.
+
+    In a `prune` sweep every job prunes the same checkpoint: that is the dense model. In a `train` sweep each
+    job trained its own before its prune (targeted shapes it for its ratio): the first one is shown, named so.
+    """
+    pruned = [row for row in rows if row["status"] == "completed" and row.get("train_gflops") is not None
+              and row.get("pruned_gflops") is not None]
+    shared = len({(row["train_gflops"], row["train_map"]) for row in pruned}) <= 1
     points, dense_seen = [], False
     for row in rows:
         if row["status"] != "completed":
             continue
-        if not dense_seen and row.get("train_gflops") is not None and row.get("pruned_gflops") is not None:
-            points.append(("dense", row["train_gflops"], row["train_map"], True))
+        if not dense_seen and row in pruned:
+            label = "dense" if shared else f"job {row['job']} before its prune"
+            points.append((label, row["train_gflops"], row["train_map"], True))
             dense_seen = True
-        for stage in reversed(STAGES):
+        for stage in reversed([key[:-len("_gflops")] for key in row if key.endswith("_gflops")]):
             if row.get(f"{stage}_gflops") is not None and row.get(f"{stage}_map") is not None:
                 label = f"ratio {row['ratio']}" if row["ratio"] is not None else f"job {row['job']}"
                 points.append((label, row[f"{stage}_gflops"], row[f"{stage}_map"], False))
