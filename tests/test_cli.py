@@ -67,6 +67,10 @@ def test_info_of_a_checkpoint_shows_its_pruned_widths(tmp_path):
     assert f"{count_parameters(pruned):,} parameters" in result.stdout and count_parameters(pruned) < 1_000_000
     both = _run("info", f"ckpt={path}", f"model.weights={path}")
     assert both.returncode == 2 and "give ckpt= or model.weights=, not both" in both.stderr, both.stderr
+    named = _run("info", f"ckpt={path}", "model=yolov5s")  # the group's default is no choice; a typed one is
+    assert named.returncode == 2 and f"give ckpt= or model=, not both (found ckpt='{path}' and model=yolov5s)" in \
+        named.stderr, named.stderr
+    assert "1,872,157 parameters" in _run("info", "imgsz=64").stdout  # no model=: yolov5n (80 classes), as train
 
 
 @pytest.mark.parametrize(("command", "overrides", "expected"), [

@@ -32,7 +32,8 @@ def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(train
     (images / "sub").mkdir()
     shutil.copy(images / "wide.png", images / "sub" / "wide.png")  # the same name in another folder
     out = tmp_path / "predict"
-    result = run_cli(["predict", f"ckpt={checkpoint}", f"source={images}", "conf=0.001", "imgsz=96",
+    # No imgsz=: the size the checkpoint was trained at, 96 (not ultralytics' 640), as val and prune take it.
+    result = run_cli(["predict", f"ckpt={checkpoint}", f"source={images}", "conf=0.001",
                       f"compare={other}", f"hydra.run.dir={out}"], cli_environment)
     assert result.returncode == 0, result.stderr[-3000:]
     for label in ("checkpoints/best.ckpt (torch)", "other/best.ckpt (torch)"):  # told apart by their folders

@@ -21,6 +21,10 @@ def test_prune_writes_a_loadable_smaller_checkpoint(trained_run, tmp_path, cli_e
     before, after = summary["stages"]["train"], summary["stages"]["pruned"]
     assert after["params"] < 0.8 * before["params"] and after["gflops"] < before["gflops"]
     assert 0.0 <= after["map"] <= 1.0
+    # The folder says which prune it holds, and what it cut, as a `train +prune=sparse` run's summary does.
+    assert summary["prune"] == {"ratio": 0.5, "policy": "grouped", "aggregate": "max", "round_to": 8,
+                                "min_channels": 8, "fold_removed": True, "finetune_epochs": 0, "plan": "plan_pruning"}
+    assert 0 < after["removed_channels"] < after["total_channels"] and 0 <= after["removed_output_mass"] <= 1
     pruned = run_dir / "checkpoints" / "pruned.ckpt"
     assert summary["checkpoint"] == str(pruned)
     stored = torch.load(pruned, weights_only=True)

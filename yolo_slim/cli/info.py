@@ -1,9 +1,10 @@
-"""``python -m yolo_slim info model=yolov5s [imgsz=640] [model.weights=PATH]``, or ``info ckpt=PATH``."""
+"""``python -m yolo_slim info [model=yolov5n] [imgsz=640] [model.weights=PATH]``, or ``info ckpt=PATH``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
@@ -22,6 +23,11 @@ def run(config: DictConfig) -> None:
             if config.model.weights is not None:
                 raise ValueError(f"give ckpt= or model.weights=, not both (found ckpt={str(checkpoint)!r} and "
                                  f"model.weights={config.model.weights!r})")
+            # The model group always has a value (its default): only one typed on the command line is refused.
+            typed = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") == "model"]
+            if typed:
+                raise ValueError(f"give ckpt= or model=, not both (found ckpt={str(checkpoint)!r} and {typed[0]}): "
+                                 f"the checkpoint holds its own architecture")
             if not checkpoint.is_file():
                 raise ValueError(f"ckpt={str(checkpoint)!r} {not_a_file(checkpoint)}; give a yolo_slim .ckpt or an "
                                  f"ultralytics .pt")

@@ -34,12 +34,13 @@ from yolo_slim.predict import Detector, draw_detections, image_sources, load_det
 from yolo_slim.predict.runtime import SUPPORTED
 
 log = logging.getLogger(__name__)
+DEFAULT_IMGSZ = 640  # ultralytics detect.py's, for a model that does not say the size it was trained at
 
 
 def run(config: DictConfig) -> None:
     with users_input():
         paths = image_sources(str(config.source))
-        imgsz = require_imgsz(config.imgsz, "imgsz")
+        asked = None if config.imgsz is None else require_imgsz(config.imgsz, "imgsz")
         nms = NMSConfig(conf_threshold=require_number(config.conf, "conf", minimum=0, maximum=1),
                         iou_threshold=require_number(config.iou, "iou", minimum=0, maximum=1),
                         max_det=require_positive_int(config.max_det, "max_det"), multi_label=False)
@@ -47,9 +48,17 @@ def run(config: DictConfig) -> None:
         if config.compare and _same_file(config.ckpt, config.compare):
             raise ValueError(f"compare={str(config.compare)!r} is the file ckpt= already names; give compare= another "
                              f"model (e.g. the dense one) to set beside it")
-        detectors = [_load(config.ckpt, "ckpt", imgsz)] + ([_load(config.compare, "compare", imgsz)]
+        tried = asked or DEFAULT_IMGSZ  # the size an export that does not say its own is tried at
+        detectors = [_load(config.ckpt, "ckpt", tried)] + ([_load(config.compare, "compare", tried)]
                                                            if config.compare else [])
-        sizes = [_size(detector, imgsz) for detector in detectors]
+        # imgsz=null: the size ckpt= was trained at, when it says (a yolo_slim .ckpt does), as val and prune do.
+        imgsz = asked or detectors[0].trained_imgsz or DEFAULT_IMGSZ
+        sizes = [_size(detector, imgsz, asked is not None) for detector in detectors]
+        if len(detectors) > 1 and detectors[0].names and detectors[1].names and \
+                detectors[0].names != detectors[1].names:
+            log.warning("ckpt= and compare= detect other classes (%d: %s ... and %d: %s ...): their pictures are "
+                        "not a comparison of one task", len(detectors[0].names), detectors[0].names[0],
+                        len(detectors[1].names), detectors[1].names[0])
     labels = _labels([detector.path for detector in detectors])
     folder = Path(HydraConfig.get().runtime.output_dir)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
@@ -114,10 +123,10 @@ def _load(path: Any, setting: str, imgsz: int) -> Detector:
         raise ValueError(f"{setting}={str(path)!r} is not a model yolo_slim can read: {error}") from error
 
 
-def _size(detector: Detector, imgsz: int) -> tuple[int, int]:
+def _size(detector: Detector, imgsz: int, asked: bool) -> tuple[int, int]:
     """The (height, width) ``detector`` runs at: the file's own when it was exported at a fixed size."""
     if detector.imgsz is not None:
-        if detector.imgsz != (imgsz, imgsz):
+        if asked and detector.imgsz != (imgsz, imgsz):
             log.warning("%s was exported at %dx%d (height x width): it runs at that size, not imgsz=%d",
                         detector.path, *detector.imgsz, imgsz)
         return detector.imgsz

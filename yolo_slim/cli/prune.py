@@ -41,6 +41,7 @@ from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.slim import PruningPlan, compact, plan_pruning, trace_channels
 from yolo_slim.slim.plan import check_plan_arguments
+from yolo_slim.slim.separation import separation
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +79,18 @@ def run(config: DictConfig) -> None:
         dense = module.inference_model
         # Chosen before the dense model is evaluated: a flops_target it cannot meet is named at once.
         with named_settings("prune", arguments):
-            plan = _stored_choice(Path(str(config.ckpt)), dense, arguments) or plan_pruning(dense, imgsz=imgsz,
-                                                                                            **arguments)
+            stored = _stored_choice(Path(str(config.ckpt)), dense, arguments)
+            plan = stored or plan_pruning(dense, imgsz=imgsz, **arguments)
     before = stage_metrics(trainer, module, datamodule, imgsz)
     pictures_of_predictions = PredictionPictures()
     pictures_of_predictions.capture_dense(None, dense, datamodule)
+    figures = separation(dense, plan).to_dict()  # as SlimCallback's pruned stage: how much the prune cut
     small = compact(dense, plan, fold_removed=bool(config.prune.fold_removed))
     small.requires_grad_(True)  # pruned from the EMA, whose copy is frozen (averaged, not trained): trained now
     log.info("pruned %d of %d channels (threshold %.4g)", plan.removed_channels, plan.total_channels, plan.threshold)
     module.set_network(small)  # compact() recorded the plan in the network's pruning_history
-    after = stage_metrics(trainer, module, datamodule, imgsz)
+    after = {**stage_metrics(trainer, module, datamodule, imgsz), **figures,
+             "removed_channels": plan.removed_channels, "total_channels": plan.total_channels}
     checkpoint = run_dir / "checkpoints" / "pruned.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=False)  # as Lightning's default, without its notice
     # On several devices every rank holds the same plan and network (the same weights, the same
@@ -109,8 +112,11 @@ def run(config: DictConfig) -> None:
         return
     pictures_of_predictions.write(run_dir, module.inference_model, final_title=(
         f"pruned + fine-tuned ({finetune_epochs} epochs)" if finetune_epochs else "pruned"))
+    settings = {**arguments, "fold_removed": bool(config.prune.fold_removed), "finetune_epochs": finetune_epochs,
+                # a targeted sparse run's own choice (the channels it drove to zero), or a plan made here
+                "plan": "the checkpoint's targeted choice" if stored is not None else "plan_pruning"}
     write_summary(run_dir, model=str(config.ckpt), imgsz=imgsz, data=str(data), stages=stages,
-                  checkpoint=str(checkpoint))
+                  checkpoint=str(checkpoint), prune=settings)
     print(f"pruned {plan.removed_channels}/{plan.total_channels} channels: params {before['params']:,} -> "
           f"{after['params']:,}, GFLOPs {before['gflops']:.3f} -> {after['gflops']:.3f}, "
           f"mAP50 {before['map50']:.4f} -> {after['map50']:.4f}, mAP {before['map']:.4f} -> {after['map']:.4f}\n"

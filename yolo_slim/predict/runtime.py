@@ -13,14 +13,15 @@ from __future__ import annotations
 import ast
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from yolo_slim.models import CheckpointFormatError, fuse_batchnorm, load_yolov5
+from yolo_slim.models import CheckpointFormatError, fuse_batchnorm
+from yolo_slim.models.checkpoint import network_from_checkpoint, read_checkpoint
 
 SUPPORTED = "a yolo_slim .ckpt, an ultralytics YOLOv5 .pt, or a .torchscript / .onnx exported from either"
 
@@ -37,6 +38,8 @@ class Detector:
         imgsz: ``(height, width)`` a traced or ONNX file was exported at; None when any multiple of ``stride`` runs.
         run: The forward: (B, 3, H, W) float32 in [0, 1] -> (B, N, 5 + nc) decoded float32, on the CPU (a file
             exported in fp16 gets its input cast to fp16).
+        trained_imgsz: The size a checkpoint says it was trained at (a yolo_slim ``.ckpt``'s ``imgsz``, an
+            ultralytics training ``.pt``'s ``opt.imgsz``); None when it does not say.
     """
 
     path: Path
@@ -45,6 +48,7 @@ class Detector:
     stride: int
     imgsz: tuple[int, int] | None
     run: Callable[[torch.Tensor], torch.Tensor]
+    trained_imgsz: int | None = None
 
 
 def load_detector(path: str | Path, imgsz: int = 640) -> Detector:
@@ -67,14 +71,30 @@ def load_detector(path: str | Path, imgsz: int = 640) -> Detector:
         return _onnx(path, imgsz)
     if suffix == ".torchscript":
         return _torchscript(path, imgsz)
-    model = fuse_batchnorm(load_yolov5(path))
+    content = read_checkpoint(path)
+    model = fuse_batchnorm(network_from_checkpoint(content, path))
     _check_channels(path, model.spec.in_channels)
 
     def run(images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return model(images)
 
-    return Detector(path, "torch", list(model.names), int(model.stride.max()), None, run)
+    return Detector(path, "torch", list(model.names), int(model.stride.max()), None, run, _trained_imgsz(content))
+
+
+def _trained_imgsz(content: object) -> int | None:
+    """The training size a checkpoint records: Lightning's ``hyper_parameters`` (yolo_slim's ``imgsz``), or the
+    ``opt`` of an ultralytics training checkpoint (``imgsz``, ``img_size`` before v5)."""
+    if not isinstance(content, Mapping):
+        return None
+    for section, key in (("hyper_parameters", "imgsz"), ("opt", "imgsz"), ("opt", "img_size")):
+        stored = content.get(section)
+        value = stored.get(key) if isinstance(stored, Mapping) else getattr(stored, key, None)
+        if isinstance(value, (list, tuple)) and value:  # ultralytics before v6: [train, test]
+            value = value[0]
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _torchscript(path: Path, imgsz: int) -> Detector:
