@@ -104,12 +104,12 @@ def test_a_sweep_job_resumed_on_its_own_rewrites_its_row(tmp_path):
 
     assert statuses() == [("0", "completed", "100"), ("1", "failed", "")]
     # Its resume fails again, and a run that is no job of the sweep finishes: neither changes the table.
+    (tmp_path / "1" / "summary.json").write_text(json.dumps({"stages": stages}))  # an earlier attempt's: not read
     SweepSummary().on_job_end(None, _job_return(tmp_path / "1", JobStatus.FAILED))
     (tmp_path / "other").mkdir()
     SweepSummary().on_job_end(None, _job_return(tmp_path / "other", JobStatus.COMPLETED))
     assert statuses() == [("0", "completed", "100"), ("1", "failed", "")]
     # `train resume=SWEEP/1` finishes the job and writes its summary.json: the sweep's row follows.
-    (tmp_path / "1" / "summary.json").write_text(json.dumps({"stages": stages}))
     SweepSummary().on_job_end(None, _job_return(tmp_path / "1", JobStatus.COMPLETED))
     assert statuses() == [("0", "completed", "100"), ("1", "completed", "100")]
     assert json.loads((tmp_path / RECORDS).read_text().splitlines()[-1])["overrides"] == ["prune.ratio=0.4"]

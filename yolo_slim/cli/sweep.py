@@ -107,7 +107,10 @@ def _latest_records(sweep_dir: Path) -> dict[int, dict[str, Any]]:
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job (the latest record of each), with its stages' figures read from its summary.json."""
     latest = _latest_records(sweep_dir)
-    summaries = {job: _stages(Path(latest[job]["output_dir"]) / "summary.json") for job in sorted(latest)}
+    # A failed job's folder may hold an earlier attempt's summary (a resume=auto refused for other settings): its
+    # figures would be read as this record's.
+    summaries = {job: ({}, "") if latest[job]["status"] == "failed" else
+                 _stages(Path(latest[job]["output_dir"]) / "summary.json") for job in sorted(latest)}
     # train, pruned, finetuned; an iterative prune's train_2, pruned_2 ... too, before finetuned (its summary's order)
     names = list(STAGES)
     for stages, _ in summaries.values():
