@@ -31,7 +31,7 @@ def test_settings_and_overrides(tmp_path, cli_environment):
     _assert_one_line(run_cli(["train", "model=yolov9", *run], cli_environment, 120), "train",
                      "Could not find 'model/yolov9'", "yolov5s-ghost")
     _assert_one_line(run_cli(["train", "model=null", *run], cli_environment, 120), "train",  # Hydra: "Got NoneType"
-                     "model=null: model is a config group, which takes one of its options: yolov3-spp, ")
+                     "model=null: model is a config group, which takes one of its options: yolov3, yolov3-spp, ")
     _assert_one_line(run_cli(["train", "trainer.max_epochs", *run], cli_environment, 120), "train",
                      "Error parsing override 'trainer.max_epochs'")
     _assert_one_line(run_cli(["train", *TINY_TRAIN, "+prune=sparse", "prune.ratio=2", *run], cli_environment, 120),

@@ -228,8 +228,9 @@ def test_resuming_a_finished_run_says_so_and_trains_nothing(trained_run, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert "finished its 2 epochs already" in result.stdout + result.stderr and "Epoch " not in result.stderr
     assert (run / "summary.json").read_text() == summary and (run / "checkpoints" / "last.ckpt").read_bytes() == last
-    # resume=auto with other settings (a sweep rerun with another ratio, say): refused, the folder kept as it was.
-    config = (run / ".hydra" / "config.yaml").read_text()
+    # resume=auto with other settings (a sweep rerun with another ratio, say): refused, and Hydra's config.yaml, which
+    # this launch rewrote, is the run's own again: the one it started with.
+    config = (trained_run / ".hydra" / "config.yaml").read_text()
     longer = [("trainer.max_epochs=3" if setting == "trainer.max_epochs=2" else setting) for setting in TINY_TRAIN]
     result = run_cli(["train", *longer, "resume=auto", f"hydra.run.dir={run}"], cli_environment, 120)
     assert result.returncode == 2, result.stderr[-3000:]

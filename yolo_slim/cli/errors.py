@@ -89,7 +89,8 @@ def _group_set_to_null(overrides: Sequence[str]) -> str | None:
         folder = config_dir() / key.lstrip("+~")
         if value == "null" and folder.is_dir():
             options = sorted(path.stem for path in folder.glob("*.yaml"))
-            shown = ", ".join(options[:12]) + (f", ... ({len(options)} in all, in {folder})" if len(options) > 12 else "")
+            more = f", ... ({len(options)} in all, in {folder})" if len(options) > 12 else ""
+            shown = ", ".join(options[:12]) + more
             return f"{override}: {key.lstrip('+~')} is a config group, which takes one of its options: {shown}"
     return None
 

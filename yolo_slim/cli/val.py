@@ -55,7 +55,7 @@ def _exported(path: Path, data_config: DictConfig,
     size it was exported at (validation letterboxes every image to ``data.imgsz`` squared)."""
     if not path.is_file():
         raise ValueError(f"ckpt={str(path)!r} {not_a_file(path)}; give a checkpoint, or a file `export` wrote")
-    asked = data_config.imgsz if data_config.imgsz is None else require_imgsz(data_config.imgsz, "data.imgsz")
+    asked = None if data_config.imgsz is None else require_imgsz(data_config.imgsz, "data.imgsz")
     try:
         detector = load_detector(path, asked or DEFAULT_IMGSZ)
     except CheckpointFormatError as error:

@@ -20,7 +20,7 @@ def epochs_and_ratios(prune_epochs: object, ratio: object) -> tuple[list[int], l
     is not read as a list of characters; :func:`check_slim_arguments` checks their values.
     """
     def is_int(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
     def is_number(value: object) -> bool:
         return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -33,7 +33,7 @@ def epochs_and_ratios(prune_epochs: object, ratio: object) -> tuple[list[int], l
                          f"found {prune_epochs!r}")
     if not (is_number(ratio) or is_list_of(ratio, is_number)):
         raise ValueError(f"ratio must be a number in [0, 1) or a list of them (one per prune epoch), found {ratio!r}")
-    epochs = [prune_epochs] if is_int(prune_epochs) else list(prune_epochs)
+    epochs = [int(prune_epochs)] if is_int(prune_epochs) else [int(epoch) for epoch in prune_epochs]
     return epochs, [ratio] * len(epochs) if is_number(ratio) else list(ratio)
 
 
