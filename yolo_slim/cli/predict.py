@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from pathlib import Path
 from collections.abc import Container
 from typing import Any
@@ -26,12 +25,10 @@ from torchvision.io import write_jpeg, write_png
 from tqdm import tqdm
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import not_a_file, require_bool, require_imgsz, require_number, require_positive_int
+from yolo_slim.cli.settings import read_detector, require_bool, require_imgsz, require_number, require_positive_int
 from yolo_slim.data.dataset import decode_rgb
-from yolo_slim.models import CheckpointFormatError
 from yolo_slim.models.postprocess import NMSConfig
-from yolo_slim.predict import Detector, draw_detections, image_sources, load_detector, predict_image, side_by_side
-from yolo_slim.predict.runtime import SUPPORTED
+from yolo_slim.predict import Detector, draw_detections, image_sources, predict_image, side_by_side
 
 log = logging.getLogger(__name__)
 DEFAULT_IMGSZ = 640  # ultralytics detect.py's, for a model that does not say the size it was trained at
@@ -49,7 +46,7 @@ def run(config: DictConfig) -> None:
             raise ValueError(f"compare={str(config.compare)!r} is the file ckpt= already names; give compare= another "
                              f"model (e.g. the dense one) to set beside it")
         tried = asked or DEFAULT_IMGSZ  # the size an export that does not say its own is tried at
-        detectors = [_load(config.ckpt, "ckpt", tried)] + ([_load(config.compare, "compare", tried)]
+        detectors = [read_detector(config.ckpt, "ckpt", tried)] + ([read_detector(config.compare, "compare", tried)]
                                                            if config.compare else [])
         # imgsz=null: the size ckpt= was trained at, when it says (a yolo_slim .ckpt does), as val and prune do.
         imgsz = asked or detectors[0].trained_imgsz or DEFAULT_IMGSZ
@@ -112,15 +109,6 @@ def run(config: DictConfig) -> None:
               f"{', '.join(renamed[:3])}{' ...' if len(renamed) > 3 else ''}: summary.json's \"sources\" maps each "
               f"name to its file")
     print(f"{done} images, {len(results)} detections -> {folder}")
-
-
-def _load(path: Any, setting: str, imgsz: int) -> Detector:
-    try:
-        return load_detector(str(path), imgsz)
-    except FileNotFoundError as error:
-        raise ValueError(f"{setting}={str(path)!r} {not_a_file(path)}; give {SUPPORTED}") from error
-    except (CheckpointFormatError, pickle.UnpicklingError) as error:
-        raise ValueError(f"{setting}={str(path)!r} is not a model yolo_slim can read: {error}") from error
 
 
 def _size(detector: Detector, imgsz: int, asked: bool) -> tuple[int, int]:

@@ -206,14 +206,15 @@ def refuse_other_settings(run_dir: Path, config: Any) -> None:
     path = run_dir / STARTED_WITH
     if not path.is_file():  # a run from before this record: nothing to compare with
         return
+    unset = "(not set)"
     started = dict(_leaves(OmegaConf.to_container(OmegaConf.load(path), resolve=True)))
     now = dict(_leaves(OmegaConf.to_container(config, resolve=True)))
     changed = [key for key in sorted(set(started) | set(now)) if key != "resume" and key not in RESUMABLE
-               and started.get(key, "(not set)") != now.get(key, "(not set)")]
+               and started.get(key, unset) != now.get(key, unset)]
     if not changed:
         return
     write_text_atomically(run_dir / ".hydra" / "config.yaml", path.read_text())
-    shown = "; ".join(f"{key}: {started.get(key, '(not set)')} there, {now.get(key, '(not set)')} now"
+    shown = "; ".join(f"{key}: {started.get(key, unset)} there, {now.get(key, unset)} now"
                       for key in changed[:4]) + ("; ..." if len(changed) > 4 else "")
     raise UsageError(f"resume=auto found {run_dir / LAST}, from a run started with other settings ({shown}); it "
                      f"continues only with its own: give the command it was started with, or another folder "

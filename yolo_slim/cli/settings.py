@@ -7,6 +7,7 @@ import difflib
 import inspect
 import logging
 import math
+import pickle
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,9 +25,11 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.lit.module import YOLOv5Module
-from yolo_slim.models import YOLOv5, load_pretrained, shipped_configs
+from yolo_slim.models import CheckpointFormatError, YOLOv5, load_pretrained, shipped_configs
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY, network_from_checkpoint, read_checkpoint
 from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.predict import Detector, load_detector
+from yolo_slim.predict.runtime import SUPPORTED
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +322,21 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
+def read_detector(path: Any, setting: str, imgsz: int) -> Detector:
+    """The model ``setting=path`` names (a checkpoint or an export), ready for inference (``imgsz``: the side an
+    export that does not say its own size is tried at).
+
+    Raises:
+        ValueError: no such file, or one that is not a model yolo_slim can read.
+    """
+    try:
+        return load_detector(str(path), imgsz)
+    except FileNotFoundError as error:
+        raise ValueError(f"{setting}={str(path)!r} {not_a_file(path)}; give {SUPPORTED}") from error
+    except (CheckpointFormatError, pickle.UnpicklingError) as error:
+        raise ValueError(f"{setting}={str(path)!r} is not a model yolo_slim can read: {error}") from error
+
+
 def load_checkpoint_module(checkpoint: Path, nms: NMSConfig) -> YOLOv5Module:
     """A yolo_slim Lightning checkpoint as is; an ultralytics .pt wrapped in a fresh module.
 
@@ -358,8 +376,8 @@ def evaluation_datamodule(data_config: DictConfig, augment: AugmentConfig | None
     """
     data = data_config.path if data_config.path is not None else data
     if data is None:
-        raise ValueError(f"the {source} carries no data location{' (an ultralytics .pt?)' * (source == 'checkpoint')}: "
-                         f"give data.path")
+        hint = " (an ultralytics .pt?)" if source == "checkpoint" else ""
+        raise ValueError(f"the {source} carries no data location{hint}: give data.path")
     imgsz = require_imgsz(data_config.imgsz if data_config.imgsz is not None else imgsz, "data.imgsz")
     datamodule = YOLODataModule(data=data, imgsz=imgsz,
                                 batch_size=require_positive_int(data_config.batch_size, "data.batch_size"),

@@ -176,15 +176,15 @@ def _points(rows: list[dict[str, Any]]) -> list[tuple[str, float, float, bool]]:
     """
     pruned = [row for row in rows if row["status"] == "completed" and row.get("train_gflops") is not None
               and row.get("pruned_gflops") is not None]
-    shared = len({(row["train_gflops"], row["train_map"]) for row in pruned}) <= 1
-    points, dense_seen = [], False
+    points = []
+    if pruned:
+        shared = len({(row["train_gflops"], row["train_map"]) for row in pruned}) == 1
+        first = pruned[0]
+        label = "dense" if shared else f"job {first['job']} before its prune"
+        points.append((label, first["train_gflops"], first["train_map"], True))
     for row in rows:
         if row["status"] != "completed":
             continue
-        if not dense_seen and row in pruned:
-            label = "dense" if shared else f"job {row['job']} before its prune"
-            points.append((label, row["train_gflops"], row["train_map"], True))
-            dense_seen = True
         for stage in reversed([key[:-len("_gflops")] for key in row if key.endswith("_gflops")]):
             if row.get(f"{stage}_gflops") is not None and row.get(f"{stage}_map") is not None:
                 label = f"ratio {row['ratio']}" if row["ratio"] is not None else f"job {row['job']}"

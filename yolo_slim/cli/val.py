@@ -14,12 +14,10 @@ from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.settings import (checkpoint_datamodule, evaluation_datamodule, load_checkpoint_module,
-                                    make_trainer, not_a_file, plain, require_imgsz, trainer_arguments)
+                                    make_trainer, plain, read_detector, require_imgsz, trainer_arguments)
 from yolo_slim.data import YOLODataModule
 from yolo_slim.lit.evaluation import ExportedDetectorValidation
-from yolo_slim.models import CheckpointFormatError
 from yolo_slim.models.postprocess import NMSConfig
-from yolo_slim.predict import load_detector
 
 log = logging.getLogger(__name__)
 EXPORTS = (".onnx", ".torchscript")  # read by yolo_slim.predict's runtime, as `predict` reads them
@@ -53,13 +51,8 @@ def _exported(path: Path, data_config: DictConfig,
               nms: NMSConfig) -> tuple[L.LightningModule, YOLODataModule, int]:
     """An exported file's validation module and data. It carries no data location, and it runs at the square
     size it was exported at (validation letterboxes every image to ``data.imgsz`` squared)."""
-    if not path.is_file():
-        raise ValueError(f"ckpt={str(path)!r} {not_a_file(path)}; give a checkpoint, or a file `export` wrote")
     asked = None if data_config.imgsz is None else require_imgsz(data_config.imgsz, "data.imgsz")
-    try:
-        detector = load_detector(path, asked or DEFAULT_IMGSZ)
-    except CheckpointFormatError as error:
-        raise ValueError(f"ckpt={str(path)!r}: {error}") from None
+    detector = read_detector(path, "ckpt", asked or DEFAULT_IMGSZ)  # as predict reads it
     imgsz = DEFAULT_IMGSZ
     if detector.imgsz is not None:
         height, width = detector.imgsz

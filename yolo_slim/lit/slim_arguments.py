@@ -46,7 +46,7 @@ def check_slim_arguments(settings: MethodSettings, given: set[str], epochs: list
         raise ValueError(f"schedule must be one of {SCHEDULES}, found {settings.schedule!r}")
     if finetune_schedule not in FINETUNE_SCHEDULES:
         raise ValueError(f"finetune_schedule must be one of {FINETUNE_SCHEDULES}, found {finetune_schedule!r}")
-    if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
+    if any(e < 0 for e in epochs):  # ints already (epochs_and_ratios)
         raise ValueError(f"prune_epochs must be an int >= 0 or a list of them ([] for sparse training only), "
                          f"found {epochs}")
     if epochs != sorted(set(epochs)):
