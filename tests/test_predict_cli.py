@@ -11,12 +11,13 @@ from PIL import Image
 
 @pytest.fixture()
 def images(tmp_path, trained_run):
-    """Two images of the run's own validation set (one resized to 120 x 72, not square) and a corrupt file."""
+    """Two images of the run's own validation set (one with an upper-case suffix, one resized to 120 x 72, not
+    square) and a corrupt file."""
     data = json.loads((trained_run / "summary.json").read_text())["data"]
     source = sorted((Path(data).parent / "images" / "val").glob("*"))[:2]
     folder = tmp_path / "images"
     folder.mkdir()
-    shutil.copy(source[0], folder / source[0].name)
+    Image.open(source[0]).save(folder / "camera.JPG", format="JPEG")  # the upper-case suffix cameras write
     Image.open(source[1]).resize((120, 72)).save(folder / "wide.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
     return folder
@@ -40,8 +41,9 @@ def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(train
         assert label in result.stdout and "per image at 1x3x96x96" in result.stdout
     assert "skipped 1 unreadable image(s)" in result.stdout and "broken.jpg" in result.stdout
     assert "ms inference" in result.stdout
-    pictures = sorted(p.name for p in out.iterdir() if p.suffix in (".jpg", ".png"))
-    assert len(pictures) == 3 and {"wide.png", "wide_2.png"} <= set(pictures)
+    pictures = sorted(p.name for p in out.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".png"))
+    assert pictures == ["camera.JPG", "wide.png", "wide_2.png"]  # each drawn under its own suffix, case kept
+    assert Image.open(out / "camera.JPG").format == "JPEG"
     assert "1 image(s) share a name with another in another folder and are written as wide_2" in result.stdout
     assert Image.open(out / "wide.png").size == (120, 72)  # drawn on the original image
     assert len(list((out / "compare").glob("*.jpg"))) == 3
@@ -77,3 +79,21 @@ def test_bad_source_and_bad_format_name_the_setting(trained_run, tmp_path, cli_e
     assert itself.returncode != 0 and f"compare='{checkpoint}' is the file ckpt= already names" in itself.stderr
     bad_format = run_cli(["export", f"ckpt={checkpoint}", "format=tflite"], cli_environment)
     assert "format must be one of onnx, ultralytics, torchscript, found 'tflite'" in bad_format.stderr
+
+
+def test_compare_with_other_classes_is_warned_about_with_the_first_difference(caplog):
+    from yolo_slim.cli.predict import _warn_if_other_classes
+    from yolo_slim.predict import Detector
+
+    def detector(names: list[str]) -> Detector:
+        return Detector(Path("m.pt"), "torch", names, 32, None, lambda images: images)
+
+    with caplog.at_level("WARNING", logger="yolo_slim.cli.predict"):
+        _warn_if_other_classes(detector(["person", "car"]), detector(["person", "car"]))
+        _warn_if_other_classes(detector(["person", "car"]), detector([]))  # a file without names: nothing to say
+        assert not caplog.records
+        _warn_if_other_classes(detector(["person", "car"]), detector(["person", "bus"]))
+        _warn_if_other_classes(detector(["person"]), detector(["person", "car"]))
+    first, second = (record.getMessage() for record in caplog.records)
+    assert "2 and 2 classes; class 1 is 'car' in ckpt= and 'bus' in compare=" in first
+    assert "1 and 2 classes; class 1 is missing in ckpt= and 'car' in compare=" in second

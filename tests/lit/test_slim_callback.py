@@ -255,7 +255,8 @@ def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):
     assert count_parameters(YOLOv5Module.load_from_checkpoint(checkpoint).model) == pruned_params
 
 
-def test_a_users_own_module_prunes_and_resumes(tmp_path, synthetic_cache):
+def test_a_users_own_module_prunes_and_resumes_and_one_without_the_rebuild_is_told_why_not(
+        tmp_path, synthetic_cache, caplog):
     callback = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5, imgsz=64)
     trainer = _trainer(2, [callback], tmp_path, limit_val_batches=0)
     module = UsersModule()
@@ -269,6 +270,18 @@ def test_a_users_own_module_prunes_and_resumes(tmp_path, synthetic_cache):
                        limit_val_batches=0)
     trainer.fit(resumed, datamodule=tiny_datamodule(synthetic_cache), ckpt_path=checkpoint)
     assert count_parameters(resumed.detector) == count_parameters(module.detector)
+
+
+    class WithoutTheRebuild(UsersModule):
+        on_load_checkpoint = L.LightningModule.on_load_checkpoint  # the one line left out
+
+    trainer = _trainer(3, [SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5, imgsz=64)], tmp_path,
+                       limit_val_batches=0)
+    with pytest.raises(RuntimeError, match="size mismatch") as refused:
+        trainer.fit(WithoutTheRebuild(), datamodule=tiny_datamodule(synthetic_cache), ckpt_path=checkpoint)
+    hint = "".join(getattr(refused.value, "__notes__", [])) or caplog.text
+    assert f"{checkpoint} holds a network pruned 1 time(s), which WithoutTheRebuild loads into the dense one" in hint
+    assert "restore_pruned_network(self, checkpoint) in its on_load_checkpoint" in hint
 
 
 def test_a_prune_epoch_already_behind_a_resumed_fit_is_refused(tmp_path, synthetic_cache):

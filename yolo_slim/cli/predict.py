@@ -27,6 +27,7 @@ from tqdm import tqdm
 from yolo_slim.cli.errors import users_input
 from yolo_slim.cli.settings import read_detector, require_bool, require_imgsz, require_number, require_positive_int
 from yolo_slim.data.dataset import decode_rgb
+from yolo_slim.files import write_text_atomically
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.predict import Detector, draw_detections, image_sources, predict_image, side_by_side
 
@@ -51,11 +52,8 @@ def run(config: DictConfig) -> None:
         # imgsz=null: the size ckpt= was trained at, when it says (a yolo_slim .ckpt does), as val and prune do.
         imgsz = asked or detectors[0].trained_imgsz or DEFAULT_IMGSZ
         sizes = [_size(detector, imgsz, asked is not None) for detector in detectors]
-        if len(detectors) > 1 and detectors[0].names and detectors[1].names and \
-                detectors[0].names != detectors[1].names:
-            log.warning("ckpt= and compare= detect other classes (%d: %s ... and %d: %s ...): their pictures are "
-                        "not a comparison of one task", len(detectors[0].names), detectors[0].names[0],
-                        len(detectors[1].names), detectors[1].names[0])
+        if len(detectors) > 1:
+            _warn_if_other_classes(*detectors)
     labels = _labels([detector.path for detector in detectors])
     folder = Path(HydraConfig.get().runtime.output_dir)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
@@ -88,14 +86,14 @@ def run(config: DictConfig) -> None:
                 titles = [f"{label}: {len(p.detections)} boxes, {p.milliseconds[1]:.1f} ms"
                           for label, p in zip(labels, predictions)]
                 side_by_side(pictures[1], pictures[0], titles[1], titles[0]).save(folder / "compare" / f"{name}.jpg")
-    (folder / "predictions.json").write_text(json.dumps(results))
+    write_text_atomically(folder / "predictions.json", json.dumps(results))
     done = len(paths) - len(skipped)
     speeds = {str(d.path): dict(zip(("preprocess_ms", "inference_ms", "nms_ms"), (times[i] / max(done, 1)).tolist()))
               for i, d in enumerate(detectors)}
-    (folder / "summary.json").write_text(json.dumps({"images": done, "skipped": skipped, "detections": len(results),
-                                                     "speed_per_image": speeds,
-                                                     "imgsz": list(sizes[0]),  # [height, width]
-                                                     "sources": sources}, indent=2))
+    summary = {"images": done, "skipped": skipped, "detections": len(results), "speed_per_image": speeds,
+               "imgsz": list(sizes[0]),  # [height, width]
+               "sources": sources}
+    write_text_atomically(folder / "summary.json", json.dumps(summary, indent=2))
     for detector, label, (height, width) in zip(detectors, labels, sizes):
         speed = speeds[str(detector.path)]
         print(f"{label} ({detector.kind}): {speed['preprocess_ms']:.1f} ms pre-process, "
@@ -109,6 +107,21 @@ def run(config: DictConfig) -> None:
               f"{', '.join(renamed[:3])}{' ...' if len(renamed) > 3 else ''}: summary.json's \"sources\" maps each "
               f"name to its file")
     print(f"{done} images, {len(results)} detections -> {folder}")
+
+
+def _warn_if_other_classes(main: Detector, other: Detector) -> None:
+    """compare= is meant for two versions of one detector (dense and slimmed); other class lists make its
+    side-by-side pictures compare two tasks, which is worth a word but not a refusal (names may be renamed)."""
+    if main.names and other.names and main.names != other.names:
+        differ = next((i for i, pair in enumerate(zip(main.names, other.names)) if pair[0] != pair[1]),
+                      min(len(main.names), len(other.names)))
+        log.warning("ckpt= and compare= detect other classes (%d and %d classes; class %d is %s in ckpt= and %s in "
+                    "compare=): their pictures are not a comparison of one task", len(main.names), len(other.names),
+                    differ, _class_at(main.names, differ), _class_at(other.names, differ))
+
+
+def _class_at(names: list[str], index: int) -> str:
+    return repr(names[index]) if index < len(names) else "missing"
 
 
 def _size(detector: Detector, imgsz: int, asked: bool) -> tuple[int, int]:
@@ -174,8 +187,10 @@ def _coco_rows(name: str, prediction: Any) -> list[dict[str, Any]]:
 
 
 def _picture_suffix(path: Path) -> str:
-    return ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
+    """The source's own suffix, case kept (``X.JPG`` is drawn as ``X.JPG``, as ultralytics' detect.py does) for
+    the two formats torchvision writes; any other format (bmp, webp, tif ...) is drawn as png."""
+    return path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
 
 
 def _write_picture(picture: torch.Tensor, path: Path) -> None:
-    (write_jpeg if path.suffix == ".jpg" else write_png)(picture, str(path))
+    (write_png if path.suffix.lower() == ".png" else write_jpeg)(picture, str(path))

@@ -118,6 +118,14 @@ def trainer_module_copies(trainer: L.Trainer | None) -> list[nn.Module]:
         callback._average_model for callback in _swa_callbacks(trainer)]
 
 
+def checkpoint_being_restored(trainer: L.Trainer) -> dict | None:
+    """The checkpoint a fit (or validate ...) is restoring from while it does, else None.
+
+    Mirrors ``_CheckpointConnector.resume_start``, which holds it in ``_loaded_checkpoint`` until ``resume_end``.
+    """
+    return getattr(trainer._checkpoint_connector, "_loaded_checkpoint", None) or None
+
+
 def swa_first_epoch(trainer: L.Trainer) -> int | None:
     """The first (0-based) epoch at which a ``StochasticWeightAveraging`` callback averages, if there is one.
 

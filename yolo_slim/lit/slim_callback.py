@@ -38,6 +38,7 @@ from yolo_slim.lit.slim_arguments import check_slim_arguments, epochs_and_ratios
 from yolo_slim.lit.slim_artifacts import PredictionPictures, append_separation_row, write_histogram, write_prune_charts
 from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters
+from yolo_slim.models.checkpoint import CHECKPOINT_KEY
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.slim import PruningPlan, compact, plan_pruning, sparsity_target
 from yolo_slim.slim.graph import trace_channels
@@ -292,6 +293,22 @@ class SlimCallback(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         path, network = find_network(pl_module, self.model_attr)
         store_network(checkpoint, network, model_attr=path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning loads a checkpoint's weights before any callback hears of it (callbacks' on_load_checkpoint
+        # runs after), so rebuilding a pruned network is the module's part; a module that skips it fails with torch's
+        # long list of size mismatches, which this ends with the one line that fixes it.
+        stored = (internals.checkpoint_being_restored(trainer) or {}).get(CHECKPOINT_KEY) or {}
+        if not (isinstance(exception, RuntimeError) and "size mismatch" in str(exception) and stored.get("plans")):
+            return
+        hint = (f"{trainer.ckpt_path} holds a network pruned {len(stored['plans'])} time(s), which "
+                f"{type(pl_module).__name__} loads into the dense one it builds: call "
+                f"yolo_slim.lit.restore_pruned_network(self, checkpoint) in its on_load_checkpoint to rebuild "
+                f"the pruned one first (YOLOv5Module does)")
+        if hasattr(exception, "add_note"):  # Python 3.11+: shown at the end of the traceback
+            exception.add_note(hint)
+        else:
+            log.error(hint)
 
     def state_dict(self) -> dict[str, Any]:
         index = self._next_ratio_index()
