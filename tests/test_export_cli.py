@@ -128,6 +128,13 @@ def test_a_failed_export_leaves_the_old_file_and_nothing_else(checkpoint, monkey
         _export([f"ckpt={checkpoint}", "imgsz=64", "overwrite=true"])
     assert previous.read_bytes() == b"the export a deployment runs"
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.ckpt", "best.onnx"]
+    for difference, shown in ((3.0, "up to 3 away"), (float("nan"), "up to nan away")):  # numbers, not a shape
+        monkeypatch.setattr(export, "check_onnx", lambda *arguments, **options: difference)
+        with pytest.raises(RuntimeError, match=f"onnxruntime gives outputs {shown} from torch's on the same images "
+                                               f"\\(more than 0.05\\): {re.escape(str(previous))} was not written"):
+            _export([f"ckpt={checkpoint}", "imgsz=64", "overwrite=true"])
+        assert previous.read_bytes() == b"the export a deployment runs"
+        assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.ckpt", "best.onnx"]
 
 
 def test_an_output_ending_in_a_slash_is_a_folder_to_make(tmp_path):

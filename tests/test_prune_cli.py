@@ -1,6 +1,7 @@
 """`prune` through the CLI on the checkpoint of a tiny training run."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +15,12 @@ from yolo_slim.models import count_parameters
 def test_prune_writes_a_loadable_smaller_checkpoint(trained_run, tmp_path, cli_environment):
     best = trained_run / "checkpoints" / "best.ckpt"
     run_dir = tmp_path / "pruned"
+    # Pruned on another data.yaml (the same images here) at another size than the run trained at (96): the pruned
+    # checkpoint records both, so that val (below) defaults to them.
+    other_data = tmp_path / "other.yaml"
+    other_data.write_text(Path(json.loads((trained_run / "summary.json").read_text())["data"]).read_text())
     result = run_cli(["prune", f"ckpt={best}", "prune.ratio=0.5", "data.workers=0", "trainer.accelerator=cpu",
-                      f"hydra.run.dir={run_dir}"], cli_environment)
+                      f"data.path={other_data}", "data.imgsz=64", f"hydra.run.dir={run_dir}"], cli_environment)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     before, after = summary["stages"]["train"], summary["stages"]["pruned"]
@@ -35,7 +40,9 @@ def test_prune_writes_a_loadable_smaller_checkpoint(trained_run, tmp_path, cli_e
     assert (run_dir / "predictions.png").stat().st_size > 1000  # dense | pruned on validation images
     validated = run_cli(["val", f"ckpt={pruned}", "data.workers=0", "trainer.accelerator=cpu"], cli_environment)
     assert validated.returncode == 0, validated.stderr[-3000:]
-    assert json.loads(validated.stdout[validated.stdout.index("{"):])["map"] == pytest.approx(after["map"], abs=1e-6)
+    scores = json.loads(validated.stdout[validated.stdout.index("{"):])
+    assert (scores["data"], scores["imgsz"]) == (str(other_data.resolve()), 64)
+    assert scores["map"] == pytest.approx(after["map"], abs=1e-6)
 
 
 @pytest.mark.slow

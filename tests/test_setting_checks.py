@@ -35,6 +35,8 @@ def _train_config(overrides: list[str]):
     (["+prune=sparse", "prune.ratio=null"], "prune.ratio must be a number in [0, 1) or a list of them"),
     (["+prune=sparse", "prune.ratio={a:1}"], "prune.ratio must be a number in [0, 1) or a list of them"),
     (["+prune=sparse", "prune.method=L1"], "prune.method must be one of ('l1', 'targeted', 'polarize'), found 'L1'"),
+    (["model.nc=3"], "model.nc=3, but the data has 4 classes: train takes the count from the data"),
+    (["model.nc=many"], "model.nc must be an int >= 1, found 'many'"),
     (["optim.optimizer.lr=fast"], "optim.optimizer.lr must be a number, found 'fast'"),
     (["optim.optimizer.nesterov=maybe"], "optim.optimizer.nesterov must be true or false, found 'maybe'"),
     (["optim.scheduler.warmup_epochs=x"], "optim.scheduler.warmup_epochs must be a number, found 'x'"),
@@ -78,7 +80,7 @@ def test_a_bad_setting_is_refused_before_the_fit(tmp_path, monkeypatch, syntheti
 def test_the_settings_that_pass_build_a_job(tmp_path, monkeypatch, synthetic_cache):
     monkeypatch.setenv("YOLO_SLIM_CACHE", synthetic_cache)
     job = build_job(_train_config(["model=yolov5n6", "data.imgsz=128", "+prune=sparse", "prune.epoch=1",
-                                   "optim.optimizer.lr=0.02", "optim.ema_decay=0"]), tmp_path)
+                                   "optim.optimizer.lr=0.02", "optim.ema_decay=0", "model.nc=4"]), tmp_path)
     assert job.imgsz == 128 and job.module.ema is None
     optimizer = job.module.optimizer_factory([{"params": list(job.module.model.parameters())}])
     assert optimizer.defaults["lr"] == 0.02

@@ -151,6 +151,7 @@ def test_resume_keeps_the_targeted_choice(tmp_path, synthetic_cache):
     assert stored is not None and stored.to_dict() == first.method.choice
     assert targeted_choice_in(content, 0.4, "grouped", 8, 8) is None
     assert targeted_choice_in(content, 0.5, "grouped", 16, 8) is None
+    assert targeted_choice_in(content, 0.5, "grouped", 8, 8, aggregate="mean") is None  # chosen by the max
     # Resumed into a 2-epoch fit: epoch 1 starts at half the sparse phase, in the hold: no new choice.
     second = SlimCallback(method="targeted", sparsity=20.0, warmup=0.0, hold=0.5, prune_epochs=[], ratio=0.5)
     resumed = _Zero()

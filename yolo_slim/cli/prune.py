@@ -67,6 +67,9 @@ def run(config: DictConfig) -> None:
         # Augmentation only touches the fine-tune; evaluation letterboxes the validation split as usual.
         datamodule, imgsz = checkpoint_datamodule(config.data, module, augment=AugmentConfig())
         data = datamodule.data_yaml
+        # The pruned (and fine-tuned) checkpoint records the data and size it was pruned on, as train's does, so
+        # that val and predict default to them: an ultralytics .pt carries no data, and data.path may be other data.
+        module.hparams.update(data=str(data.resolve()), imgsz=imgsz)
         finetune_epochs = require_positive_int(config.prune.get("finetune_epochs", 0), "prune.finetune_epochs",
                                                minimum=0)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -75,7 +78,7 @@ def run(config: DictConfig) -> None:
         trainer = make_trainer(trainer_settings, logger=False, enable_checkpointing=False, default_root_dir=run_dir)
         if finetune_epochs:  # the fine-tune's Trainer has these settings, so this world size too
             accumulate = prepare_finetune(module, optimization(config.optim, datamodule.batch_size, accumulate,
-                                                               processes=trainer.world_size), imgsz)
+                                                               processes=trainer.world_size))
         dense = module.inference_model
         # Chosen before the dense model is evaluated: a flops_target it cannot meet is named at once.
         with named_settings("prune", arguments):
@@ -123,18 +126,17 @@ def run(config: DictConfig) -> None:
           f"checkpoint: {checkpoint}")
 
 
-def prepare_finetune(module: YOLOv5Module, optim: Optimization, imgsz: int) -> int:
+def prepare_finetune(module: YOLOv5Module, optim: Optimization) -> int:
     """Give the loaded module the fine-tune's recipe (before the pruned network, and its EMA, are installed);
     returns the batches per optimizer step.
 
     A checkpoint keeps neither its optimizer's factories nor its accumulation; without these the
     fine-tune would run torch's defaults one batch per step, four times the weight decay per epoch of
-    a 16-image batch trained as YOLOv5 trains. A .pt (or ``data.imgsz``) may also bring a size other
-    than the one the module was built for, and the loss's objectness gain scales with it.
+    a 16-image batch trained as YOLOv5 trains. (The size, which the loss's objectness gain scales with,
+    is already the one the prune runs at: ``run`` sets ``hparams.imgsz`` before the network is installed.)
     """
     module.optimizer_factory, module.scheduler_factory = optim.optimizer, optim.scheduler
-    module.hparams.update(weight_decay=optim.weight_decay, ema_decay=optim.ema_decay, ema_ramp=optim.ema_ramp,
-                          imgsz=imgsz)
+    module.hparams.update(weight_decay=optim.weight_decay, ema_decay=optim.ema_decay, ema_ramp=optim.ema_ramp)
     return optim.accumulate
 
 
@@ -145,7 +147,7 @@ def _stored_choice(checkpoint: Path, network: YOLOv5, arguments: dict) -> Prunin
     # The module already read the weights; mmap leaves them on disk while the callback state is read.
     content = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     plan = targeted_choice_in(content, arguments["ratio"], arguments["policy"], arguments["round_to"],
-                              arguments["min_channels"])
+                              arguments["min_channels"], arguments["aggregate"])
     if plan is None or not plan.fits(trace_channels(network.spec, arguments["policy"])):
         return None
     log.info("pruning the channels the targeted run drove to zero (its stored choice for ratio %s)", arguments["ratio"])

@@ -130,6 +130,11 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
 
 
 def _network(model_config: DictConfig, names: list[str], resume: str | None) -> YOLOv5:
+    asked_nc = model_config.get("nc")
+    if asked_nc is not None and require_positive_int(asked_nc, "model.nc", minimum=1) != len(names):
+        # train always takes the class count from the data, whose labels it trains on; a different one was a slip.
+        raise ValueError(f"model.nc={asked_nc}, but the data has {len(names)} classes: train takes the count from "
+                         f"the data; leave model.nc unset")
     weights, cfg = model_config.get("weights"), model_config.get("cfg")
     if weights is not None:
         gone = ("model.weights", weights) if not Path(str(weights)).is_file() else None

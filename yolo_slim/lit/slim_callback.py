@@ -463,13 +463,17 @@ class SlimCallback(L.Callback):
 
 
 def targeted_choice_in(checkpoint: dict[str, Any], ratio: float, policy: str, round_to: int,
-                       min_channels: int) -> PruningPlan | None:
+                       min_channels: int, aggregate: str = "max") -> PruningPlan | None:
     """The plan a ``targeted`` SlimCallback had chosen and shrunk, stored in a Lightning checkpoint, if it was
     chosen with these rules (a sparse-only run's ``last.ckpt``, pruned at its own ratio).
 
     A fresh plan on the shrunk γ would take the ~0 channels plus a few live ones, and rounding kept
     counts up to ``round_to`` can then cut a whole block of live channels; the stored choice cannot.
+    The callback ranks a residual group by its largest |γ| (``plan_pruning``'s default ``aggregate``), so
+    a prune asking for another aggregate gets no stored choice.
     """
+    if aggregate != "max":
+        return None
     wanted = {"ratio": float(ratio), "policy": policy, "round_to": round_to, "min_channels": min_channels}
     for key, state in (checkpoint.get("callbacks") or {}).items():
         if not str(key).startswith("SlimCallback") or not isinstance(state, dict):
