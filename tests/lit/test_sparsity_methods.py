@@ -209,8 +209,14 @@ def test_each_method_through_bf16_autocast_accumulation_and_the_prune(method, tm
     callback = SlimCallback(method=method, prune_epochs=2, ratio=0.5, write_artifacts=False, **arguments)
     trainer = _trainer(3, [callback], tmp_path, precision="bf16-mixed", limit_val_batches=1,
                        accumulate_grad_batches=2)
+    after_steps = []
+    after_step = callback.method.after_step
+    callback.method.after_step = lambda: after_steps.append(trainer.global_step) or after_step()
     trainer.fit(module, datamodule=tiny_datamodule(synthetic_cache))
     assert callback.completed_prunes == 1
+    # Once per optimizer step of the sparse phase (3 batches an epoch, 2 a step: 2 steps an epoch), not once per
+    # batch: 2 epochs before the prune, and polarize's fine-tune epoch.
+    assert trainer.global_step == 6 and len(after_steps) == (6 if method == "polarize" else 4)
     assert all(torch.isfinite(p).all() for p in module.model.parameters())
     assert count_parameters(module.model) < 0.7 * count_parameters(YOLOv5("yolov5n", nc=4))
     if method == "polarize":

@@ -29,10 +29,10 @@ from yolo_slim.cli.settings import read_detector, require_bool, require_imgsz, r
 from yolo_slim.data.dataset import decode_rgb
 from yolo_slim.files import write_text_atomically
 from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.models.spec import DEFAULT_IMGSZ
 from yolo_slim.predict import Detector, draw_detections, image_sources, predict_image, side_by_side
 
 log = logging.getLogger(__name__)
-DEFAULT_IMGSZ = 640  # ultralytics detect.py's, for a model that does not say the size it was trained at
 
 
 def run(config: DictConfig) -> None:

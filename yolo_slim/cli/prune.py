@@ -85,8 +85,12 @@ def run(config: DictConfig) -> None:
             stored = _stored_choice(Path(str(config.ckpt)), dense, arguments)
             plan = stored or plan_pruning(dense, imgsz=imgsz, **arguments)
     before = stage_metrics(trainer, module, datamodule, imgsz)
+    # On several devices every rank holds the same plan and network (the same weights, the same
+    # rules); one draws and writes the files and times the CPU latency (ranks timing at once would slow each other).
+    writer = trainer.is_global_zero
     pictures_of_predictions = PredictionPictures()
-    pictures_of_predictions.capture_dense(None, dense, datamodule)
+    if writer:
+        pictures_of_predictions.capture_dense(None, dense, datamodule)
     figures = separation(dense, plan).to_dict()  # as SlimCallback's pruned stage: how much the prune cut
     small = compact(dense, plan, fold_removed=bool(config.prune.fold_removed))
     small.requires_grad_(True)  # pruned from the EMA, whose copy is frozen (averaged, not trained): trained now
@@ -96,9 +100,6 @@ def run(config: DictConfig) -> None:
              "removed_channels": plan.removed_channels, "total_channels": plan.total_channels}
     checkpoint = run_dir / "checkpoints" / "pruned.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=False)  # as Lightning's default, without its notice
-    # On several devices every rank holds the same plan and network (the same weights, the same
-    # rules); one writes the files and times the CPU latency (ranks timing at once would slow each other).
-    writer = trainer.is_global_zero
     pictures: dict[str, Path] = {}
     if writer:
         from yolo_slim.slim.plots import write_prune_artifacts  # matplotlib: imported when used

@@ -28,13 +28,11 @@ from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.models import CheckpointFormatError, YOLOv5, load_pretrained, shipped_configs
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY, network_from_checkpoint, read_checkpoint
 from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.models.spec import STRIDE_UNIT
 from yolo_slim.predict import Detector, load_detector
 from yolo_slim.predict.runtime import SUPPORTED
 
 log = logging.getLogger(__name__)
-
-LARGEST_STRIDE = 32
-
 
 def not_a_file(path: str | Path) -> str:
     """Why ``path`` is no file to read, for "ckpt=... {this}": missing, or a folder (a run folder: its best.ckpt
@@ -62,8 +60,8 @@ def named_settings(section: str, names: Iterable[str]) -> Iterator[None]:
 
 def require_imgsz(value: Any, setting: str) -> int:
     """A positive int multiple of 32 (every layout's largest stride divides by it; P6/P7 need more, see below)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % LARGEST_STRIDE:
-        raise ValueError(f"{setting} must be a positive multiple of {LARGEST_STRIDE}, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % STRIDE_UNIT:
+        raise ValueError(f"{setting} must be a positive multiple of {STRIDE_UNIT}, found {value!r}")
     return value
 
 

@@ -35,9 +35,9 @@ from yolo_slim.models.anchors import are_placeholders
 from yolo_slim.models.checkpoint import check_archive, read_checkpoint
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.models.spec import DEFAULT_IMGSZ
 
 log = logging.getLogger(__name__)
-DEFAULT_IMGSZ = 640
 ConfigT = TypeVar("ConfigT")
 
 

@@ -18,10 +18,10 @@ from yolo_slim.cli.settings import (checkpoint_datamodule, evaluation_datamodule
 from yolo_slim.data import YOLODataModule
 from yolo_slim.lit.evaluation import ExportedDetectorValidation
 from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.models.spec import DEFAULT_IMGSZ
 
 log = logging.getLogger(__name__)
 EXPORTS = (".onnx", ".torchscript")  # read by yolo_slim.predict's runtime, as `predict` reads them
-DEFAULT_IMGSZ = 640  # an export with a free input size, and no data.imgsz: ultralytics' val.py default
 
 
 def run(config: DictConfig) -> None:

@@ -51,6 +51,7 @@ class YOLODataModule(lightning.LightningDataModule):
                  augment: AugmentConfig | None = AugmentConfig(), synthetic: SyntheticConfig | None = None,
                  cache_dir: Path | None = None, cache: str = "auto") -> None:
         super().__init__()
+        # 32 is models.spec.STRIDE_UNIT, written out: data/ is an input pipeline that does not import the models.
         _check_int("imgsz", imgsz, 1, "a positive multiple of 32 (YOLOv5's largest stride)")
         if imgsz % 32:
             raise ValueError(f"YOLODataModule: imgsz must be a positive multiple of 32 (YOLOv5's largest stride); "

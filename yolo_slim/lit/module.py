@@ -20,15 +20,14 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from yolo_slim.lit._lightning_internals import (mirror_into_trainer_averages, optimizer_steps_per_epoch,
-                                               training_batches)
+from yolo_slim.lit._lightning_internals import optimizer_steps_per_epoch, training_batches
 from yolo_slim.lit.ema import make_ema, update_ema
 from yolo_slim.lit.evaluation import MapValidation, images_as_float, make_map_metric
-from yolo_slim.lit.network import attached_trainer, store_network
+from yolo_slim.lit.network import restore_pruned_network, store_network
 from yolo_slim.lit.optim import parameter_groups
 from yolo_slim.lit.schedule import WarmupDecayLR
-from yolo_slim.models import ModelSpec, YOLOv5
-from yolo_slim.models.checkpoint import CHECKPOINT_KEY
+from yolo_slim.models import YOLOv5
+from yolo_slim.models.spec import DEFAULT_IMGSZ, STRIDE_UNIT
 from yolo_slim.models.loss import LossConfig, YOLOv5Loss
 from yolo_slim.models.postprocess import NMSConfig
 
@@ -67,7 +66,8 @@ class YOLOv5Module(MapValidation, L.LightningModule):
     """
 
     def __init__(self, model: YOLOv5 | Mapping[str, Any] | str = "yolov5n", names: Sequence[str] | None = None,
-                 imgsz: int = 640, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None,
+                 imgsz: int = DEFAULT_IMGSZ, optimizer: OptimizerFactory | None = None,
+                 scheduler: SchedulerFactory | None = None,
                  weight_decay: float = 5e-4, loss: LossConfig | Mapping[str, Any] | None = None,
                  nms: NMSConfig | Mapping[str, Any] | None = None, ema_decay: float = 0.9999,
                  ema_ramp: float = 2000.0, data: str | None = None) -> None:
@@ -80,8 +80,8 @@ class YOLOv5Module(MapValidation, L.LightningModule):
             network = YOLOv5(model, names=names)
         if names is not None:
             network.names = [str(n) for n in names]
-        if imgsz <= 0 or imgsz % 32:
-            raise ValueError(f"imgsz must be a positive multiple of 32, found {imgsz}")
+        if imgsz <= 0 or imgsz % STRIDE_UNIT:
+            raise ValueError(f"imgsz must be a positive multiple of {STRIDE_UNIT}, found {imgsz}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, found {weight_decay}")
         self.loss_config = loss if isinstance(loss, LossConfig) else LossConfig(**_tuples(loss or {}))
@@ -223,16 +223,7 @@ class YOLOv5Module(MapValidation, L.LightningModule):
 
         A pruned run's checkpoint holds a smaller network than its hyperparameters describe.
         """
-        stored = checkpoint.get(CHECKPOINT_KEY, {})
-        plans = stored.get("plans", [])
-        spec = stored.get("spec")
-        if spec is not None and ModelSpec.from_dict(spec) != self.model.spec:
-            log.info("checkpoint holds a different architecture than the module; rebuilding it")
-            self.set_network(YOLOv5.from_spec(spec, names=stored.get("names"), pruning_history=plans))
-            mirror_into_trainer_averages(attached_trainer(self), self)  # Lightning's averaging callbacks' copies
-        else:
-            for network in {id(n): n for n in (self.model, self.inference_model)}.values():
-                network.pruning_history = [dict(plan) for plan in plans]
+        restore_pruned_network(self, checkpoint, model_attr="model")
 
 
 def _steps_left(trainer: L.Trainer) -> tuple[float, float]:

@@ -9,6 +9,7 @@ path of the network (``model_attr``). :func:`store_network` is the only writer: 
 
 from __future__ import annotations
 
+import logging
 from copy import deepcopy
 from typing import Any
 
@@ -19,6 +20,8 @@ from torch.optim.swa_utils import AveragedModel
 from yolo_slim.lit._lightning_internals import mirror_into_trainer_averages
 from yolo_slim.models import YOLOv5
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY
+
+log = logging.getLogger(__name__)
 
 
 def find_network(module: nn.Module, model_attr: str | None = None) -> tuple[str, YOLOv5]:
@@ -72,29 +75,45 @@ def store_network(checkpoint: dict[str, Any], network: YOLOv5, model_attr: str |
         entry["model_attr"] = model_attr
 
 
-def restore_pruned_network(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+def restore_pruned_network(module: nn.Module, checkpoint: dict[str, Any], model_attr: str | None = None) -> None:
     """Rebuild a pruned YOLOv5 inside ``module`` before the checkpoint's weights load.
 
     Call it from your LightningModule's ``on_load_checkpoint(self, checkpoint)`` (the one line a
-    module other than ``YOLOv5Module`` needs to resume a pruned run). The module's weight averages of
-    the network (torch's ``AveragedModel``) are rebuilt too, and so are those of Lightning's
-    ``WeightAveraging`` and ``StochasticWeightAveraging`` callbacks, whose own loading runs after this one.
+    module other than ``YOLOv5Module`` needs to resume a pruned run; ``YOLOv5Module`` calls it too). The
+    module's weight averages of the network (torch's ``AveragedModel``) are rebuilt too, and so are those of
+    Lightning's ``WeightAveraging`` and ``StochasticWeightAveraging`` callbacks, whose own loading runs after
+    this one. A module with a ``set_network`` (``YOLOv5Module``) gets the rebuilt network through it, so
+    that what it derives from the architecture (its EMA, its loss) is rebuilt as well.
+
+    Args:
+        module: The module the checkpoint is loaded into.
+        checkpoint: The checkpoint, as ``on_load_checkpoint`` receives it.
+        model_attr: Where the network is when the checkpoint does not say (as ``find_network``'s).
     """
     stored = checkpoint.get(CHECKPOINT_KEY)
     if not stored or "spec" not in stored:
         return
-    path, network = find_network(module, stored.get("model_attr"))
+    path, network = find_network(module, stored.get("model_attr") or model_attr)
     rebuilt = YOLOv5.from_spec(stored["spec"], names=stored.get("names"), pruning_history=stored.get("plans", ()))
     if rebuilt.spec != network.spec:
-        for average in weight_averages(module, network):  # the load then fills in the averaged values
-            reference = next(average.module.parameters())
-            average.module = deepcopy(rebuilt).to(reference.device, reference.dtype)
-        reference = next(network.parameters())
-        replace_submodule(module, path, rebuilt.to(reference.device, reference.dtype))
+        log.info("the checkpoint holds another architecture than %s.%s (a pruned one?): rebuilding it",
+                 type(module).__name__, path)
+        if hasattr(module, "set_network"):
+            module.set_network(_like(rebuilt, network))
+        else:
+            for average in weight_averages(module, network):  # the load then fills in the averaged values
+                average.module = _like(deepcopy(rebuilt), average.module)
+            replace_submodule(module, path, _like(rebuilt, network))
         mirror_into_trainer_averages(attached_trainer(module), module)
     else:
         for copy in [network, *averaged_copies(module, network)]:
             copy.pruning_history = list(rebuilt.pruning_history)
+
+
+def _like(network: YOLOv5, reference: nn.Module) -> YOLOv5:
+    """``network`` on the device and in the dtype of ``reference``'s parameters."""
+    parameter = next(reference.parameters())
+    return network.to(parameter.device, parameter.dtype)
 
 
 def replace_submodule(module: nn.Module, path: str, new: nn.Module) -> None:

@@ -6,6 +6,7 @@ import numbers
 from collections.abc import Callable, Sequence
 
 from yolo_slim.lit.sparsity_methods import MethodSettings, check_method_settings
+from yolo_slim.models.spec import DEFAULT_IMGSZ, STRIDE_UNIT
 from yolo_slim.slim.graph import POLICIES
 from yolo_slim.slim.plan import check_plan_arguments
 from yolo_slim.slim.sparsity import SCHEDULES
@@ -57,11 +58,12 @@ def check_slim_arguments(settings: MethodSettings, given: set[str], epochs: list
         raise ValueError(f"ratio targets are cumulative and must not decrease, found {ratios}")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, found {policy!r}")
-    if imgsz is not None and (isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz <= 0 or imgsz % 32):
-        raise ValueError(f"imgsz must be a positive multiple of 32 (None: the module's), found {imgsz!r}")
+    if imgsz is not None and (isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz <= 0
+                              or imgsz % STRIDE_UNIT):
+        raise ValueError(f"imgsz must be a positive multiple of {STRIDE_UNIT} (None: the module's), found {imgsz!r}")
     for ratio in ratios or [0.0]:  # with no prune epoch, still check round_to and min_channels
         check_plan_arguments(ratio=ratio, policy=policy, round_to=round_to, min_channels=min_channels,
-                             imgsz=640 if imgsz is None else imgsz)  # None: the module's imgsz, checked there
+                             imgsz=DEFAULT_IMGSZ if imgsz is None else imgsz)  # None: the module's imgsz, checked there
     if not 0 <= settings.floor <= 1:
         raise ValueError(f"floor must be in [0, 1], found {settings.floor}")
     if sparsity_after_prune and settings.method == "targeted":

@@ -39,10 +39,11 @@ from yolo_slim.lit.slim_artifacts import PredictionPictures, append_separation_r
 from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY
+from yolo_slim.models.spec import DEFAULT_IMGSZ
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.slim import PruningPlan, compact, plan_pruning, sparsity_target
 from yolo_slim.slim.graph import trace_channels
-from yolo_slim.slim.separation import separation
+from yolo_slim.slim.separation import NEGLIGIBLE_GAMMA, separation
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class SlimCallback(L.Callback):
         self.stages: dict[str, dict[str, Any]] = {}
         self.original_prunable: int | None = None
         self._batch_fraction = 0.0
+        self._stepping = False  # on_before_optimizer_step ran in this batch: after_step is due at its end
         self._pictures = PredictionPictures()  # predictions.png: dense before the first prune | final
         self._fit_epochs: int | None = None  # the fit's max_epochs as the user set it (see setup)
 
@@ -258,18 +260,21 @@ class SlimCallback(L.Callback):
             return
         progress = self._segment_progress(trainer) if self.method.tied_to_ratio else self._progress(trainer)
         self.method.step(progress, self._segment_steps(trainer))
+        self._stepping = True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        # After the optimizer stepped (Lightning steps inside training_step's closure).
-        if self._sparse_phase_active():
+        # Lightning steps inside training_step's closure, so a batch that stepped has stepped by now; a batch that
+        # only accumulated gradients did not call on_before_optimizer_step, and its after_step waits for one that did.
+        if self._stepping:
+            self._stepping = False
             self.method.after_step()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _, network = find_network(pl_module, self.model_attr)
         gammas = torch.cat([w.detach().abs().flatten().float() for w in sparsity_target(network, self.policy).weights])
         figures: dict[str, float | None] = {"gamma_mean": float(gammas.mean()),
-                                            "gamma_below_0_01": float((gammas < 1e-2).float().mean())}
+                                            "gamma_below_0_01": float((gammas < NEGLIGIBLE_GAMMA).float().mean())}
         # The coming prune's removal, measured as it stands (nothing to measure after the last prune).
         figures.update(dict.fromkeys(("channels_below_0_01", "removed_gamma_mean", "kept_gamma_mean",
                                       "removed_output_mass")))
@@ -403,7 +408,7 @@ class SlimCallback(L.Callback):
     def _prune_and_measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         index = self.completed_prunes
         suffix = "" if index == 0 else f"_{index + 1}"
-        imgsz = self.imgsz or int(getattr(pl_module, "hparams", {}).get("imgsz", 640))
+        imgsz = self.imgsz or int(getattr(pl_module, "hparams", {}).get("imgsz", DEFAULT_IMGSZ))
         self.stages[f"train{suffix}"] = self._stage(trainer, pl_module, imgsz)
         path, network = find_network(pl_module, self.model_attr)
         if index == 0 and self.write_artifacts and trainer.is_global_zero:

@@ -18,7 +18,7 @@
   sparse checkpoint serves a ``prune`` sweep over many.
 
 The callback calls :meth:`step` in ``on_before_optimizer_step`` (once per optimizer step, after
-gradient accumulation and AMP unscaling) and :meth:`after_step` after the optimizer stepped.
+gradient accumulation and AMP unscaling) and :meth:`after_step` at the end of each batch that stepped.
 """
 
 from __future__ import annotations

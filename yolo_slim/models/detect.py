@@ -39,7 +39,7 @@ class Detect(nn.Module):
         stride = torch.tensor([float(s) for s in strides])
         # Pixels to grid units in Python floats, not tensor ops: the same float32 values (rounding a double
         # quotient to float32 is exact for a float32 division), and no elementwise op when the network is
-        # built on the meta device (compact does), whose first one costs seconds of torch set-up.
+        # built on the meta device (info's FLOP count is), whose first one costs seconds of torch set-up.
         grid_units = [[value / float(s) for value in level] for level, s in zip(levels, strides)]
         # Not persistent: ultralytics keeps the stride out of the state dict, and so must we for strict loading.
         self.register_buffer("stride", stride, persistent=False)

@@ -28,6 +28,9 @@ from yolo_slim.models.activations import DEFAULT_ACTIVATION, canonical_activatio
 from yolo_slim.models.registry import block_type
 
 INPUT = -1
+DEFAULT_IMGSZ = 640  # the image side ultralytics' YOLOv5 trains, validates and detects at unless told another
+# Every layout's largest stride is a multiple of this (P5: 32, P6: 64, P7: 128), so an image side must be one too.
+STRIDE_UNIT = 32
 """Source index of the input image."""
 
 SPEC_FORMAT = 1
