@@ -9,7 +9,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from yolo_slim.cli.sweep import RECORDS, SweepSummary, _points, sweep_rows, write_sweep_summary
+from yolo_slim.cli.sweep import RECORDS, SweepSummary, _points, sweep_rows, write_record, write_sweep_summary
 from yolo_slim.slim.plots import pareto_front
 
 
@@ -20,7 +20,7 @@ def test_pareto_front():
 
 
 def test_a_damaged_job_file_costs_that_job_only(tmp_path):
-    # Job 0 finished; job 1 was killed while its summary.json was written; job 2's record line was cut short.
+    # Job 0 finished; job 1 was killed while its summary.json was written; job 2's record was damaged.
     stages = {"train": {"params": 100, "gflops": 1.0, "map50": 0.5, "map": 0.3},
               "pruned": {"params": 50, "gflops": 0.5, "map50": 0.5, "map": 0.3}}
     for job in (0, 1):
@@ -29,8 +29,9 @@ def test_a_damaged_job_file_costs_that_job_only(tmp_path):
     (tmp_path / "1" / "summary.json").write_text('{"stages": {"train": {"par')
     records = [{"job": job, "overrides": [f"prune.ratio=0.{job + 3}", "data.names='a|b'"], "status": "completed",
                 "error": None, "output_dir": str(tmp_path / str(job)), "ratio": 0.3 + job / 10} for job in (0, 1)]
-    lines = [json.dumps(record) for record in records] + ['{"job": 2, "overrides": ["prune.r']
-    (tmp_path / RECORDS).write_text("\n".join(lines))
+    for record in records:
+        write_record(tmp_path, record)
+    (tmp_path / RECORDS / "2.json").write_text('{"job": 2, "overrides": ["prune.r')
     write_sweep_summary(tmp_path)
     with open(tmp_path / "sweep_summary.csv", newline="") as file:
         rows = list(csv.DictReader(file))
@@ -49,7 +50,7 @@ def test_a_job_whose_summary_has_no_stage_yet_is_listed_as_without_summary(tmp_p
     (tmp_path / "0" / "summary.json").write_text(json.dumps({"stages": {}}))
     record = {"job": 0, "overrides": [], "status": "completed", "error": None, "output_dir": str(tmp_path / "0"),
               "ratio": None}
-    (tmp_path / RECORDS).write_text(json.dumps(record) + "\n")
+    write_record(tmp_path, record)
     write_sweep_summary(tmp_path)
     with open(tmp_path / "sweep_summary.csv", newline="") as file:
         assert [row["status"] for row in csv.DictReader(file)] == ["no summary"]
@@ -68,7 +69,8 @@ def test_iterative_jobs_keep_every_stage_and_each_trained_model_is_named(tmp_pat
         (tmp_path / str(job) / "summary.json").write_text(json.dumps({"stages": stages}))
         records.append({"job": job, "overrides": [], "status": "completed", "error": None,
                         "output_dir": str(tmp_path / str(job)), "ratio": ratio})
-    (tmp_path / RECORDS).write_text("".join(json.dumps(record) + "\n" for record in records))
+    for record in records:
+        write_record(tmp_path, record)
     rows = sweep_rows(tmp_path)
     stages = [key[:-len("_params")] for key in rows[0] if key.endswith("_params")]
     assert stages == ["train", "pruned", "train_2", "pruned_2", "finetuned"]
@@ -95,7 +97,8 @@ def test_a_sweep_job_resumed_on_its_own_rewrites_its_row(tmp_path):
                         "completed", "error": "KeyboardInterrupt()" if job else None,
                         "output_dir": str(tmp_path / str(job)), "ratio": 0.3 + job / 10})
     (tmp_path / "0" / "summary.json").write_text(json.dumps({"stages": stages}))
-    (tmp_path / RECORDS).write_text("".join(json.dumps(record) + "\n" for record in records))
+    for record in records:
+        write_record(tmp_path, record)
 
     def statuses():
         write_sweep_summary(tmp_path)
@@ -112,7 +115,8 @@ def test_a_sweep_job_resumed_on_its_own_rewrites_its_row(tmp_path):
     # `train resume=SWEEP/1` finishes the job and writes its summary.json: the sweep's row follows.
     SweepSummary().on_job_end(None, _job_return(tmp_path / "1", JobStatus.COMPLETED))
     assert statuses() == [("0", "completed", "100"), ("1", "completed", "100")]
-    assert json.loads((tmp_path / RECORDS).read_text().splitlines()[-1])["overrides"] == ["prune.ratio=0.4"]
+    assert json.loads((tmp_path / RECORDS / "1.json").read_text())["overrides"] == ["prune.ratio=0.4"]
+    assert sorted(path.name for path in (tmp_path / RECORDS).iterdir()) == ["0.json", "1.json"]  # replaced, not added
 
 
 @pytest.mark.slow

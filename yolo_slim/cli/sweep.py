@@ -1,8 +1,8 @@
 """Hydra callback that summarises a multirun: ``sweep_summary.csv``, ``sweep_summary.md`` and ``pareto.png``.
 
 Each job writes its own ``summary.json``; this callback records every job as it ends (in
-``sweep_jobs.jsonl``, one line per job, failures included) and rewrites the summary files from
-those records each time. A job that fails or is killed therefore loses only itself, and a sweep
+``sweep_jobs/<job>.json``, failures included) and rewrites the summary files from those records
+each time. A job that fails or is killed therefore loses only itself, and a sweep
 that the basic sweeper aborts after a failure (it raises before ``on_multirun_end``) still leaves
 its summary. With a remote launcher ``on_job_end`` runs remotely: the files are then rebuilt from
 ``hydra.sweep.dir`` by ``on_multirun_end``. A job continued alone (``train resume=SWEEP/3``) that
@@ -27,7 +27,7 @@ from yolo_slim.files import write_atomically, write_text_atomically
 log = logging.getLogger(__name__)
 STAGES = ("train", "pruned", "finetuned")
 FIGURES = ("params", "gflops", "latency_ms", "map50", "map")
-RECORDS = "sweep_jobs.jsonl"
+RECORDS = "sweep_jobs"  # a folder of job records, <job number>.json
 
 
 class SweepSummary(Callback):
@@ -48,14 +48,12 @@ class SweepSummary(Callback):
                   "error": repr(job_return._return_value) if failed else None,
                   "output_dir": str(hydra.runtime.output_dir),
                   "ratio": _ratio(job_return.cfg)}
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        with open(sweep_dir / RECORDS, "a") as records:  # one short append per job: safe for parallel jobs
-            records.write(json.dumps(record) + "\n")
+        write_record(sweep_dir, record)
         write_sweep_summary(sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if (sweep_dir / RECORDS).is_file():
+        if (sweep_dir / RECORDS).is_dir():
             write_sweep_summary(sweep_dir)
 
 
@@ -67,14 +65,13 @@ def _record_a_resumed_job(job_return: JobReturn, run_dir: Path) -> None:
     """
     sweep_dir = run_dir.resolve().parent
     if job_return.status != JobStatus.COMPLETED or job_return.cfg is None or job_return.cfg.get("resume") is None \
-            or not (sweep_dir / RECORDS).is_file():
+            or not (sweep_dir / RECORDS).is_dir():
         return
     mine = [record for record in _latest_records(sweep_dir).values()
             if Path(record["output_dir"]).resolve() == run_dir.resolve()]
     if not mine:
         return
-    with open(sweep_dir / RECORDS, "a") as records:
-        records.write(json.dumps({**mine[0], "status": "completed", "error": None}) + "\n")
+    write_record(sweep_dir, {**mine[0], "status": "completed", "error": None})
     write_sweep_summary(sweep_dir)
     log.info("%s is job %s of the sweep in %s: its row there is rewritten", run_dir, mine[0]["job"], sweep_dir)
 
@@ -90,18 +87,28 @@ def _ratio(config: DictConfig | None) -> float | list[float] | None:
     return [float(v) for v in values] if values and all(isinstance(v, (int, float)) for v in values) else None
 
 
+def write_record(sweep_dir: Path, record: dict[str, Any]) -> None:
+    """Write (or replace) job ``record["job"]``'s record.
+
+    One file per job, replaced whole (atomically): jobs ending at once on other nodes never write one file,
+    as appends to a shared file would (O_APPEND is not atomic on NFS, the file system Slurm sweeps share),
+    and a job's newer record (a resume that finished it) replaces its older one.
+    """
+    folder = sweep_dir / RECORDS
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(folder / f"{int(record['job'])}.json", json.dumps(record))
+
+
 def _latest_records(sweep_dir: Path) -> dict[int, dict[str, Any]]:
-    """The latest record of each job, by job number."""
+    """The record of each job, by job number."""
     latest: dict[int, dict[str, Any]] = {}
-    for number, line in enumerate((sweep_dir / RECORDS).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for path in (sweep_dir / RECORDS).glob("*.json"):  # not a write under way (its temporary name ends .partial)
         try:
-            record = json.loads(line)
+            record = json.loads(path.read_text())
             latest[int(record["job"])] = record
-        except (ValueError, KeyError, TypeError):  # a line cut short by a killed job: that job only is lost
-            log.warning("%s line %d is not a job record; skipped", sweep_dir / RECORDS, number)
-    return latest
+        except (OSError, ValueError, KeyError, TypeError):  # a damaged file: that job only is lost
+            log.warning("%s is not a job record; skipped", path)
+    return dict(sorted(latest.items()))
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
