@@ -34,6 +34,7 @@ from yolo_slim.predict.runtime import SUPPORTED
 
 log = logging.getLogger(__name__)
 
+
 def not_a_file(path: str | Path) -> str:
     """Why ``path`` is no file to read, for "ckpt=... {this}": missing, or a folder (a run folder: its best.ckpt
     is named)."""

@@ -27,9 +27,9 @@ from yolo_slim.lit.network import restore_pruned_network, store_network
 from yolo_slim.lit.optim import parameter_groups
 from yolo_slim.lit.schedule import WarmupDecayLR
 from yolo_slim.models import YOLOv5
-from yolo_slim.models.spec import DEFAULT_IMGSZ, STRIDE_UNIT
 from yolo_slim.models.loss import LossConfig, YOLOv5Loss
 from yolo_slim.models.postprocess import NMSConfig
+from yolo_slim.models.spec import DEFAULT_IMGSZ, STRIDE_UNIT
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from yolo_slim.lit.slim_artifacts import PredictionPictures, append_separation_r
 from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY
-from yolo_slim.models.spec import DEFAULT_IMGSZ
 from yolo_slim.models.info import cpu_latency_ms
+from yolo_slim.models.spec import DEFAULT_IMGSZ
 from yolo_slim.slim import PruningPlan, compact, plan_pruning, sparsity_target
 from yolo_slim.slim.graph import trace_channels
 from yolo_slim.slim.separation import NEGLIGIBLE_GAMMA, separation
