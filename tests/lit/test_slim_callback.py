@@ -244,6 +244,10 @@ def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):
     assert stored["yolo_slim"]["spec"] != YOLOv5("yolov5n", nc=4).spec.to_dict()
 
     start_histogram = (tmp_path / "gamma_histogram_start.png").read_bytes()
+    # As if killed after epoch 2 wrote its separation row but before its checkpoint: epoch 2 runs again.
+    separation = tmp_path / "separation.csv"
+    killed_row = "2,-1.0," + separation.read_text().splitlines()[-1].split(",", 2)[2]  # gamma_mean -1: told apart
+    separation.write_text(separation.read_text() + killed_row + "\n")
     second = SlimCallback(method="l1", sparsity=1e-3, prune_epochs=1, ratio=0.5)
     resumed = YOLOv5Module(YOLOv5("yolov5n", nc=4), imgsz=64)  # dense until the checkpoint rebuilds it
     trainer = _trainer(4, [second], tmp_path, limit_val_batches=1)
@@ -253,6 +257,8 @@ def test_resume_after_the_prune_does_not_prune_twice(tmp_path, synthetic_cache):
     assert count_parameters(resumed.model) == pruned_params
     assert trainer.current_epoch == 4
     assert count_parameters(YOLOv5Module.load_from_checkpoint(checkpoint).model) == pruned_params
+    rows = separation.read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["0", "1", "2", "3"] and killed_row not in rows  # each epoch once
 
 
 def test_a_users_own_module_prunes_and_resumes_and_one_without_the_rebuild_is_told_why_not(

@@ -16,9 +16,14 @@ import difflib
 import logging
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+log = logging.getLogger(__name__)
 EXIT_USAGE = 2
+# A run stopped by a signal exits as a shell reports a process the signal ended, 128 + its number, so that a
+# scheduler or a script sees an unfinished run (Lightning itself ends a fit stopped by SIGTERM with status 0).
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 class UsageError(Exception):
@@ -42,6 +47,32 @@ def users_input() -> Iterator[None]:
         raise
     except _user_error_types() as error:
         raise UsageError(one_line(str(error))) from error
+
+
+@contextlib.contextmanager
+def stopped_by_signal(trainer: Any, continue_hint: Callable[[], str]) -> Iterator[None]:
+    """Run a fit; when SIGTERM or Ctrl+C stops it, log one line saying so and how to go on (``continue_hint()``,
+    asked then: what was saved by then may tell), then exit 143 or 130.
+
+    Lightning stops a fit on SIGTERM by raising ``SIGTERMException``, a SystemExit without a code (status 0),
+    and on Ctrl+C ends its graceful shutdown with ``sys.exit(1)``, the status of a crash; neither says where the
+    run stands.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        yield
+    except SystemExit as stop:
+        if isinstance(stop, SIGTERMException):
+            name, status = "SIGTERM", EXIT_SIGTERM
+        elif getattr(trainer, "interrupted", False):
+            name, status = "Ctrl+C (SIGINT)", EXIT_SIGINT
+        else:
+            raise
+        if trainer.is_global_zero:
+            log.error("stopped by %s in epoch %d, before the run ended: %s", name, trainer.current_epoch,
+                      continue_hint())
+        raise SystemExit(status) from None
 
 
 def one_line(message: str) -> str:

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from yolo_slim.cli.errors import users_input
+from yolo_slim.cli.errors import stopped_by_signal, users_input
 from yolo_slim.cli.settings import (
     Optimization,
     checkpoint_datamodule,
@@ -165,7 +165,10 @@ def _finetune(trainer_settings: dict, module: YOLOv5Module, datamodule: YOLOData
                            callbacks=[checkpoints])
     if trainer.is_global_zero:
         log_images(trainer, pictures, step=0)
-    trainer.fit(module, datamodule=datamodule)
+    pruned = run_dir / "checkpoints" / "pruned.ckpt"
+    with stopped_by_signal(trainer, lambda: f"the pruned network is saved ({pruned}): fine-tune it with `python -m "
+                           f"yolo_slim train model.weights={pruned} data.path=...`, or run this prune again"):
+        trainer.fit(module, datamodule=datamodule)
     stage = stage_metrics(trainer, module, datamodule, imgsz)
     if trainer.is_global_zero:
         stage["latency_ms"] = round(cpu_latency_ms(module.inference_model, imgsz), 3)

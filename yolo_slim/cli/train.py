@@ -17,8 +17,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.resume import AUTO, own_checkpoint, record_start, refuse_other_settings
+from yolo_slim.cli.errors import stopped_by_signal, users_input
+from yolo_slim.cli.resume import AUTO, LAST, own_checkpoint, record_start, refuse_other_settings
 from yolo_slim.cli.settings import (build_model, make_trainer, named_settings, optimization, plain, require_bool,
                                     require_imgsz, require_positive_int, require_seed, require_stride_multiple,
                                     trainer_arguments)
@@ -149,6 +149,14 @@ def _network(model_config: DictConfig, names: list[str], resume: str | None) -> 
     return build_model(model_config, nc=len(names), names=names)
 
 
+def _continue_hint(run_dir: Path) -> str:
+    """How to go on with a run stopped before its end."""
+    if own_checkpoint(run_dir) is None:
+        return "no epoch had finished, so nothing was saved: run the command again"
+    return (f"continue it from its last finished epoch ({run_dir / LAST}) with `python -m yolo_slim train "
+            f"resume={run_dir}`, or the same command with resume=auto")
+
+
 def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
     """``resume``: null (a fresh run), ``auto`` (this folder's last.ckpt if an earlier attempt left one), or
     the checkpoint ``resume=RUN`` found (cli/resume.py rewrote it into a path)."""
@@ -206,7 +214,8 @@ def run(config: DictConfig) -> None:
         job = build_job(config, run_dir, resume)
     if resume is not None:
         log.info("resuming %s from %s", run_dir, resume)
-    job.trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume)
+    with stopped_by_signal(job.trainer, lambda: _continue_hint(run_dir)):
+        job.trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume)
     slim = next((c for c in job.trainer.callbacks if isinstance(c, SlimCallback)), None)
     if slim is None:
         best = job.trainer.checkpoint_callback.best_model_path or None

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from yolo_slim.files import write_atomically
 from yolo_slim.models import YOLOv5
 from yolo_slim.slim.report import producer_gammas
 
@@ -54,8 +55,8 @@ def write_prune_charts(trainer: L.Trainer, before: YOLOv5, after: YOLOv5, imgsz:
 def append_separation_row(folder: Path, row: dict[str, float | int]) -> Path:
     """Append one epoch's separation figures to ``separation.csv`` (header written with the first row).
 
-    A resumed run appends to the same file; an epoch seen twice (resumed mid-epoch) appears twice,
-    the later row being the one that counts.
+    A resumed run appends to the same file, after :func:`drop_separation_rows_from` took out the rows of the
+    epochs it runs again.
     """
     path = Path(folder) / SEPARATION_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,37 @@ def append_separation_row(folder: Path, row: dict[str, float | int]) -> Path:
             writer.writeheader()
         writer.writerow(row)
     return path
+
+
+def drop_separation_rows_from(folder: Path, epoch: int) -> None:
+    """Remove the rows of ``epoch`` and later from ``separation.csv``, for a fit resumed at ``epoch``.
+
+    A run killed after an epoch's row was written but before that epoch's checkpoint was saved runs the
+    epoch again, and would otherwise leave two rows for it. Rewritten atomically: a kill now leaves the old file.
+    """
+    path = Path(folder) / SEPARATION_FILE
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, list(reader)
+    kept = [row for row in rows if _epoch_of(row) < epoch]
+    if fields is None or len(kept) == len(rows):
+        return
+
+    def write(file: Any) -> None:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+
+    write_atomically(path, write)
+
+
+def _epoch_of(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("epoch") or "nan")
+    except ValueError:
+        return float("nan")  # a row cut short by a kill: not below any epoch, so dropped
 
 
 PREDICTIONS_FILE = "predictions.png"

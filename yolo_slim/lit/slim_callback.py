@@ -35,7 +35,8 @@ from yolo_slim.lit import _lightning_internals as internals
 from yolo_slim.lit.network import (averaged_copies, find_network, replace_submodule, store_network,
                                    unaveraged_copies, weight_averages)
 from yolo_slim.lit.slim_arguments import check_slim_arguments, epochs_and_ratios
-from yolo_slim.lit.slim_artifacts import PredictionPictures, append_separation_row, write_histogram, write_prune_charts
+from yolo_slim.lit.slim_artifacts import (PredictionPictures, append_separation_row, drop_separation_rows_from,
+                                         write_histogram, write_prune_charts)
 from yolo_slim.lit.sparsity_methods import DEFAULT_STRENGTH, METHOD_SPECIFIC, MethodSettings, make_method
 from yolo_slim.models import YOLOv5, count_gflops, count_parameters
 from yolo_slim.models.checkpoint import CHECKPOINT_KEY
@@ -230,6 +231,12 @@ class SlimCallback(L.Callback):
             network = _validated_network(pl_module, find_network(pl_module, self.model_attr)[1])
             write_histogram(trainer, network, "gamma_histogram",
                             f"|gamma| after sparse training (epoch {trainer.current_epoch})")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # By now (unlike in on_fit_start) a resumed fit's loops are restored: the epochs from current_epoch on are
+        # run again, and so are their separation rows (one killed before its checkpoint had written its row).
+        if self.write_artifacts and trainer.is_global_zero:
+            drop_separation_rows_from(Path(trainer.default_root_dir), trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batch_fraction = 0.0
