@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[Any]], None], 
     A reader (another rank, a parallel sweep job, a run resumed after a kill) sees the old file or the new one,
     never part of one. The temporary file lies in the target's folder because ``os.replace`` is a single step
     only within one filesystem (the system temp folder is often tmpfs). Written data is fsynced before the
-    rename, so a machine crash cannot leave the new name on empty blocks. Nothing is left behind on failure.
+    rename, so a machine crash cannot leave the new name on empty blocks. Nothing is left behind on failure (an
+    exception); what a kill leaves, :func:`remove_abandoned_partials` removes.
     Text is written as UTF-8 with no newline translation (what the csv module needs).
     """
     target = Path(path)
@@ -56,6 +58,43 @@ def written_beside(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+# The temporary names _beside gives: ".<name>.<pid>.<8 hex>.partial", with the target's suffix after it for
+# written_beside's.
+_PARTIAL = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.partial(\.[^.]+)?$")
+
+
+def remove_abandoned_partials(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, a power cut) left in ``folder``; returns
+    them.
+
+    An exception removes its own temporary file, a kill cannot. A file is abandoned when the process its name
+    records is gone from this machine. Call it where only this process writes (a run folder at the start of its
+    run): a writer on another machine of a shared file system could have that process number and be alive.
+    """
+    removed = []
+    for path in Path(folder).glob(".*.partial*"):
+        match = _PARTIAL.match(path.name)
+        if match is None or not path.is_file() or _alive(int(match["pid"])):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would send CTRL_C_EVENT, not ask
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except OSError:  # an out-of-range number (another machine's?): not ours to judge
+        return True
+    return True
 
 
 def _beside(target: Path, keep_suffix: bool = False) -> Path:

@@ -25,6 +25,7 @@ from yolo_slim.cli.settings import (build_model, make_trainer, named_settings, o
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
+from yolo_slim.files import remove_abandoned_partials
 from yolo_slim.lit.autoanchor import AutoAnchor
 from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO, RunFolderCheckpoint
 from yolo_slim.lit.module import YOLOv5Module
@@ -195,6 +196,9 @@ def run(config: DictConfig) -> None:
         # verbose=False: its notice would precede an error line
         L.seed_everything(require_seed(config.seed), workers=True, verbose=False)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        for folder in (run_dir, run_dir / "checkpoints"):  # before this run's first write there
+            for path in remove_abandoned_partials(folder):
+                log.info("removed %s, which an earlier attempt was writing when it was killed", path)
         resume = _checkpoint_to_resume(config.get("resume"), run_dir)
         if resume is None:
             record_start(run_dir)
