@@ -262,3 +262,14 @@ def test_resume_auto_takes_only_where_the_run_runs_from_a_new_command(tmp_path):
                                                    "there, 1 now)")):
         refuse_other_settings(tmp_path, other)
     assert OmegaConf.load(tmp_path / ".hydra" / "config.yaml").prune.ratio == 0.3  # the run's own again
+
+
+def test_resume_auto_without_a_checkpoint_says_it_starts_from_the_beginning(tmp_path, caplog):
+    from yolo_slim.cli.train import _checkpoint_to_resume
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"")  # an attempt killed in its first epoch saved no last
+    with caplog.at_level("INFO", logger="yolo_slim.cli.train"):
+        assert _checkpoint_to_resume("auto", tmp_path) is None
+    assert f"resume=auto: {tmp_path} holds no checkpoints/last.ckpt yet, so the run starts from the beginning" \
+        in caplog.text

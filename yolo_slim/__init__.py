@@ -1,18 +1,18 @@
 """yolo_slim: network slimming for YOLOv5 (BatchNorm-scale sparsity, channel pruning, fine-tuning).
 
-Importing the package has no side effects beyond importing torch; the Lightning parts load on
-first use (``yolo_slim.YOLOv5Module``), so graph-only users do not pay for Lightning's import.
+Importing the package has no side effects and loads nothing heavy: each name below loads its module
+(and torch, or Lightning) on first use (``yolo_slim.YOLOv5Module``), so graph-only users do not pay
+for Lightning's import, and ``python -m yolo_slim`` reports a bad setting before torch loads.
 """
 
 from importlib import import_module
 from typing import Any
 
-from yolo_slim.models import ModelSpec, YOLOv5, load_yolov5
-
 __all__ = ["ModelSpec", "SlimCallback", "YOLODataModule", "YOLOv5", "YOLOv5Module", "load_yolov5"]
 __version__ = "0.1.0"
 
-_LAZY = {"YOLOv5Module": "yolo_slim.lit.module", "YOLODataModule": "yolo_slim.data.datamodule",
+_LAZY = {"ModelSpec": "yolo_slim.models", "YOLOv5": "yolo_slim.models", "load_yolov5": "yolo_slim.models",
+         "YOLOv5Module": "yolo_slim.lit.module", "YOLODataModule": "yolo_slim.data.datamodule",
          "SlimCallback": "yolo_slim.lit.slim_callback"}
 
 

@@ -12,7 +12,6 @@ come out as one line and exit status 2 (:mod:`yolo_slim.cli.errors`).
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import sys
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         command, rest = split_command(arguments)
         import hydra  # deferred: `import yolo_slim` must not pull Hydra in
 
-        task = importlib.import_module(f"yolo_slim.cli.{command}").run
+        task_module = f"yolo_slim.cli.{command}"  # imported by the job: a config error is told before torch loads
         config_path, config_name, overrides = str(config_dir()), command, rest
         from yolo_slim.cli.resume import is_resume, resume_arguments
 
@@ -101,13 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         started: list[bool] = []  # whether Hydra got as far as the job (past making its run folder and log file)
         sweep = bool({"-m", "--multirun"} & set(overrides))
 
-        @functools.wraps(task)  # Hydra names the job (and its log file) after the task's module
         def job(config: object) -> None:
             from yolo_slim.data.dataset_config import DataConfigError
 
             started.append(True)
             try:
-                task(config)
+                importlib.import_module(task_module).run(config)
             # The data's own faults are the user's wherever they surface: a split is scanned in the
             # datamodule's setup, inside the fit, after the command's set-up has passed.
             except (UsageError, DataConfigError) as error:
@@ -119,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
                     raise  # a sweep records the failed job (sweep_summary's `error`) and goes on
                 failed.append(message)
 
+        # Hydra names the job (and its log file) after the task function's module, read as a name only.
+        job.__module__, job.__name__, job.__qualname__ = task_module, "run", "run"
         hydra.main(version_base="1.3", config_path=config_path, config_name=config_name)(job)()
         if failed:
             raise SystemExit(EXIT_USAGE)

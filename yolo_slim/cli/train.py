@@ -165,6 +165,8 @@ def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
         return None
     if resume == AUTO:
         found = own_checkpoint(run_dir)
+        if found is None:  # said, as an earlier attempt killed before its first epoch ended starts over too
+            log.info("resume=auto: %s holds no %s yet, so the run starts from the beginning", run_dir, LAST)
         return None if found is None else str(found)
     checkpoint = Path(str(resume))
     if not checkpoint.is_file():
