@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         command, rest = split_command(arguments)
         import hydra  # deferred: `import yolo_slim` must not pull Hydra in
 
-        task_module = f"yolo_slim.cli.{command}"  # imported by the job: a config error is told before torch loads
+        task_module = f"yolo_slim.cli.{command}"  # imported by the job: a config error skips the command's imports
         config_path, config_name, overrides = str(config_dir()), command, rest
         from yolo_slim.cli.resume import is_resume, resume_arguments
 
