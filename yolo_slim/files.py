@@ -90,9 +90,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # it exists, owned by someone else
-        return True
-    except OSError:  # an out-of-range number (another machine's?): not ours to judge
+    except OSError:  # PermissionError: it exists, owned by someone else; other errors: not ours to judge
         return True
     return True
 
