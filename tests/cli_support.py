@@ -1,4 +1,4 @@
-"""Helpers for tests that run the CLI as a subprocess (importable because pytest puts tests/ on sys.path)."""
+"""Helpers for tests that run the CLI as a subprocess or in this process (importable: pytest puts tests/ on sys.path)."""
 
 import subprocess
 import sys
@@ -12,3 +12,36 @@ TINY_TRAIN = ["model=yolov5n", "data.synthetic.num_train=24", "data.synthetic.nu
 def run_cli(arguments: list[str], environment: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "yolo_slim", *arguments], capture_output=True, text=True,
                           env=environment, timeout=timeout)
+
+
+def run_cli_in_process(arguments: list[str], environment: dict[str, str], capture) -> subprocess.CompletedProcess:
+    """``run_cli`` inside this process, for the error cases that stop before any work: it saves the five
+    seconds a fresh interpreter spends importing torch and Lightning. ``capture`` is pytest's ``capfd``.
+    The dispatcher's environment variables, ``sys.argv`` and Hydra's logging set-up are put back after it.
+    A few cases of each kind stay subprocesses (run_cli), as users meet them."""
+    import logging
+    import os
+
+    from yolo_slim.cli import main
+
+    saved_environment, saved_argv = dict(os.environ), list(sys.argv)
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    os.environ.update({key: environment[key] for key in ("YOLO_SLIM_CACHE",) if key in environment})
+    capture.readouterr()
+    code = 0
+    try:
+        main(list(arguments))
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environment)
+        sys.argv = saved_argv
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    output = capture.readouterr()
+    return subprocess.CompletedProcess(["yolo_slim", *arguments], code, output.out, output.err)

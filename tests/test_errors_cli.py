@@ -1,12 +1,12 @@
 """Errors the user caused print one line `yolo_slim <command>: error: ...` on stderr and exit with status 2;
-a bug keeps its traceback (run as subprocesses, as users meet them)."""
+a bug keeps its traceback (a few of each kind as subprocesses, as users meet them; the rest in this process)."""
 
 import json
 
 import pytest
 import torch
 import yaml
-from cli_support import TINY_TRAIN, run_cli
+from cli_support import TINY_TRAIN, run_cli, run_cli_in_process
 from model_support import RunsCommand
 
 from yolo_slim.cli.errors import UsageError, describe_hydra_error, one_line, users_input
@@ -24,18 +24,20 @@ def _assert_one_line(result, command: str, *fragments: str) -> str:
 
 
 @pytest.mark.slow
-def test_settings_and_overrides(tmp_path, cli_environment):
+def test_settings_and_overrides(tmp_path, cli_environment, capfd):
     run = [f"hydra.run.dir={tmp_path / 'run'}"]
-    _assert_one_line(run_cli(["train", *TINY_TRAIN, "trainer.max_epoch=3", *run], cli_environment, 120), "train",
+    _assert_one_line(run_cli_in_process(["train", *TINY_TRAIN, "trainer.max_epoch=3", *run], cli_environment, capfd),
+                     "train",
                      "no setting trainer.max_epoch", "+trainer.max_epoch=3", "did you mean trainer.max_epochs?")
     _assert_one_line(run_cli(["train", "model=yolov9", *run], cli_environment, 120), "train",
                      "Could not find 'model/yolov9'", "yolov5s-ghost")
-    _assert_one_line(run_cli(["train", "model=null", *run], cli_environment, 120), "train",  # Hydra: "Got NoneType"
+    # Hydra's own message here is "Got NoneType"
+    _assert_one_line(run_cli_in_process(["train", "model=null", *run], cli_environment, capfd), "train",
                      "model=null: model is a config group, which takes one of its options: yolov3, yolov3-spp, ")
-    _assert_one_line(run_cli(["train", "trainer.max_epochs", *run], cli_environment, 120), "train",
+    _assert_one_line(run_cli_in_process(["train", "trainer.max_epochs", *run], cli_environment, capfd), "train",
                      "Error parsing override 'trainer.max_epochs'")
-    _assert_one_line(run_cli(["train", *TINY_TRAIN, "+prune=sparse", "prune.ratio=2", *run], cli_environment, 120),
-                     "train", "ratio must be in [0, 1), found 2")
+    _assert_one_line(run_cli_in_process(["train", *TINY_TRAIN, "+prune=sparse", "prune.ratio=2", *run],
+                                        cli_environment, capfd), "train", "ratio must be in [0, 1), found 2")
     line = _assert_one_line(run_cli(["train", *TINY_TRAIN, f"data.path={tmp_path / 'none.yaml'}", *run],
                                     cli_environment, 120), "train", "none.yaml")
     assert line in (tmp_path / "run" / "train.log").read_text()  # and in the run's log
@@ -45,21 +47,22 @@ def test_settings_and_overrides(tmp_path, cli_environment):
 
 
 @pytest.mark.slow
-def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_run, cli_environment):
-    _assert_one_line(run_cli(["val", f"ckpt={tmp_path / 'none.ckpt'}"], cli_environment, 120), "val",
+def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_run, cli_environment, capfd):
+    _assert_one_line(run_cli_in_process(["val", f"ckpt={tmp_path / 'none.ckpt'}"], cli_environment, capfd), "val",
                      "does not exist; give a checkpoint written by `train`")
-    _assert_one_line(run_cli(["val", f"ckpt={trained_run}"], cli_environment, 120), "val",
+    _assert_one_line(run_cli_in_process(["val", f"ckpt={trained_run}"], cli_environment, capfd), "val",
                      f"ckpt='{trained_run}' is a folder (did you mean '{trained_run / 'checkpoints' / 'best.ckpt'}'?)")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("garbage\n")
-    _assert_one_line(run_cli(["val", f"ckpt={garbage}"], cli_environment, 120), "val",
+    _assert_one_line(run_cli_in_process(["val", f"ckpt={garbage}"], cli_environment, capfd), "val",
                      f"{garbage} is a text file, not a checkpoint")
     _assert_one_line(run_cli(["train", *TINY_TRAIN, f"model.weights={garbage}", f"hydra.run.dir={tmp_path / 'w'}"],
                              cli_environment, 120), "train", f"{garbage} is a text file, not a checkpoint")
     whole = (trained_run / "checkpoints" / "best.ckpt").read_bytes()
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(whole[: len(whole) // 3])
-    _assert_one_line(run_cli(["prune", f"ckpt={truncated}", "prune.ratio=0.5"], cli_environment, 120), "prune",
+    _assert_one_line(run_cli_in_process(["prune", f"ckpt={truncated}", "prune.ratio=0.5"], cli_environment, capfd),
+                     "prune",
                      f"{truncated} is a zip archive torch cannot read")
     hostile = tmp_path / "hostile.pt"
     torch.save({"model": RunsCommand(f"touch {tmp_path / 'pwned'}")}, hostile)
@@ -71,7 +74,8 @@ def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_ru
     data.pop("nc", None)
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
     best = trained_run / "checkpoints" / "best.ckpt"
-    _assert_one_line(run_cli(["val", f"ckpt={best}", f"data.path={tmp_path / 'two.yaml'}"], cli_environment, 120),
+    _assert_one_line(run_cli_in_process(["val", f"ckpt={best}", f"data.path={tmp_path / 'two.yaml'}"],
+                                        cli_environment, capfd),
                      "val", "has 2 classes but the checkpoint's model has 4")
 
 

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli_support import run_cli
+from cli_support import run_cli, run_cli_in_process
 from PIL import Image
 
 
@@ -65,19 +65,19 @@ def test_predict_writes_pictures_labels_and_json_and_skips_a_corrupt_image(train
 
 
 @pytest.mark.slow
-def test_bad_source_and_bad_format_name_the_setting(trained_run, tmp_path, cli_environment):
+def test_bad_source_and_bad_format_name_the_setting(trained_run, tmp_path, cli_environment, capfd):
     checkpoint = trained_run / "checkpoints" / "best.ckpt"
-    missing = run_cli(["predict", f"ckpt={checkpoint}", f"source={tmp_path / 'none'}",
-                       f"hydra.run.dir={tmp_path / 'out'}"], cli_environment)
+    missing = run_cli_in_process(["predict", f"ckpt={checkpoint}", f"source={tmp_path / 'none'}",
+                                  f"hydra.run.dir={tmp_path / 'out'}"], cli_environment, capfd)
     assert missing.returncode != 0 and f"source='{tmp_path / 'none'}' does not exist" in missing.stderr
     (tmp_path / "x.jpg").write_bytes(b"")
-    no_model = run_cli(["predict", f"ckpt={tmp_path / 'no.ckpt'}", f"source={tmp_path / 'x.jpg'}",
-                        f"hydra.run.dir={tmp_path / 'out'}"], cli_environment)
+    no_model = run_cli_in_process(["predict", f"ckpt={tmp_path / 'no.ckpt'}", f"source={tmp_path / 'x.jpg'}",
+                                   f"hydra.run.dir={tmp_path / 'out'}"], cli_environment, capfd)
     assert no_model.returncode != 0 and f"ckpt='{tmp_path / 'no.ckpt'}' does not exist" in no_model.stderr
     itself = run_cli(["predict", f"ckpt={checkpoint}", f"source={tmp_path / 'x.jpg'}", f"compare={checkpoint}",
                       f"hydra.run.dir={tmp_path / 'out'}"], cli_environment)
     assert itself.returncode != 0 and f"compare='{checkpoint}' is the file ckpt= already names" in itself.stderr
-    bad_format = run_cli(["export", f"ckpt={checkpoint}", "format=tflite"], cli_environment)
+    bad_format = run_cli_in_process(["export", f"ckpt={checkpoint}", "format=tflite"], cli_environment, capfd)
     assert "format must be one of onnx, ultralytics, torchscript, found 'tflite'" in bad_format.stderr
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_support import run_cli
+from cli_support import run_cli, run_cli_in_process
 
 from yolo_slim.lit.module import YOLOv5Module
 from yolo_slim.models import count_parameters
@@ -46,12 +46,13 @@ def test_prune_writes_a_loadable_smaller_checkpoint(trained_run, tmp_path, cli_e
 
 
 @pytest.mark.slow
-def test_prune_needs_exactly_one_target(trained_run, tmp_path, cli_environment):
+def test_prune_needs_exactly_one_target(trained_run, tmp_path, cli_environment, capfd):
     best = trained_run / "checkpoints" / "best.ckpt"
-    result = run_cli(["prune", f"ckpt={best}", f"hydra.run.dir={tmp_path}"], cli_environment, 120)
+    result = run_cli_in_process(["prune", f"ckpt={best}", f"hydra.run.dir={tmp_path}"], cli_environment, capfd)
     assert result.returncode != 0
     assert "give exactly one of prune.ratio, prune.threshold, prune.flops_target; found none" in result.stderr
-    result = run_cli(["prune", f"ckpt={best}", "prune.ratio=1.5", f"hydra.run.dir={tmp_path}"], cli_environment, 120)
+    result = run_cli_in_process(["prune", f"ckpt={best}", "prune.ratio=1.5", f"hydra.run.dir={tmp_path}"],
+                                cli_environment, capfd)
     assert "error: prune.ratio must be in [0, 1), found 1.5" in result.stderr
     # A target no plan can reach is a usage error too, found before the dense model is evaluated.
     result = run_cli(["prune", f"ckpt={best}", "prune.flops_target=0.001", f"hydra.run.dir={tmp_path}"],
