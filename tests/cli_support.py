@@ -1,4 +1,4 @@
-"""Helpers for tests that run the CLI as a subprocess or in this process (importable: pytest puts tests/ on sys.path)."""
+"""Helpers for tests that run the CLI as a subprocess or in this process (pytest puts tests/ on sys.path)."""
 
 import subprocess
 import sys
@@ -27,6 +27,10 @@ def run_cli_in_process(arguments: list[str], environment: dict[str, str], captur
     saved_environment, saved_argv = dict(os.environ), list(sys.argv)
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
+    # Hydra's dictConfig disables and re-levels the loggers that exist; caplog in later tests needs them back.
+    saved_loggers = {name: (logger.disabled, logger.propagate, logger.level)
+                     for name, logger in logging.Logger.manager.loggerDict.items()
+                     if isinstance(logger, logging.Logger)}
     os.environ.update({key: environment[key] for key in ("YOLO_SLIM_CACHE",) if key in environment})
     capture.readouterr()
     code = 0
@@ -43,5 +47,9 @@ def run_cli_in_process(arguments: list[str], environment: dict[str, str], captur
                 handler.close()
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+        for name, (disabled, propagate, level) in saved_loggers.items():
+            logger = logging.getLogger(name)
+            logger.disabled, logger.propagate = disabled, propagate
+            logger.setLevel(level)
     output = capture.readouterr()
     return subprocess.CompletedProcess(["yolo_slim", *arguments], code, output.out, output.err)
