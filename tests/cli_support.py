@@ -15,8 +15,9 @@ def run_cli(arguments: list[str], environment: dict[str, str], timeout: int = 60
 
 
 def run_cli_in_process(arguments: list[str], environment: dict[str, str], capture) -> subprocess.CompletedProcess:
-    """``run_cli`` inside this process, for the error cases that stop before any work: it saves the five
-    seconds a fresh interpreter spends importing torch and Lightning. ``capture`` is pytest's ``capfd``.
+    """``run_cli`` inside this process, for the error cases that stop before any work: it saves the seconds
+    a fresh interpreter spends importing torch and Lightning. ``capture`` is pytest's ``capfd``; of
+    ``environment`` only the data cache is taken (this process has its own GPU settings and warnings).
     The dispatcher's environment variables, ``sys.argv`` and Hydra's logging set-up are put back after it.
     A few cases of each kind stay subprocesses (run_cli), as users meet them."""
     import logging
@@ -31,7 +32,7 @@ def run_cli_in_process(arguments: list[str], environment: dict[str, str], captur
     saved_loggers = {name: (logger.disabled, logger.propagate, logger.level)
                      for name, logger in logging.Logger.manager.loggerDict.items()
                      if isinstance(logger, logging.Logger)}
-    os.environ.update({key: environment[key] for key in ("YOLO_SLIM_CACHE",) if key in environment})
+    os.environ["YOLO_SLIM_CACHE"] = environment["YOLO_SLIM_CACHE"]
     capture.readouterr()
     code = 0
     try:

@@ -27,8 +27,8 @@ def _assert_one_line(result, command: str, *fragments: str) -> str:
 def test_settings_and_overrides(tmp_path, cli_environment, capfd):
     run = [f"hydra.run.dir={tmp_path / 'run'}"]
     _assert_one_line(run_cli_in_process(["train", *TINY_TRAIN, "trainer.max_epoch=3", *run], cli_environment, capfd),
-                     "train",
-                     "no setting trainer.max_epoch", "+trainer.max_epoch=3", "did you mean trainer.max_epochs?")
+                     "train", "no setting trainer.max_epoch", "+trainer.max_epoch=3",
+                     "did you mean trainer.max_epochs?")
     _assert_one_line(run_cli(["train", "model=yolov9", *run], cli_environment, 120), "train",
                      "Could not find 'model/yolov9'", "yolov5s-ghost")
     # Hydra's own message here is "Got NoneType"
@@ -62,8 +62,7 @@ def test_checkpoints_missing_corrupt_hostile_and_mismatched(tmp_path, trained_ru
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(whole[: len(whole) // 3])
     _assert_one_line(run_cli_in_process(["prune", f"ckpt={truncated}", "prune.ratio=0.5"], cli_environment, capfd),
-                     "prune",
-                     f"{truncated} is a zip archive torch cannot read")
+                     "prune", f"{truncated} is a zip archive torch cannot read")
     hostile = tmp_path / "hostile.pt"
     torch.save({"model": RunsCommand(f"touch {tmp_path / 'pwned'}")}, hostile)
     _assert_one_line(run_cli(["export", f"ckpt={hostile}"], cli_environment, 120), "export",
