@@ -14,10 +14,12 @@ def run_cli(arguments: list[str], environment: dict[str, str], timeout: int = 60
                           env=environment, timeout=timeout)
 
 
-def run_cli_in_process(arguments: list[str], environment: dict[str, str], capture) -> subprocess.CompletedProcess:
-    """``run_cli`` inside this process, for the error cases that stop before any work: it saves the seconds
+def run_cli_in_process(arguments: list[str], environment: dict[str, str] | None,
+                       capture) -> subprocess.CompletedProcess:
+    """``run_cli`` inside this process, for the cases that stop before any long work: it saves the seconds
     a fresh interpreter spends importing torch and Lightning. ``capture`` is pytest's ``capfd``; of
-    ``environment`` only the data cache is taken (this process has its own GPU settings and warnings).
+    ``environment`` only the data cache is taken (this process has its own GPU settings and warnings), and
+    None leaves the cache as it is, for commands that read no data (``info``).
     The dispatcher's environment variables, ``sys.argv`` and Hydra's logging set-up are put back after it.
     A few cases of each kind stay subprocesses (run_cli), as users meet them."""
     import logging
@@ -32,7 +34,8 @@ def run_cli_in_process(arguments: list[str], environment: dict[str, str], captur
     saved_loggers = {name: (logger.disabled, logger.propagate, logger.level)
                      for name, logger in logging.Logger.manager.loggerDict.items()
                      if isinstance(logger, logging.Logger)}
-    os.environ["YOLO_SLIM_CACHE"] = environment["YOLO_SLIM_CACHE"]
+    if environment is not None:
+        os.environ["YOLO_SLIM_CACHE"] = environment["YOLO_SLIM_CACHE"]
     capture.readouterr()
     code = 0
     try:

@@ -1,10 +1,12 @@
-"""The command-line dispatcher and the `info` command (run as a subprocess, as users run it)."""
+"""The command-line dispatcher and the `info` command (a subprocess, as users run it, where the test is about
+what they see; in this process where only the command's own output matters)."""
 
 import subprocess
 import sys
 
 import pytest
 
+from cli_support import run_cli_in_process
 from yolo_slim.cli import split_command
 from yolo_slim.cli.errors import UsageError
 
@@ -41,19 +43,22 @@ def test_info_prints_table_and_totals():
     assert result.stdout.count("C3") == 8
 
 
-def test_info_of_the_v5_layout_and_a_bad_setting():
-    assert "Focus" in _run("info", "model=yolov5s-v5", "imgsz=64").stdout
-    bad = _run("info", "model=yolov5n", "imgsz=100")
+def test_info_of_the_v5_layout_and_a_bad_setting(capfd):
+    def in_process(*args: str) -> subprocess.CompletedProcess:
+        return run_cli_in_process(["info", *args], None, capfd)
+
+    assert "Focus" in in_process("model=yolov5s-v5", "imgsz=64").stdout
+    bad = in_process("model=yolov5n", "imgsz=100")
     assert bad.returncode != 0
     assert "imgsz must be a positive multiple of 32, found 100" in bad.stderr
     p6 = _run("info", "model=yolov5n6", "imgsz=96")  # a multiple of 32 but not of the P6 layout's stride 64
     assert p6.returncode == 2 and "Traceback" not in p6.stderr, p6.stderr[-2000:]
     assert "imgsz must be a multiple of 64 for this model (its largest stride), found 96; e.g. 128" in p6.stderr
-    missing = _run("info", "model.cfg=nothing_here.yaml")
+    missing = in_process("model.cfg=nothing_here.yaml")
     assert "model.cfg='nothing_here.yaml' is neither a model yaml file nor a shipped config" in missing.stderr
 
 
-def test_info_of_a_checkpoint_shows_its_pruned_widths(tmp_path):
+def test_info_of_a_checkpoint_shows_its_pruned_widths(tmp_path, capfd):
     from yolo_slim.models import YOLOv5, count_parameters
     from yolo_slim.models.testing import randomize_norms
     from yolo_slim.models.ultralytics_format import write_ultralytics_checkpoint
@@ -65,12 +70,13 @@ def test_info_of_a_checkpoint_shows_its_pruned_widths(tmp_path):
     result = _run("info", f"ckpt={path}", "imgsz=64")
     assert result.returncode == 0, result.stderr
     assert f"{count_parameters(pruned):,} parameters" in result.stdout and count_parameters(pruned) < 1_000_000
-    both = _run("info", f"ckpt={path}", f"model.weights={path}")
+    both = run_cli_in_process(["info", f"ckpt={path}", f"model.weights={path}"], None, capfd)
     assert both.returncode == 2 and "give ckpt= or model.weights=, not both" in both.stderr, both.stderr
-    named = _run("info", f"ckpt={path}", "model=yolov5s")  # the group's default is no choice; a typed one is
+    named = run_cli_in_process(["info", f"ckpt={path}", "model=yolov5s"], None, capfd)  # typed, not the default
     assert named.returncode == 2 and f"give ckpt= or model=, not both (found ckpt='{path}' and model=yolov5s)" in \
         named.stderr, named.stderr
-    assert "1,872,157 parameters" in _run("info", "imgsz=64").stdout  # no model=: yolov5n (80 classes), as train
+    default = run_cli_in_process(["info", "imgsz=64"], None, capfd)  # no model=: yolov5n (80 classes), as train
+    assert "1,872,157 parameters" in default.stdout
 
 
 @pytest.mark.parametrize(("command", "overrides", "expected"), [

@@ -1,4 +1,5 @@
-"""`export` through the CLI, as a subprocess, on a checkpoint the test writes in yolo_slim's layout."""
+"""`export` through the CLI, on a checkpoint the test writes in yolo_slim's layout: a subprocess, as users run it,
+and in this process for the errors that need no fresh interpreter."""
 
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from cli_support import run_cli_in_process
 from yolo_slim.cli import config_dir, export
 from yolo_slim.cli.errors import UsageError
 from yolo_slim.models import YOLOv5
@@ -36,7 +38,7 @@ def checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_next_to_the_checkpoint_and_to_an_output(checkpoint, tmp_path, cli_environment):
+def test_export_next_to_the_checkpoint_and_to_an_output(checkpoint, tmp_path, cli_environment, capfd):
     working = tmp_path / "working"
     working.mkdir()
     result = _run([f"ckpt={checkpoint}", "imgsz=128"], cli_environment, folder=working)
@@ -49,7 +51,8 @@ def test_export_next_to_the_checkpoint_and_to_an_output(checkpoint, tmp_path, cl
     assert not any(working.iterdir())  # no Hydra run folder, no log file
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["best.ckpt", "best.onnx"]
 
-    again = _run([f"ckpt={checkpoint}", "imgsz=128"], cli_environment)  # the export a deployment may be running
+    # The export a deployment may be running (this and the last call in this process: two fewer interpreters).
+    again = run_cli_in_process(["export", f"ckpt={checkpoint}", "imgsz=128"], cli_environment, capfd)
     assert again.returncode != 0 and f"output='{written}' already exists; give overwrite=true" in again.stderr
 
     folder = tmp_path / "elsewhere"  # an existing folder: the file goes in it, named after the checkpoint
@@ -60,23 +63,27 @@ def test_export_next_to_the_checkpoint_and_to_an_output(checkpoint, tmp_path, cl
     saved = onnx.load(str(folder / "best.onnx"))
     assert saved.opset_import[0].version == 13
     assert [d.dim_value for d in saved.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 64, 96]
-    replaced = _run([f"ckpt={checkpoint}", "imgsz=64", f"output={folder}", "overwrite=true"], cli_environment)
+    replaced = run_cli_in_process(["export", f"ckpt={checkpoint}", "imgsz=64", f"output={folder}", "overwrite=true"],
+                                  cli_environment, capfd)
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     saved = onnx.load(str(folder / "best.onnx"))
     assert [d.dim_value for d in saved.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 64, 64]
 
 
 @pytest.mark.slow
-def test_bad_settings_name_the_setting(checkpoint, tmp_path, cli_environment):
-    missing = _run([f"ckpt={tmp_path / 'nothing.ckpt'}"], cli_environment)
+def test_bad_settings_name_the_setting(checkpoint, tmp_path, cli_environment, capfd):
+    def in_process(arguments: list[str]) -> subprocess.CompletedProcess:  # the one-line stderr: the p6 case below
+        return run_cli_in_process(["export", *arguments], cli_environment, capfd)
+
+    missing = in_process([f"ckpt={tmp_path / 'nothing.ckpt'}"])
     assert missing.returncode != 0
     assert f"ckpt='{tmp_path / 'nothing.ckpt'}' does not exist" in missing.stderr
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("not a checkpoint")
-    unreadable = _run([f"ckpt={garbage}"], cli_environment)
+    unreadable = in_process([f"ckpt={garbage}"])
     assert f"ckpt='{garbage}' is not a YOLOv5 checkpoint yolo_slim can read" in unreadable.stderr
-    assert "imgsz must be a positive multiple of 32, found 100" in _run([f"ckpt={checkpoint}", "imgsz=100"],
-                                                                         cli_environment).stderr
+    assert "imgsz must be a positive multiple of 32, found 100" in in_process([f"ckpt={checkpoint}",
+                                                                                "imgsz=100"]).stderr
     p6 = tmp_path / "p6.ckpt"
     _write_checkpoint(YOLOv5("yolov5n6", nc=2, names=["cat", "dog"]), p6)
     result = _run([f"ckpt={p6}", "imgsz=96"], cli_environment)  # 96 = 1.5 of the P6 layout's 64-pixel cells
