@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from cli_support import TINY_TRAIN, run_cli
+from cli_support import TINY_TRAIN, run_cli, run_cli_in_process
 
 FOUR_EPOCHS = [a for a in TINY_TRAIN if not a.startswith("trainer.max_epochs=")] + ["trainer.max_epochs=4"]
 
@@ -214,11 +214,12 @@ def test_resume_refuses_another_run_folder_but_takes_its_own(tmp_path):
 
 
 @pytest.mark.slow
-def test_resuming_a_finished_run_says_so_and_trains_nothing(trained_run, tmp_path, cli_environment):
+def test_resuming_a_finished_run_says_so_and_trains_nothing(trained_run, tmp_path, cli_environment, capfd):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     last = (run / "checkpoints" / "last.ckpt").read_bytes()
-    result = run_cli(["train", f"resume={run}"], cli_environment, 120)
+    # The two refusals run in this process; the resume=auto that exits 0 is a subprocess, as a requeued job.
+    result = run_cli_in_process(["train", f"resume={run}"], cli_environment, capfd)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "finished its trainer.max_epochs=2 epochs and wrote summary.json: there is nothing to continue" in \
         result.stderr
@@ -232,7 +233,7 @@ def test_resuming_a_finished_run_says_so_and_trains_nothing(trained_run, tmp_pat
     # this launch rewrote, is the run's own again: the one it started with.
     config = (trained_run / ".hydra" / "config.yaml").read_text()
     longer = [("trainer.max_epochs=3" if setting == "trainer.max_epochs=2" else setting) for setting in TINY_TRAIN]
-    result = run_cli(["train", *longer, "resume=auto", f"hydra.run.dir={run}"], cli_environment, 120)
+    result = run_cli_in_process(["train", *longer, "resume=auto", f"hydra.run.dir={run}"], cli_environment, capfd)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "from a run started with other settings (trainer.max_epochs: 2 there, 3 now); it continues only with " \
            "its own" in result.stderr and "Epoch " not in result.stderr
