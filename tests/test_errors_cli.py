@@ -38,6 +38,10 @@ def test_settings_and_overrides(tmp_path, cli_environment, capfd):
                      "Error parsing override 'trainer.max_epochs'")
     _assert_one_line(run_cli_in_process(["train", *TINY_TRAIN, "+prune=sparse", "prune.ratio=2", *run],
                                         cli_environment, capfd), "train", "ratio must be in [0, 1), found 2")
+    _assert_one_line(run_cli_in_process(["train", *TINY_TRAIN, "+prune=sparse", "prune.epoch=1", "prune.epochs=[1]",
+                                         *run], cli_environment, capfd), "train",
+                     "give prune.epoch (one prune) or prune.epochs (a list of them), not both (found prune.epoch=1 "
+                     "and prune.epochs=[1])")
     line = _assert_one_line(run_cli(["train", *TINY_TRAIN, f"data.path={tmp_path / 'none.yaml'}", *run],
                                     cli_environment, 120), "train", "none.yaml")
     assert line in (tmp_path / "run" / "train.log").read_text()  # and in the run's log

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import users_input
-from yolo_slim.cli.settings import build_model, not_a_file, require_imgsz, require_stride_multiple
+from yolo_slim.cli.settings import build_model, not_a_file, require_imgsz, require_stride_multiple, typed_overrides
 from yolo_slim.models import load_yolov5
 from yolo_slim.models.info import format_table, model_info
 
@@ -24,7 +23,7 @@ def run(config: DictConfig) -> None:
                 raise ValueError(f"give ckpt= or model.weights=, not both (found ckpt={str(checkpoint)!r} and "
                                  f"model.weights={config.model.weights!r})")
             # The model group always has a value (its default): only one typed on the command line is refused.
-            typed = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") == "model"]
+            typed = typed_overrides("model")
             if typed:
                 raise ValueError(f"give ckpt= or model=, not both (found ckpt={str(checkpoint)!r} and {typed[0]}): "
                                  f"the checkpoint holds its own architecture")

@@ -17,6 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -57,6 +58,14 @@ def named_settings(section: str, names: Iterable[str]) -> Iterator[None]:
         if first is None or first.group(0) not in names:
             raise
         raise ValueError(f"{section}.{error}") from error
+
+
+def typed_overrides(key: str) -> list[str]:
+    """The command line's overrides of ``key`` (``model=yolov5s``, ``+prune.epoch=3``), as typed: in the composed
+    config a default and a typed value look the same. Empty outside a Hydra run."""
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") == key]
 
 
 def require_imgsz(value: Any, setting: str) -> int:

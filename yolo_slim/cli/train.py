@@ -21,7 +21,7 @@ from yolo_slim.cli.errors import stopped_by_signal, users_input
 from yolo_slim.cli.resume import AUTO, LAST, own_checkpoint, record_start, refuse_other_settings
 from yolo_slim.cli.settings import (build_model, make_trainer, named_settings, optimization, plain, require_bool,
                                     require_imgsz, require_positive_int, require_seed, require_stride_multiple,
-                                    trainer_arguments)
+                                    trainer_arguments, typed_overrides)
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
@@ -107,6 +107,10 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
         raise ValueError("model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes: "
                          "set model.autoanchor=true to fit them to the data, or give sizes in the yaml")
     if config.get("prune") is not None:
+        one, several = typed_overrides("prune.epoch"), typed_overrides("prune.epochs")
+        if one and several:  # prune.epoch always has a value (its default 20): only a typed one clashes
+            raise ValueError(f"give prune.epoch (one prune) or prune.epochs (a list of them), not both (found "
+                             f"{one[0]} and {several[0]})")
         slim = build_slim_callback(config.prune, imgsz)
         late = slim.late_prunes(trainer_args.get("max_epochs"))
         if late:  # SlimCallback would say so too, but only once the fit has started
