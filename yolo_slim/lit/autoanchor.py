@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from yolo_slim.lit.console import show_info_lines
 from yolo_slim.models.anchors import RECALL_TARGET, are_placeholders, fit_anchors
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class AutoAnchor(L.Callback):
         self.result: dict[str, Any] | None = None  # what the check found, for logs and summary.json
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        show_info_lines()  # the recall line, in a script that set up no logging
         if trainer.ckpt_path is not None:
             return  # resumed: the checkpoint's anchors are the ones that were trained
         if not hasattr(pl_module, "set_anchors"):

@@ -32,6 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import AveragedModel
 
 from yolo_slim.lit import _lightning_internals as internals
+from yolo_slim.lit.console import show_info_lines
 from yolo_slim.lit.network import (averaged_copies, find_network, replace_submodule, store_network,
                                    unaveraged_copies, weight_averages)
 from yolo_slim.lit.slim_arguments import check_slim_arguments, epochs_and_ratios
@@ -153,6 +154,7 @@ class SlimCallback(L.Callback):
                 and 0 <= max_epochs <= e]
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        show_info_lines()  # the prune lines, in a script that set up no logging
         if stage == "fit":
             # Read before any callback's on_fit_start: StochasticWeightAveraging's adds one epoch to the fit
             # loop there for its BatchNorm update, which the sparse phase and the prune checks must not count.

@@ -22,6 +22,8 @@ import time
 import lightning as L
 import torch
 
+from yolo_slim.lit.console import show_info_lines
+
 log = logging.getLogger(__name__)
 
 METRIC = "train/images_per_s"
@@ -60,6 +62,9 @@ class TrainingSpeed(L.Callback):
         self._images = 0
         self._waited = 0.0
         self._last_batch_end: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        show_info_lines()  # the images/s lines, in a script that set up no logging
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._elapsed, self._running_since, self._images = 0.0, None, 0

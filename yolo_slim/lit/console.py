@@ -1,0 +1,24 @@
+"""Our callbacks' INFO lines on the console when nothing configured logging, as Lightning's own are."""
+
+from __future__ import annotations
+
+import logging
+
+PACKAGE_LOGGER = "yolo_slim"
+
+
+def show_info_lines() -> None:
+    """Give the ``yolo_slim`` logger a console handler at INFO when the program configured no logging.
+
+    SlimCallback's "pruned at epoch 20: 1,843 of 4,352 channels removed" is INFO, and Python's default (the
+    last-resort handler, WARNING and above) would drop it in a plain script with a Lightning Trainer. Lightning
+    does the same for its own logger (``lightning/pytorch/__init__.py``: a StreamHandler when the root logger
+    has none, and no propagation); here it happens when a fit starts, not on import. A program that configured
+    logging (Hydra's CLI, ``logging.basicConfig``, pytest) keeps its own set-up: nothing changes then.
+    """
+    package = logging.getLogger(PACKAGE_LOGGER)
+    if logging.getLogger().hasHandlers() or package.handlers:
+        return
+    package.addHandler(logging.StreamHandler())
+    package.setLevel(logging.INFO)
+    package.propagate = False  # a root handler added later would otherwise print each line twice
