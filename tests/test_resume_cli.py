@@ -274,3 +274,31 @@ def test_resume_auto_without_a_checkpoint_says_it_starts_from_the_beginning(tmp_
         assert _checkpoint_to_resume("auto", tmp_path) is None
     assert f"resume=auto: {tmp_path} holds no checkpoints/last.ckpt yet, so the run starts from the beginning" \
         in caplog.text
+
+
+@pytest.mark.parametrize("resumed", [True, False], ids=["resumed", "fresh"])
+def test_a_resumed_log_hides_what_the_killed_attempt_wrote_after_its_checkpoint(tmp_path, resumed):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from yolo_slim.cli.train import _tensorboard, logged_step
+
+    killed = SummaryWriter(log_dir=str(tmp_path / "tensorboard"))  # the attempt: steps 0-7, checkpoint at 6
+    for step in range(8):
+        killed.add_scalar("train/box_step", float(step), step)
+    killed.close()
+    checkpoint = {"global_step": 6, "loops": {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 6}}}}
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    assert logged_step(checkpoint) == 6 and logged_step({"global_step": 4}) == 4
+    time.sleep(1.1)  # event files are named by the second they were opened in, and read in that order
+    logger = _tensorboard(tmp_path, str(tmp_path / "last.ckpt") if resumed else None)
+    for step in (6, 7, 8):  # what the resumed fit logs again, and on
+        logger.log_metrics({"train/box_step": 10.0 + step}, step=step)
+    logger.finalize("success")
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    shown = [(event.step, event.value) for event in events.Scalars("train/box_step")]
+    if resumed:  # one value per step, the resumed fit's from the checkpoint on
+        assert shown == [*((step, float(step)) for step in range(6)), (6, 16.0), (7, 17.0), (8, 18.0)]
+    else:  # what TensorBoard draws without purge_step: both attempts' steps 6 and 7, the curve folding back
+        assert [step for step, _ in shown] == [0, 1, 2, 3, 4, 5, 6, 7, 6, 7, 8], shown

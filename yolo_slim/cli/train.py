@@ -119,8 +119,7 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
                              f"at the start of its epoch, and fine-tuning needs the epochs after it), found {found}")
         callbacks.append(slim)
     trainer = make_trainer(trainer_args, default_root_dir=run_dir,
-                           logger=TensorBoardLogger(save_dir=run_dir, name="tensorboard", version=""),
-                           callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+                           logger=_tensorboard(run_dir, resume), callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     # The accumulation counts the images of all processes, known once the Trainer has resolved its devices.
     optim = optimization(config.optim, datamodule.batch_size, accumulate, processes=trainer.world_size)
     trainer.accumulate_grad_batches = optim.accumulate
@@ -132,6 +131,21 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
     model_name = str(config.model.weights or config.model.cfg)
     return TrainingJob(trainer=trainer, module=module, datamodule=datamodule, run_dir=run_dir, imgsz=imgsz,
                        model_name=model_name)
+
+
+def _tensorboard(run_dir: Path, resume: str | None) -> TensorBoardLogger:
+    """The run's TensorBoard log. A resumed fit logs again from its checkpoint's step, which the killed attempt
+    had passed: ``purge_step`` (SummaryWriter's) hides that attempt's events from the step on, which TensorBoard
+    would otherwise draw twice, one curve folding back over the other."""
+    purge_step = None if resume is None else logged_step(read_checkpoint(resume))
+    return TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", purge_step=purge_step)
+
+
+def logged_step(checkpoint: dict) -> int:
+    """The step Lightning's loggers had reached when ``checkpoint`` was saved: the fit loop's count of batches
+    that stepped (what it passes to ``log_metrics``), else the optimizer steps (``global_step``)."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
 
 
 def _network(model_config: DictConfig, names: list[str], resume: str | None) -> YOLOv5:
