@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from cli_support import TINY_TRAIN, run_cli
+from cli_support import TINY_TRAIN, run_cli, run_cli_in_process
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -183,3 +183,13 @@ def test_prune_sweep_in_parallel_with_joblib(trained_run, tmp_path, cli_environm
         rows = list(csv.DictReader(file))
     assert [(row["ratio"], row["status"]) for row in rows] == [("0.2", "completed"), ("0.4", "completed")]
     assert int(rows[1]["pruned_params"]) < int(rows[0]["pruned_params"])
+
+
+def test_a_failed_sweep_job_is_reported_once_with_its_overrides(tmp_path, capfd):
+    result = run_cli_in_process(["info", "-m", "model=yolov5n", "imgsz=100,64", f"hydra.sweep.dir={tmp_path}"], None,
+                                capfd)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [  # the job's line, then Hydra's naming the job; not the first again
+        "yolo_slim info: error: imgsz must be a positive multiple of 32, found 100",
+        "Error executing job with overrides: ['model=yolov5n', 'imgsz=100']"]
+    assert "1,872,157 parameters" in result.stdout  # the other job ran

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     if not tracebacks:
         os.environ.update({"HYDRA_FULL_ERROR": "1", _SET_BY_US: "1"})
     command, overrides = "", arguments
+    reported: list[BaseException] = []  # a sweep job's error, already printed from inside the job
     try:
         command, rest = split_command(arguments)
         import hydra  # deferred: `import yolo_slim` must not pull Hydra in
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                 message = one_line(str(error))
                 report(command, message)  # here, inside the job, its log file is still open
                 if sweep:
+                    reported.append(error)
                     raise  # a sweep records the failed job (sweep_summary's `error`) and goes on
                 failed.append(message)
 
@@ -125,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         if tracebacks:
             raise
+        if any(error is seen for seen in reported):
+            # Hydra re-raises the sweep's first failure once every job has run, after printing the overrides of
+            # its job ("Error executing job with overrides: [...]"); its line was printed by the job already.
+            raise SystemExit(EXIT_USAGE) from None
         message = str(error) if isinstance(error, UsageError) else describe_hydra_error(error, command, overrides)
         if message is None and isinstance(error, OSError) and not started:
             # Hydra makes the run folder and opens its log file before the job: a folder that cannot be made
