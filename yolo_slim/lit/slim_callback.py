@@ -433,8 +433,9 @@ class SlimCallback(L.Callback):
         internals.rebuild_optimizers(trainer, pl_module, continue_schedule=self.finetune_schedule == "continue")
         self.completed_prunes += 1
         self._bind(trainer, pl_module)
-        log.info("pruned at epoch %d: %d of %d channels removed; removed output mass %.2e", trainer.current_epoch,
-                 plan.removed_channels, plan.total_channels, figures["removed_output_mass"])
+        if trainer.is_global_zero:  # every rank pruned the same channels (the plan was broadcast): one line
+            log.info("pruned at epoch %d: %d of %d channels removed; removed output mass %.2e", trainer.current_epoch,
+                     plan.removed_channels, plan.total_channels, figures["removed_output_mass"])
         self.stages[f"pruned{suffix}"] = {**self._stage(trainer, pl_module, imgsz), **figures,
                                           "removed_channels": plan.removed_channels,
                                           "total_channels": plan.total_channels}
