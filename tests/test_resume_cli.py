@@ -81,6 +81,14 @@ def test_a_plain_run_killed_mid_epoch_resumes_itself_with_resume_auto(tmp_path, 
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 3
     summary = json.loads((run_dir / "summary.json").read_text())
     assert list(summary["stages"]) == ["train"] and summary["checkpoint"].endswith("best.ckpt")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))  # both attempts' files, as TensorBoard reads them
+    events.Reload()
+    for tag in ("train/box_step", "val/map"):
+        steps = [event.step for event in events.Scalars(tag)]
+        assert steps == sorted(set(steps)), (tag, steps)  # no step drawn twice: no curve folds back
+    assert len(events.Scalars("val/map")) >= 4  # one per epoch, the killed attempt's epoch 0 included
 
 
 @pytest.mark.slow

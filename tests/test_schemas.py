@@ -143,6 +143,15 @@ def test_a_default_the_source_cannot_give_is_an_error_naming_it(tmp_path):
         function_parameters(module, "plan")
     with pytest.raises(SourceFieldError, match="defines no Missing"):
         function_parameters(module, "Missing.__init__")
+    module.write_text("from typing import ClassVar\n\n\nclass Settings:\n    registry: ClassVar[dict] = {}\n"
+                      "    names: 'ClassVar[list]' = []\n    limit: int = 3\n    odd: frozenset = {[1]}\n",
+                      encoding="utf-8")
+    with pytest.raises(SourceFieldError, match=r"Settings\.odd: the default"):  # a set of lists: TypeError
+        dataclass_fields(module, "Settings")
+    module.write_text("class Settings:\n    registry: 'ClassVar[dict]' = {}\n    limit: int = 3\n", encoding="utf-8")
+    assert [(f.name, f.annotation, f.default) for f in dataclass_fields(module, "Settings")] == [("limit", int, 3)]
+    with pytest.raises(SourceFieldError, match="gone.py is missing: .*reinstall the package"):
+        dataclass_fields(tmp_path / "gone.py", "Settings")
 
 
 def test_a_bad_setting_is_reported_before_torch_loads():

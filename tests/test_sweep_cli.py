@@ -185,9 +185,12 @@ def test_prune_sweep_in_parallel_with_joblib(trained_run, tmp_path, cli_environm
     assert int(rows[1]["pruned_params"]) < int(rows[0]["pruned_params"])
 
 
-def test_a_failed_sweep_job_is_reported_once_with_its_overrides(tmp_path, capfd):
-    result = run_cli_in_process(["info", "-m", "model=yolov5n", "imgsz=100,64", f"hydra.sweep.dir={tmp_path}"], None,
-                                capfd)
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_a_failed_sweep_job_is_reported_once_with_its_overrides(tmp_path, capfd, launcher):
+    # joblib runs each job in a worker process: the mark that its line was printed travels with the error.
+    result = run_cli_in_process(["info", "-m", *launcher, "model=yolov5n", "imgsz=100,64",
+                                 f"hydra.sweep.dir={tmp_path}"], None, capfd)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [  # the job's line, then Hydra's naming the job; not the first again
         "yolo_slim info: error: imgsz must be a positive multiple of 32, found 100",

@@ -71,3 +71,25 @@ def test_bad_arguments():
         AutoAnchor(anchor_t=1.0)
     with pytest.raises(ValueError, match="generations must be >= 0"):
         AutoAnchor(generations=-1)
+
+
+@pytest.mark.parametrize("rank_zero", [True, False], ids=["rank0", "rank1"])
+def test_the_result_is_said_by_rank_zero_only(caplog, rank_zero):
+    """Under DDP every rank installs rank 0's result (broadcast); only rank 0 logs it."""
+    from types import SimpleNamespace
+
+    result = {"changed": True, "placeholders": False, "recall_before": 0.9, "recall_after": 0.999,
+              "anchors": np.arange(18, dtype=float).reshape(3, 3, 2) + 1}
+    installed = []
+    module = SimpleNamespace(set_anchors=installed.append)
+    dataset = SimpleNamespace(box_sizes=lambda: np.ones((4, 2)))
+    trainer = SimpleNamespace(ckpt_path=None, is_global_zero=rank_zero,
+                              datamodule=SimpleNamespace(datasets={"train": dataset}),
+                              strategy=SimpleNamespace(broadcast=lambda value, src: result))
+    callback = AutoAnchor()
+    callback._check = lambda pl_module, sizes: result  # rank 0's computation, tested above
+    with caplog.at_level("INFO", logger="yolo_slim"):
+        callback.on_fit_start(trainer, module)
+    assert len(installed) == 1 and callback.result is result  # every rank installs the anchors
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AutoAnchor:")]
+    assert len(said) == (1 if rank_zero else 0), said

@@ -51,3 +51,12 @@ def test_a_program_that_configured_logging_keeps_it(monkeypatch):
     logging.getLogger().addHandler(logging.NullHandler())  # e.g. logging.basicConfig, Hydra's job logging
     _start(SlimCallback())
     assert package.handlers == [] and package.propagate and package.level == logging.NOTSET
+
+
+def test_a_level_chosen_for_yolo_slim_is_kept(monkeypatch, capsys):
+    package = _no_logging_set_up(monkeypatch)
+    package.setLevel(logging.WARNING)  # the program wants yolo_slim's warnings only
+    _start(SlimCallback())
+    logging.getLogger("yolo_slim.lit.slim_callback").info("pruned at epoch 3: 10 of 20 channels removed")
+    logging.getLogger("yolo_slim.lit.slim_callback").warning("a warning")
+    assert package.level == logging.WARNING and capsys.readouterr().err == "a warning\n"

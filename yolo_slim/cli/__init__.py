@@ -64,6 +64,7 @@ def split_command(argv: list[str]) -> tuple[str, list[str]]:
 # errors itself, and marks that it did, so that a user's own HYDRA_FULL_ERROR=1 (full tracebacks for
 # every error) is told apart, in child processes too.
 _SET_BY_US = "YOLO_SLIM_SET_HYDRA_FULL_ERROR"
+_REPORTED = "yolo_slim_reported"  # set on a sweep job's error whose line the job printed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     if not tracebacks:
         os.environ.update({"HYDRA_FULL_ERROR": "1", _SET_BY_US: "1"})
     command, overrides = "", arguments
-    reported: list[BaseException] = []  # a sweep job's error, already printed from inside the job
     try:
         command, rest = split_command(arguments)
         import hydra  # deferred: `import yolo_slim` must not pull Hydra in
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
                 message = one_line(str(error))
                 report(command, message)  # here, inside the job, its log file is still open
                 if sweep:
-                    reported.append(error)
+                    # Marked on the error itself, which survives the pickling of a joblib worker's result.
+                    setattr(error, _REPORTED, True)
                     raise  # a sweep records the failed job (sweep_summary's `error`) and goes on
                 failed.append(message)
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:
         if tracebacks:
             raise
-        if any(error is seen for seen in reported):
+        if getattr(error, _REPORTED, False):
             # Hydra re-raises the sweep's first failure once every job has run, after printing the overrides of
             # its job ("Error executing job with overrides: [...]"); its line was printed by the job already.
             raise SystemExit(EXIT_USAGE) from None

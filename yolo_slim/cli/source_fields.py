@@ -55,7 +55,10 @@ def dataclass_fields(path: Path, class_name: str) -> list[SourceField]:
     for statement in definition.body:
         if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
             continue
-        if ast.unparse(statement.annotation).split("[")[0] in ("ClassVar", "typing.ClassVar"):
+        annotation = statement.annotation
+        text = annotation.value if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str) \
+            else ast.unparse(annotation)  # a quoted annotation, "ClassVar[int]", is a ClassVar as well
+        if text.split("[")[0].strip() in ("ClassVar", "typing.ClassVar"):
             continue
         where = f"{path}: {class_name}.{statement.target.id}"
         default = dataclasses.MISSING if statement.value is None else _literal(statement.value, constants, where)
@@ -85,6 +88,9 @@ def function_parameters(path: Path, qualified_name: str) -> list[SourceField]:
 
 
 def _parse(path: Path) -> ast.Module:
+    if not path.is_file():  # an install without its .py files (byte code only, a zip)
+        raise SourceFieldError(f"{path} is missing: yolo_slim's CLI reads its settings' defaults from the package's "
+                               f"source files; reinstall the package from its wheel or sources")
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
@@ -117,7 +123,7 @@ def _literal(node: ast.expr, constants: dict[str, ast.expr], where: str) -> Any:
         node = constants[node.id]  # one step only: a constant defined as another constant is refused below
     try:
         return ast.literal_eval(node)
-    except ValueError:
+    except (ValueError, TypeError):  # not a literal; TypeError: a literal set of unhashable items
         raise SourceFieldError(f"{where}: the default {ast.unparse(node)!r} is not a literal (or a module constant "
                                f"holding one); the CLI reads defaults without importing the module") from None
 

@@ -107,10 +107,10 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
         raise ValueError("model.autoanchor=false, but the model yaml gives a count of anchors, not their sizes: "
                          "set model.autoanchor=true to fit them to the data, or give sizes in the yaml")
     if config.get("prune") is not None:
-        one, several = typed_overrides("prune.epoch"), typed_overrides("prune.epochs")
-        if one and several:  # prune.epoch always has a value (its default 20): only a typed one clashes
+        one = typed_overrides("prune.epoch")
+        if one and config.prune.epochs is not None:  # prune.epoch always has a value (its default 20): a typed one
             raise ValueError(f"give prune.epoch (one prune) or prune.epochs (a list of them), not both (found "
-                             f"{one[0]} and {several[0]})")
+                             f"{one[0]} and prune.epochs={plain(config.prune.epochs)})")
         slim = build_slim_callback(config.prune, imgsz)
         late = slim.late_prunes(trainer_args.get("max_epochs"))
         if late:  # SlimCallback would say so too, but only once the fit has started

@@ -56,6 +56,9 @@ class AutoAnchor(L.Callback):
         self.result = result
         if result["changed"]:
             pl_module.set_anchors(torch.tensor(result["anchors"]))
+        if not trainer.is_global_zero:
+            return  # every rank installed rank 0's result: one of them says what it was
+        if result["changed"]:
             log.info("AutoAnchor: best possible recall %.4f with the model's anchors (< %.2f); fitted anchors reach "
                      "%.4f and replace them: %s", result["recall_before"], RECALL_TARGET, result["recall_after"],
                      np.round(result["anchors"], 1).tolist())
