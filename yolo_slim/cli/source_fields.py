@@ -1,7 +1,7 @@
 """A dataclass's fields, or a function's parameters, read from its module's source without importing it.
 
 The CLI's schemas take their defaults from the library (``AugmentConfig``, ``SlimCallback.__init__``, ...),
-whose modules import torch and Lightning: about five seconds before Hydra could say that ``fliplr=abc`` is
+whose modules import torch and Lightning: seconds spent before Hydra could say that ``fliplr=abc`` is
 not a number. ``inspect`` and ``dataclasses`` need the imported object, so these few lines read the same
 facts off the syntax tree instead, as setuptools' ``attr:`` does for a version string. What they cannot
 read statically (a default that is not a literal) is an error, and tests/test_schemas.py checks that the

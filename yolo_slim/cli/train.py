@@ -108,7 +108,8 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
                          "set model.autoanchor=true to fit them to the data, or give sizes in the yaml")
     if config.get("prune") is not None:
         one = typed_overrides("prune.epoch")
-        if one and config.prune.epochs is not None:  # prune.epoch always has a value (its default 20): a typed one
+        # prune.epoch always has a value (its default 20): only a typed one clashes with a list of epochs.
+        if one and config.prune.epochs is not None:
             raise ValueError(f"give prune.epoch (one prune) or prune.epochs (a list of them), not both (found "
                              f"{one[0]} and prune.epochs={plain(config.prune.epochs)})")
         slim = build_slim_callback(config.prune, imgsz)

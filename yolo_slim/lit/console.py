@@ -10,7 +10,7 @@ PACKAGE_LOGGER = "yolo_slim"
 def show_info_lines() -> None:
     """Give the ``yolo_slim`` logger a console handler at INFO when the program configured no logging.
 
-    SlimCallback's "pruned at epoch 20: 1,843 of 4,352 channels removed" is INFO, and Python's default (the
+    SlimCallback's "pruned at epoch N: K of M channels removed" is INFO, and Python's default (the
     last-resort handler, WARNING and above) would drop it in a plain script with a Lightning Trainer. Lightning
     does the same for its own logger (``lightning/pytorch/__init__.py``: a StreamHandler when the root logger
     has none, and no propagation); here it happens when a fit starts, not on import. A program that configured
