@@ -1,8 +1,8 @@
 """Each default written once: the yaml files pull the dataclasses in as Hydra structured configs."""
 
 import dataclasses
-import importlib
 import inspect
+import pkgutil
 import subprocess
 import sys
 import typing
@@ -102,26 +102,16 @@ def test_a_new_slimcallback_argument_needs_no_cli_change(monkeypatch, tmp_path):
     assert callback.verbose_prune is True and callback.prune_epochs == [3] and callback.ratios == [0.4]
 
 
-def _imported(target: tuple[str, str]) -> object:
-    module, name = target
-    found = importlib.import_module(module)
-    for part in name.split("."):
-        found = getattr(found, part)
-    return found
-
-
 @pytest.mark.parametrize("target", [*schemas.DATACLASSES.values(), schemas.SLIM_CALLBACK, schemas.PLAN_PRUNING,
                                     schemas.COMPACT], ids=lambda target: target[1])
 def test_the_fields_read_from_source_are_the_imported_ones(target):
     """The static reading (no torch at start-up) gives the names, types and defaults that importing gives."""
-    found = _imported(target)
-    path = package_source(target[0])
+    found = pkgutil.resolve_name(f"{target[0]}:{target[1]}")  # the imported class or function
+    path, hints = package_source(target[0]), typing.get_type_hints(found)
     if dataclasses.is_dataclass(found):
-        hints = typing.get_type_hints(found)
         expected = [(f.name, hints[f.name], f.default) for f in dataclasses.fields(found)]
         read = dataclass_fields(path, target[1])
     else:
-        hints = typing.get_type_hints(found)
         expected = [(name, hints.get(name, typing.Any), p.default if p.default is not p.empty else dataclasses.MISSING)
                     for name, p in inspect.signature(found).parameters.items()]
         read = function_parameters(path, target[1])
