@@ -15,11 +15,12 @@ from cli_support import TINY_TRAIN, run_cli, run_cli_in_process
 FOUR_EPOCHS = [a for a in TINY_TRAIN if not a.startswith("trainer.max_epochs=")] + ["trainer.max_epochs=4"]
 
 
-def _train_until_killed(arguments, run_dir, environment, ready, timeout=300):
-    """Start `train`, SIGKILL it once its last.ckpt satisfies ``ready``; the checkpoint it was killed after."""
-    process = subprocess.Popen([sys.executable, "-m", "yolo_slim", "train", *arguments, f"hydra.run.dir={run_dir}"],
+def _train_until_killed(arguments, run_dir, environment, ready, timeout=300, command="train", name="last.ckpt"):
+    """Start `command` (train), SIGKILL it once its checkpoint ``name`` satisfies ``ready``; the checkpoint it was
+    killed after."""
+    process = subprocess.Popen([sys.executable, "-m", "yolo_slim", command, *arguments, f"hydra.run.dir={run_dir}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / "checkpoints" / name
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -65,6 +66,52 @@ def test_a_pruned_run_killed_after_its_prune_resumes_without_a_second_prune(tmp_
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 2  # the log goes on in place
     assert (run_dir / ".hydra" / "resumed" / "config.yaml").is_file()
     assert (run_dir / "predictions.png").stat().st_size > 1000  # dense detections from before the kill, kept
+
+
+@pytest.mark.slow
+def test_a_prune_killed_in_its_fine_tune_resumes_it_without_pruning_again(trained_run, tmp_path, cli_environment,
+                                                                          capfd):
+    run_dir = tmp_path / "pruned"
+    arguments = [f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", "prune.ratio=0.3", "prune.finetune_epochs=3",
+                 "data.workers=0", "trainer.accelerator=cpu", "+trainer.log_every_n_steps=1"]
+    killed = _train_until_killed(arguments, run_dir, cli_environment, ready=lambda checkpoint: checkpoint["epoch"] >= 0,
+                                 command="prune", name="finetuned.ckpt")
+    assert not (run_dir / "summary.json").exists()
+    record = killed["callbacks"]["PruneRecord"]  # what the prune measured, kept in the fine-tune's checkpoint
+    assert list(record["stages"]) == ["train", "pruned"] and record["settings"]["finetune_epochs"] == 3
+    result = run_cli(["prune", f"resume={run_dir}"], cli_environment, 300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Restored all states from the checkpoint" in output and "pruned " in result.stdout
+    assert f"Epoch {killed['epoch']}:" not in output and "Epoch 2:" in output  # no epoch fine-tuned twice
+    final = torch.load(run_dir / "checkpoints" / "finetuned.ckpt", map_location="cpu", weights_only=False)
+    assert final["epoch"] == 2 and final["yolo_slim"]["spec"] == killed["yolo_slim"]["spec"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert list(summary["stages"]) == ["train", "pruned", "finetuned"]
+    # The stages before the kill are the killed attempt's: nothing was pruned or measured again.
+    assert {name: summary["stages"][name] for name in ("train", "pruned")} == record["stages"]
+    assert summary["stages"]["finetuned"]["params"] == summary["stages"]["pruned"]["params"]
+    assert summary["prune"] == record["settings"]
+    assert summary["checkpoint"] == str(run_dir / "checkpoints" / "finetuned.ckpt")
+    assert (run_dir / "predictions.png").stat().st_size > 1000  # dense (from the record) | fine-tuned
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("val/map")]
+    assert steps == sorted(set(steps)) and len(steps) >= 3, steps  # each epoch's, none drawn twice
+    # A fine-tune that finished is not continued.
+    result = run_cli_in_process(["prune", f"resume={run_dir}"], cli_environment, capfd)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "finished its prune.finetune_epochs=3 epochs and wrote summary.json: there is nothing to continue" in \
+        result.stderr
+    # resume=auto, a requeued job of that prune: nothing to do, and nothing rewritten.
+    written = (run_dir / "summary.json").read_text()
+    result = run_cli_in_process(["prune", *arguments, "resume=auto", f"hydra.run.dir={run_dir}"], cli_environment,
+                                capfd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finished its 3 epochs already" in result.stdout + result.stderr
+    assert (run_dir / "summary.json").read_text() == written
 
 
 @pytest.mark.slow
@@ -205,8 +252,29 @@ def test_resume_names_folders_that_are_not_train_runs(tmp_path):
     pruned = _fake_run(tmp_path / "pruned")  # a `prune` run's folder: it has no last.ckpt of its own
     (pruned / "checkpoints" / "last.ckpt").unlink()
     (pruned / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: prune\n")
-    with pytest.raises(UsageError, match="is the folder of a `prune` run; resume= continues `train` runs"):
+    with pytest.raises(UsageError, match=r"is the folder of a `prune` run; `train resume=` continues `train` runs "
+                                         r"\(continue it with `python -m yolo_slim prune resume="):
         resume_arguments([f"resume={pruned}"])
+    # prune resume= continues a prune's fine-tune, from its own finetuned.ckpt; a train run is named as such.
+    with pytest.raises(UsageError, match=r"finetuned.ckpt does not exist \(the prune had no fine-tune "
+                                         r"\(prune.finetune_epochs=0\), or it stopped before"):
+        resume_arguments([f"resume={pruned}"], "prune")
+    (pruned / "checkpoints" / "finetuned.ckpt").write_bytes(b"checkpoint")
+    config_path, config_name, overrides = resume_arguments([f"resume={pruned}", "data.workers=0"], "prune")
+    assert (config_path, config_name) == (str(pruned / ".hydra"), "resume")
+    assert overrides == ["data.workers=0", f"++resume='{pruned / 'checkpoints' / 'finetuned.ckpt'}'"]
+    assert "prune resume=" in (pruned / ".hydra" / "resume.yaml").read_text()
+    trained = _fake_run(tmp_path / "trained")
+    (trained / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: train\n")
+    with pytest.raises(UsageError, match=r"is the folder of a `train` run; `prune resume=` continues `prune` runs "
+                                         r"\(continue it with `python -m yolo_slim train resume="):
+        resume_arguments([f"resume={trained}"], "prune")
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / ".hydra").mkdir()
+    (tmp_path / "val" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "val" / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: val\n")
+    with pytest.raises(UsageError, match=r"is the folder of a `val` run; .*\(run the `val` command again\)"):
+        resume_arguments([f"resume={tmp_path / 'val'}"])
 
 
 def test_resume_refuses_another_run_folder_but_takes_its_own(tmp_path):
@@ -274,12 +342,15 @@ def test_resume_auto_takes_only_where_the_run_runs_from_a_new_command(tmp_path):
 
 
 def test_resume_auto_without_a_checkpoint_says_it_starts_from_the_beginning(tmp_path, caplog):
-    from yolo_slim.cli.train import _checkpoint_to_resume
+    from omegaconf import OmegaConf
+
+    from yolo_slim.cli.resume import starting_point
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"")  # an attempt killed in its first epoch saved no last
-    with caplog.at_level("INFO", logger="yolo_slim.cli.train"):
-        assert _checkpoint_to_resume("auto", tmp_path) is None
+    with caplog.at_level("INFO", logger="yolo_slim.cli.resume"):
+        assert starting_point(OmegaConf.create({"resume": "auto"}), tmp_path, "train", "trainer.max_epochs",
+                              longer="") == (None, False)
     assert f"resume=auto: {tmp_path} holds no checkpoints/last.ckpt yet, so the run starts from the beginning" \
         in caplog.text
 
@@ -289,7 +360,7 @@ def test_a_resumed_log_hides_what_the_killed_attempt_wrote_after_its_checkpoint(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter
 
-    from yolo_slim.cli.train import _tensorboard, logged_step
+    from yolo_slim.cli.settings import logged_step, tensorboard_logger
 
     killed = SummaryWriter(log_dir=str(tmp_path / "tensorboard"))  # the attempt: steps 0-7, checkpoint at 6
     for step in range(8):
@@ -299,7 +370,7 @@ def test_a_resumed_log_hides_what_the_killed_attempt_wrote_after_its_checkpoint(
     torch.save(checkpoint, tmp_path / "last.ckpt")
     assert logged_step(checkpoint) == 6 and logged_step({"global_step": 4}) == 4
     time.sleep(1.1)  # event files are named by the second they were opened in, and read in that order
-    logger = _tensorboard(tmp_path, str(tmp_path / "last.ckpt") if resumed else None)
+    logger = tensorboard_logger(tmp_path, str(tmp_path / "last.ckpt") if resumed else None)
     for step in (6, 7, 8):  # what the resumed fit logs again, and on
         logger.log_metrics({"train/box_step": 10.0 + step}, step=step)
     logger.finalize("success")

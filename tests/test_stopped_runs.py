@@ -57,3 +57,14 @@ def test_any_other_exit_passes_through():
     with pytest.raises(SystemExit) as stopped, stopped_by_signal(Finished(), lambda: "unused"):
         raise SystemExit(5)
     assert stopped.value.code == 5
+
+
+def test_a_stopped_fine_tune_is_told_how_to_go_on_from_what_it_saved(tmp_path):
+    from yolo_slim.cli.prune import _continue_hint
+
+    (tmp_path / "checkpoints").mkdir()
+    # Stopped in its first epoch: only the pruned network is saved.
+    assert f"the pruned network is saved ({tmp_path / 'checkpoints' / 'pruned.ckpt'})" in _continue_hint(tmp_path)
+    (tmp_path / "checkpoints" / "finetuned.ckpt").write_bytes(b"checkpoint")
+    assert f"`python -m yolo_slim prune resume={tmp_path}`, or the same command with resume=auto" in \
+        _continue_hint(tmp_path)

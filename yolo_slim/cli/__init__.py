@@ -5,8 +5,8 @@ the dispatcher pops the command word first. An argument list without a command m
 except in the child processes Lightning's DDP launcher starts: it re-runs ``sys.argv[1:]`` (already
 without the command) with ``hydra.job.name=train_ddp_process_<rank>`` added, and such a child takes
 the command its parent ran from the environment (``YOLO_SLIM_COMMAND``), so that ``val`` or
-``prune`` on several devices runs ``val`` or ``prune`` on each. ``train resume=RUN`` is rewritten here into a
-Hydra run of that folder's own saved config (:mod:`yolo_slim.cli.resume`). Errors the user caused
+``prune`` on several devices runs ``val`` or ``prune`` on each. ``train resume=RUN`` (and ``prune resume=RUN``)
+is rewritten here into a Hydra run of that folder's own saved config (:mod:`yolo_slim.cli.resume`). Errors the user caused
 come out as one line and exit status 2 (:mod:`yolo_slim.cli.errors`).
 """
 
@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> None:
 
         task_module = f"yolo_slim.cli.{command}"  # imported by the job: a config error skips the command's imports
         config_path, config_name, overrides = str(config_dir()), command, rest
-        from yolo_slim.cli.resume import is_resume, resume_arguments
+        from yolo_slim.cli.resume import RESUMED_CHECKPOINT, is_resume, resume_arguments
 
         refuse_unread_additions(command, rest)  # `+key=value` that nothing would read
-        if command == "train" and any(is_resume(argument) for argument in rest):
-            config_path, config_name, overrides = resume_arguments(rest)
+        if command in RESUMED_CHECKPOINT and any(is_resume(argument) for argument in rest):
+            config_path, config_name, overrides = resume_arguments(rest, command)
         from yolo_slim.cli.schemas import register_schemas
 
         register_schemas()  # the dataclasses behind the yaml files' `- /schema/...` defaults

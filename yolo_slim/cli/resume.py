@@ -6,6 +6,8 @@ with the Hydra settings of ``conf/train.yaml`` pointed at ``RUN``, and ``resume`
 checkpoint: ``cli/train.py`` then hands it to ``Trainer.fit(ckpt_path=...)``, which restores the
 weights, optimizer, LR schedule, EMA, epoch and every callback's state (SlimCallback's prunes and
 stages included), and the TensorBoard log and ``summary.json`` carry on in the same folder.
+``prune resume=RUN`` does the same for a ``prune`` run's fine-tune (``prune.finetune_epochs``), from its
+``checkpoints/finetuned.ckpt``, which also holds what the prune measured before it (``cli/prune.py``).
 
 What the run computes cannot change on resume; where it runs can: :data:`RESUMABLE` lists the
 settings that may be given beside ``resume=``, and Hydra's own ``hydra.*``. Not ``-m``: a multirun writes
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from yolo_slim.files import write_text_atomically
+from yolo_slim.files import remove_abandoned_partials, write_text_atomically
 
 RESUMABLE = ("trainer.devices", "trainer.accelerator", "trainer.num_nodes", "trainer.strategy", "data.workers",
              "data.cache", "data.cache_dir")
@@ -32,15 +34,19 @@ MULTIRUN = ("-m", "--multirun")
 # passes on to its child processes (their sys.argv), so that they too compose the run's own config.
 PREFIXES = ("resume=", "++resume=", "+resume=")
 LAST = Path("checkpoints") / "last.ckpt"
+FINETUNED = Path("checkpoints") / "finetuned.ckpt"  # a prune's fine-tune: rewritten at each of its epochs' ends
+RESUMED_CHECKPOINT = {"train": LAST, "prune": FINETUNED}
+"""The commands whose runs can be continued, and the checkpoint in the run folder each continues from."""
 RESUME_CONFIG = "resume"  # RUN/.hydra/resume.yaml: the composition a resume runs
-PATH_SETTINGS = ("data.path", "data.cache_dir", "model.weights", "model.cfg")
+PATH_SETTINGS = ("data.path", "data.cache_dir", "model.weights", "model.cfg", "ckpt")
 """Settings that name files. The run's config holds them as they were typed, and with ``hydra.job.chdir``
 false a relative one meant the folder the run was started from (Hydra records it in ``.hydra/hydra.yaml``
 as ``hydra.runtime.cwd``): a resume started elsewhere is given them from there."""
 
 
-def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
-    """(config path, config name, overrides) of the Hydra app that continues the run ``resume=`` names.
+def resume_arguments(arguments: list[str], command: str = "train") -> tuple[str, str, list[str]]:
+    """(config path, config name, overrides) of the Hydra app that continues the ``command`` run ``resume=``
+    names (one of :data:`RESUMED_CHECKPOINT`).
 
     Raises:
         UsageError: not a run folder or checkpoint, no ``last.ckpt`` yet, or an override that a resume
@@ -53,8 +59,8 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
 
     target = _unquoted(next(argument.split("=", 1)[1] for argument in arguments if is_resume(argument)))
     if target in (AUTO, "null", ""):
-        return str(config_dir()), "train", arguments  # resolved by the run itself (cli/train.py)
-    run, checkpoint = locate_run(Path(target))
+        return str(config_dir()), command, arguments  # resolved by the run itself (cli/train.py, cli/prune.py)
+    run, checkpoint = locate_run(Path(target), command)
     # What an earlier call made of the relative paths comes back in a DDP child's argv: not the user's.
     start_paths = _paths_from_the_start_folder(run)
     others = [argument for argument in arguments if not is_resume(argument) and argument not in start_paths.values()]
@@ -73,11 +79,12 @@ def resume_arguments(arguments: list[str]) -> tuple[str, str, list[str]]:
     if refused:
         raise UsageError(f"resume={target} continues that run with its own config, so {' '.join(refused)} cannot "
                          f"be given; allowed beside resume=: {', '.join(RESUMABLE)} and hydra.*")
-    hydra_settings = OmegaConf.load(config_dir() / "train.yaml").hydra
+    hydra_settings = OmegaConf.load(config_dir() / f"{command}.yaml").hydra
     hydra_settings.run.dir = str(run)
     hydra_settings.output_subdir = ".hydra/resumed"  # .hydra/config.yaml stays the run's own, for a later resume
     composition = OmegaConf.create({"defaults": ["config", "_self_"], "hydra": hydra_settings})
-    text = ("# written by `python -m yolo_slim train resume=...`: the run's saved config.yaml, continued in place\n"
+    text = (f"# written by `python -m yolo_slim {command} resume=...`: the run's saved config.yaml, continued in "
+            f"place\n"
             + OmegaConf.to_yaml(composition))
     path = run / ".hydra" / f"{RESUME_CONFIG}.yaml"
     if not path.is_file() or path.read_text() != text:  # DDP children come here too: never half-written
@@ -123,32 +130,38 @@ def _unquoted(value: str) -> str:
     return str(OverridesParser.create().parse_override(f"resume={value}").value())
 
 
-def locate_run(target: Path) -> tuple[Path, Path]:
-    """The run folder and the checkpoint to continue from, for a run folder or a checkpoint inside one."""
+def locate_run(target: Path, command: str = "train") -> tuple[Path, Path]:
+    """The run folder and the checkpoint to continue from, for a ``command`` run's folder or a checkpoint inside
+    one."""
     from yolo_slim.cli.errors import UsageError
 
+    own = RESUMED_CHECKPOINT[command]
     if target.is_file():
         checkpoint = target
         run = target.parent.parent if target.parent.name == "checkpoints" else target.parent
     elif target.is_dir():
-        run, checkpoint = target, target / LAST
+        run, checkpoint = target, target / own
         jobs = sorted(child.name for child in target.iterdir() if (child / ".hydra" / "config.yaml").is_file())
         if not checkpoint.is_file() and jobs:
             raise UsageError(f"resume={target} is a sweep folder; give one of its jobs ({', '.join(jobs[:5])}"
                              f"{', ...' if len(jobs) > 5 else ''}), or run the sweep's command again with resume=auto")
     else:
-        raise UsageError(f"resume={target} does not exist; give a train run folder (outputs/train/<run>) or its "
-                         f"checkpoints/last.ckpt")
+        raise UsageError(f"resume={target} does not exist; give a {command} run folder (outputs/{command}/<run>) or "
+                         f"its {own.as_posix()}")
     if not (run / ".hydra" / "config.yaml").is_file():
-        raise UsageError(f"resume={target}: {run} is not a train run folder (no .hydra/config.yaml); give the "
-                         f"folder a `train` run wrote (outputs/train/<run>)")
-    command = _command_of(run)
-    if command not in (None, "train"):
-        raise UsageError(f"resume={target}: {run} is the folder of a `{command}` run; resume= continues `train` runs "
-                         f"(run the `{command}` command again)")
+        raise UsageError(f"resume={target}: {run} is not a {command} run folder (no .hydra/config.yaml); give the "
+                         f"folder a `{command}` run wrote (outputs/{command}/<run>)")
+    maker = _command_of(run)
+    if maker not in (None, command):
+        again = (f"continue it with `python -m yolo_slim {maker} resume={target}`" if maker in RESUMED_CHECKPOINT
+                 else f"run the `{maker}` command again")
+        raise UsageError(f"resume={target}: {run} is the folder of a `{maker}` run; `{command} resume=` continues "
+                         f"`{command}` runs ({again})")
     if not checkpoint.is_file():
-        raise UsageError(f"resume={target}: {checkpoint} does not exist (the run stopped before its first "
-                         f"epoch ended: start it again)")
+        why = ("the prune had no fine-tune (prune.finetune_epochs=0), or it stopped before the fine-tune's first "
+               "epoch ended: run the prune again") if command == "prune" else \
+            "the run stopped before its first epoch ended: start it again"
+        raise UsageError(f"resume={target}: {checkpoint} does not exist ({why})")
     return run.resolve(), checkpoint.resolve()
 
 
@@ -191,7 +204,7 @@ def record_start(run_dir: Path) -> None:
         write_text_atomically(path, text)
 
 
-def refuse_other_settings(run_dir: Path, config: Any) -> None:
+def refuse_other_settings(run_dir: Path, config: Any, command: str = "train") -> None:
     """``resume=auto`` found ``last.ckpt``: the run must go on with the settings it was started with (but where it
     runs, :data:`RESUMABLE`), as ``resume=RUN`` does. Else its folder would hold one run's checkpoint under another
     run's config, and a sweep's table would show one ratio's figures under another.
@@ -216,7 +229,7 @@ def refuse_other_settings(run_dir: Path, config: Any) -> None:
     write_text_atomically(run_dir / ".hydra" / "config.yaml", path.read_text())
     shown = "; ".join(f"{key}: {started.get(key, unset)} there, {now.get(key, unset)} now"
                       for key in changed[:4]) + ("; ..." if len(changed) > 4 else "")
-    raise UsageError(f"resume=auto found {run_dir / LAST}, from a run started with other settings ({shown}); it "
+    raise UsageError(f"resume=auto found {run_dir / RESUMED_CHECKPOINT[command]}, from a run started with other settings ({shown}); it "
                      f"continues only with its own: give the command it was started with, or another folder "
                      f"(hydra.sweep.dir= / hydra.run.dir=)")
 
@@ -230,10 +243,82 @@ def _leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix.rstrip("."), tree
 
 
-def own_checkpoint(run_dir: Path) -> Path | None:
-    """``resume=auto``: the run folder's own ``last.ckpt``, when an earlier attempt left one."""
-    checkpoint = run_dir / LAST
+def own_checkpoint(run_dir: Path, command: str = "train") -> Path | None:
+    """``resume=auto``: the run folder's own checkpoint (:data:`RESUMED_CHECKPOINT`), when an earlier attempt
+    left one."""
+    checkpoint = run_dir / RESUMED_CHECKPOINT[command]
     return checkpoint if checkpoint.is_file() else None
+
+
+def starting_point(config: Any, run_dir: Path, command: str, epochs_setting: str,
+                   longer: str) -> tuple[str | None, bool]:
+    """Where a ``command`` run in ``run_dir`` starts: (the checkpoint its fit continues from, None for a fresh
+    start; whether it has nothing left to do).
+
+    ``config.resume`` is null (a fresh run), ``auto`` (the folder's own checkpoint if an earlier attempt left
+    one, continued only with the settings it was started with), or the checkpoint :func:`resume_arguments`
+    found for ``resume=RUN``. A fresh start keeps a copy of its config (:func:`record_start`). A run that
+    finished its epochs (the setting ``epochs_setting``) and wrote its summary is not continued: ``resume=auto`` (a
+    requeued job) has nothing to do, ``resume=RUN`` is refused with ``longer``, how to go further (a
+    template of ``{checkpoint}``).
+    First the files an attempt killed while writing them left in the folder are removed.
+
+    Raises:
+        ValueError: the checkpoint is missing, or the run had finished (``resume=RUN``).
+        UsageError: ``resume=auto`` found the checkpoint of a run started with other settings.
+    """
+    import logging
+
+    from yolo_slim.models.checkpoint import check_archive
+
+    log = logging.getLogger(__name__)
+    for folder in (run_dir, run_dir / "checkpoints"):  # before this run's first write there
+        for path in remove_abandoned_partials(folder):
+            log.info("removed %s, which an earlier attempt was writing when it was killed", path)
+    resume = config.get("resume")
+    own = RESUMED_CHECKPOINT[command]
+    if resume is None:
+        checkpoint = None
+    elif resume == AUTO:
+        found = own_checkpoint(run_dir, command)
+        if found is None:  # said, as an earlier attempt killed before its first epoch ended starts over too
+            log.info("resume=auto: %s holds no %s yet, so the run starts from the beginning", run_dir, own.as_posix())
+        checkpoint = None if found is None else str(found)
+    else:
+        if not Path(str(resume)).is_file():
+            raise ValueError(f"resume={resume} does not exist; give a {command} run folder or its {own.as_posix()}")
+        check_archive(Path(str(resume)))  # a truncated or foreign file is named now, not deep inside Lightning
+        checkpoint = str(resume)
+    if checkpoint is None:
+        record_start(run_dir)
+        return None, False
+    if resume == AUTO:
+        refuse_other_settings(run_dir, config, command)
+    # summary.json is written when a run ends, so only then is the checkpoint read here (Lightning reads it
+    # again). One killed after its last epoch but before its summary resumes into an empty fit, then writes it.
+    from omegaconf import OmegaConf
+
+    summary = run_dir / "summary.json"
+    epochs = OmegaConf.select(config, epochs_setting)
+    if not summary.is_file() or not _finished(checkpoint, epochs):
+        return checkpoint, False
+    if resume == AUTO:
+        log.info("%s finished its %s epochs already (%s): nothing to do", run_dir, epochs, summary)
+        return checkpoint, True
+    raise ValueError(f"resume={run_dir} finished its {epochs_setting}={epochs} epochs and wrote {summary.name}: "
+                     f"there is nothing to continue; {longer.format(checkpoint=checkpoint)}")
+
+
+def _finished(checkpoint: str, epochs: object) -> bool:
+    """Whether ``checkpoint`` was saved at the end of the fit's last epoch (the resumed checkpoints are written
+    at each epoch's end, ``epoch`` counting from 0). Lightning would resume such a run into a fit with nothing
+    in it."""
+    from yolo_slim.models.checkpoint import read_checkpoint
+
+    if not isinstance(epochs, int) or epochs < 0:  # -1 / null: no epoch limit
+        return False
+    epoch = read_checkpoint(checkpoint).get("epoch")
+    return isinstance(epoch, int) and epoch + 1 >= epochs
 
 
 def is_resume(argument: str) -> bool:

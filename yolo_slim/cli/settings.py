@@ -20,6 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -275,6 +276,22 @@ def trainer_arguments(trainer_config: DictConfig) -> dict[str, Any]:
             else OTHER_PRECISION
         log.info("trainer.precision=%s: %s", AUTO_PRECISION, arguments["precision"])  # what the run used
     return arguments
+
+
+def tensorboard_logger(run_dir: Path, resume: str | None) -> TensorBoardLogger:
+    """The run's TensorBoard log, ``run_dir/tensorboard`` (train's, and prune's fine-tune). A resumed fit logs
+    again from its checkpoint's step, which the killed attempt had passed: ``purge_step`` (SummaryWriter's)
+    hides that attempt's events from the step on, which TensorBoard would otherwise draw twice, one curve
+    folding back over the other."""
+    purge_step = None if resume is None else logged_step(read_checkpoint(resume))
+    return TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", purge_step=purge_step)
+
+
+def logged_step(checkpoint: dict) -> int:
+    """The step Lightning's loggers had reached when ``checkpoint`` was saved: the fit loop's count of batches
+    that stepped (what it passes to ``log_metrics``), else the optimizer steps (``global_step``)."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
 
 
 def make_trainer(settings: dict[str, Any], **ours: Any) -> L.Trainer:

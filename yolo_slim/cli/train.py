@@ -14,18 +14,16 @@ from typing import TypeVar
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import stopped_by_signal, users_input
-from yolo_slim.cli.resume import AUTO, LAST, own_checkpoint, record_start, refuse_other_settings
+from yolo_slim.cli.resume import LAST, own_checkpoint, starting_point
 from yolo_slim.cli.settings import (build_model, make_trainer, named_settings, optimization, plain, require_bool,
                                     require_imgsz, require_positive_int, require_seed, require_stride_multiple,
-                                    trainer_arguments, typed_overrides)
+                                    tensorboard_logger, trainer_arguments, typed_overrides)
 from yolo_slim.cli.summary import stage_metrics, write_summary
 from yolo_slim.data import AugmentConfig, YOLODataModule
 from yolo_slim.data.synthetic import SyntheticConfig
-from yolo_slim.files import remove_abandoned_partials
 from yolo_slim.lit.autoanchor import AutoAnchor
 from yolo_slim.lit.checkpoint_io import AtomicCheckpointIO, RunFolderCheckpoint
 from yolo_slim.lit.module import YOLOv5Module
@@ -33,7 +31,6 @@ from yolo_slim.lit.slim_callback import SlimCallback
 from yolo_slim.lit.speed import TrainingSpeed
 from yolo_slim.models import YOLOv5, load_yolov5
 from yolo_slim.models.anchors import are_placeholders
-from yolo_slim.models.checkpoint import check_archive, read_checkpoint
 from yolo_slim.models.info import cpu_latency_ms
 from yolo_slim.models.postprocess import NMSConfig
 from yolo_slim.models.spec import DEFAULT_IMGSZ
@@ -120,7 +117,7 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
                              f"at the start of its epoch, and fine-tuning needs the epochs after it), found {found}")
         callbacks.append(slim)
     trainer = make_trainer(trainer_args, default_root_dir=run_dir,
-                           logger=_tensorboard(run_dir, resume), callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+                           logger=tensorboard_logger(run_dir, resume), callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     # The accumulation counts the images of all processes, known once the Trainer has resolved its devices.
     optim = optimization(config.optim, datamodule.batch_size, accumulate, processes=trainer.world_size)
     trainer.accumulate_grad_batches = optim.accumulate
@@ -132,21 +129,6 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
     model_name = str(config.model.weights or config.model.cfg)
     return TrainingJob(trainer=trainer, module=module, datamodule=datamodule, run_dir=run_dir, imgsz=imgsz,
                        model_name=model_name)
-
-
-def _tensorboard(run_dir: Path, resume: str | None) -> TensorBoardLogger:
-    """The run's TensorBoard log. A resumed fit logs again from its checkpoint's step, which the killed attempt
-    had passed: ``purge_step`` (SummaryWriter's) hides that attempt's events from the step on, which TensorBoard
-    would otherwise draw twice, one curve folding back over the other."""
-    purge_step = None if resume is None else logged_step(read_checkpoint(resume))
-    return TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", purge_step=purge_step)
-
-
-def logged_step(checkpoint: dict) -> int:
-    """The step Lightning's loggers had reached when ``checkpoint`` was saved: the fit loop's count of batches
-    that stepped (what it passes to ``log_metrics``), else the optimizer steps (``global_step``)."""
-    loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
-    return int(loop.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
 
 
 def _network(model_config: DictConfig, names: list[str], resume: str | None) -> YOLOv5:
@@ -177,32 +159,6 @@ def _continue_hint(run_dir: Path) -> str:
             f"resume={run_dir}`, or the same command with resume=auto")
 
 
-def _checkpoint_to_resume(resume: object, run_dir: Path) -> str | None:
-    """``resume``: null (a fresh run), ``auto`` (this folder's last.ckpt if an earlier attempt left one), or
-    the checkpoint ``resume=RUN`` found (cli/resume.py rewrote it into a path)."""
-    if resume is None:
-        return None
-    if resume == AUTO:
-        found = own_checkpoint(run_dir)
-        if found is None:  # said, as an earlier attempt killed before its first epoch ended starts over too
-            log.info("resume=auto: %s holds no %s yet, so the run starts from the beginning", run_dir, LAST)
-        return None if found is None else str(found)
-    checkpoint = Path(str(resume))
-    if not checkpoint.is_file():
-        raise ValueError(f"resume={resume} does not exist; give a train run folder or its checkpoints/last.ckpt")
-    check_archive(checkpoint)  # a truncated or foreign file is named now, not deep inside Lightning
-    return str(checkpoint)
-
-
-def _finished(checkpoint: str, max_epochs: object) -> bool:
-    """Whether ``checkpoint`` was saved at the end of the run's last epoch (last.ckpt is written at each
-    epoch's end, ``epoch`` counting from 0). Lightning would resume such a run into a fit with nothing in it."""
-    if not isinstance(max_epochs, int) or max_epochs < 0:  # -1 / null: no epoch limit
-        return False
-    epoch = read_checkpoint(checkpoint).get("epoch")
-    return isinstance(epoch, int) and epoch + 1 >= max_epochs
-
-
 def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
     """The ``+prune=sparse`` group as a SlimCallback: its settings are the callback's arguments (the schema in
     cli/schemas.py is read off its signature), ``epoch``/``epochs`` its ``prune_epochs``."""
@@ -217,25 +173,11 @@ def run(config: DictConfig) -> None:
         # verbose=False: its notice would precede an error line
         L.seed_everything(require_seed(config.seed), workers=True, verbose=False)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        for folder in (run_dir, run_dir / "checkpoints"):  # before this run's first write there
-            for path in remove_abandoned_partials(folder):
-                log.info("removed %s, which an earlier attempt was writing when it was killed", path)
-        resume = _checkpoint_to_resume(config.get("resume"), run_dir)
-        if resume is None:
-            record_start(run_dir)
-        elif config.resume == AUTO:
-            refuse_other_settings(run_dir, config)
-        # summary.json is written when a run ends, so only then is the checkpoint read here (Lightning reads it
-        # again). One killed after its last epoch but before its summary resumes into an empty fit, then writes it.
-        summary = run_dir / "summary.json"
-        if resume is not None and summary.is_file() and _finished(resume, config.trainer.max_epochs):
-            if config.resume == AUTO:  # a requeued job whose run had finished: done
-                log.info("%s finished its %s epochs already (%s): nothing to do", run_dir, config.trainer.max_epochs,
-                         summary)
-                return
-            raise ValueError(f"resume={run_dir} finished its trainer.max_epochs={config.trainer.max_epochs} "
-                             f"epochs and wrote {summary.name}: there is nothing to continue; to train it longer, "
-                             f"start a new run from it (train model.weights={resume} ...)")
+        resume, done = starting_point(config, run_dir, "train", "trainer.max_epochs",
+                                      longer="to train it longer, start a new run from it (train "
+                                      "model.weights={checkpoint} ...)")
+        if done:  # a requeued job whose run had finished
+            return
         job = build_job(config, run_dir, resume)
     if resume is not None:
         log.info("resuming %s from %s", run_dir, resume)

@@ -130,8 +130,12 @@ class PredictionPictures:
         same picture (its images are the first validation batch again)."""
         return [detections.cpu() for detections in self.dense]
 
-    def restore(self, dense: list[torch.Tensor]) -> None:
+    def restore(self, dense: list[torch.Tensor], datamodule: Any = None) -> None:
+        """Take back :meth:`state`; with ``datamodule``, its first validation images too (else :meth:`write`
+        reads them from its trainer's datamodule)."""
         self.dense = list(dense)
+        if datamodule is not None:
+            self.images = _first_images(datamodule, self.count)
 
     def write(self, folder: Path, network: YOLOv5, trainer: L.Trainer | None = None,
               final_title: str = "final") -> Path | None:
