@@ -6,8 +6,8 @@ except in the child processes Lightning's DDP launcher starts: it re-runs ``sys.
 without the command) with ``hydra.job.name=train_ddp_process_<rank>`` added, and such a child takes
 the command its parent ran from the environment (``YOLO_SLIM_COMMAND``), so that ``val`` or
 ``prune`` on several devices runs ``val`` or ``prune`` on each. ``train resume=RUN`` (and ``prune resume=RUN``)
-is rewritten here into a Hydra run of that folder's own saved config (:mod:`yolo_slim.cli.resume`). Errors the user caused
-come out as one line and exit status 2 (:mod:`yolo_slim.cli.errors`).
+is rewritten here into a Hydra run of that folder's own saved config (:mod:`yolo_slim.cli.resume`). Errors
+the user caused come out as one line and exit status 2 (:mod:`yolo_slim.cli.errors`).
 """
 
 from __future__ import annotations

@@ -229,7 +229,8 @@ def refuse_other_settings(run_dir: Path, config: Any, command: str = "train") ->
     write_text_atomically(run_dir / ".hydra" / "config.yaml", path.read_text())
     shown = "; ".join(f"{key}: {started.get(key, unset)} there, {now.get(key, unset)} now"
                       for key in changed[:4]) + ("; ..." if len(changed) > 4 else "")
-    raise UsageError(f"resume=auto found {run_dir / RESUMED_CHECKPOINT[command]}, from a run started with other settings ({shown}); it "
+    raise UsageError(f"resume=auto found {run_dir / RESUMED_CHECKPOINT[command]}, from a run started with other "
+                     f"settings ({shown}); it "
                      f"continues only with its own: give the command it was started with, or another folder "
                      f"(hydra.sweep.dir= / hydra.run.dir=)")
 

@@ -117,7 +117,8 @@ def build_job(config: DictConfig, run_dir: Path, resume: str | None = None) -> T
                              f"at the start of its epoch, and fine-tuning needs the epochs after it), found {found}")
         callbacks.append(slim)
     trainer = make_trainer(trainer_args, default_root_dir=run_dir,
-                           logger=tensorboard_logger(run_dir, resume), callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+                           logger=tensorboard_logger(run_dir, resume), callbacks=callbacks,
+                           plugins=[AtomicCheckpointIO()])
     # The accumulation counts the images of all processes, known once the Trainer has resolved its devices.
     optim = optimization(config.optim, datamodule.batch_size, accumulate, processes=trainer.world_size)
     trainer.accumulate_grad_batches = optim.accumulate
