@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import stopped_by_signal, users_input
-from yolo_slim.cli.resume import FINETUNED, own_checkpoint, starting_point
+from yolo_slim.cli.resume import FINETUNED, continue_hint, starting_point
 from yolo_slim.cli.settings import (
     Optimization,
     checkpoint_datamodule,
@@ -235,9 +235,7 @@ def _finetune(trainer_settings: dict, module: YOLOv5Module, datamodule: YOLOData
 
 def _continue_hint(run_dir: Path) -> str:
     """How to go on with a fine-tune stopped before its end."""
-    if own_checkpoint(run_dir, "prune") is not None:
-        return (f"continue its fine-tune from its last finished epoch ({run_dir / FINETUNED}) with `python -m "
-                f"yolo_slim prune resume={run_dir}`, or the same command with resume=auto")
     pruned = run_dir / "checkpoints" / "pruned.ckpt"
-    return (f"the pruned network is saved ({pruned}): fine-tune it with `python -m yolo_slim train "
-            f"model.weights={pruned} data.path=...`, or run this prune again")
+    return continue_hint(run_dir, "prune", nothing_saved=f"the pruned network is saved ({pruned}): fine-tune it "
+                         f"with `python -m yolo_slim train model.weights={pruned} data.path=...`, or run this prune "
+                         f"again")

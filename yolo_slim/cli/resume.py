@@ -18,11 +18,14 @@ there is one (what a Slurm job requeued after preemption needs; see the README).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from yolo_slim.files import remove_abandoned_partials, write_text_atomically
+
+log = logging.getLogger(__name__)
 
 RESUMABLE = ("trainer.devices", "trainer.accelerator", "trainer.num_nodes", "trainer.strategy", "data.workers",
              "data.cache", "data.cache_dir")
@@ -251,6 +254,16 @@ def own_checkpoint(run_dir: Path, command: str = "train") -> Path | None:
     return checkpoint if checkpoint.is_file() else None
 
 
+def continue_hint(run_dir: Path, command: str, nothing_saved: str) -> str:
+    """How to go on with a ``command`` run stopped before its end: resume from its own checkpoint, once one is
+    saved; ``nothing_saved`` before that."""
+    checkpoint = own_checkpoint(run_dir, command)
+    if checkpoint is None:
+        return nothing_saved
+    return (f"continue it from its last finished epoch ({checkpoint}) with `python -m yolo_slim {command} "
+            f"resume={run_dir}`, or the same command with resume=auto")
+
+
 def starting_point(config: Any, run_dir: Path, command: str, epochs_setting: str,
                    longer: str) -> tuple[str | None, bool]:
     """Where a ``command`` run in ``run_dir`` starts: (the checkpoint its fit continues from, None for a fresh
@@ -268,11 +281,8 @@ def starting_point(config: Any, run_dir: Path, command: str, epochs_setting: str
         ValueError: the checkpoint is missing, or the run had finished (``resume=RUN``).
         UsageError: ``resume=auto`` found the checkpoint of a run started with other settings.
     """
-    import logging
-
     from yolo_slim.models.checkpoint import check_archive
 
-    log = logging.getLogger(__name__)
     for folder in (run_dir, run_dir / "checkpoints"):  # before this run's first write there
         for path in remove_abandoned_partials(folder):
             log.info("removed %s, which an earlier attempt was writing when it was killed", path)

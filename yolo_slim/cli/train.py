@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from yolo_slim.cli.errors import stopped_by_signal, users_input
-from yolo_slim.cli.resume import LAST, own_checkpoint, starting_point
+from yolo_slim.cli.resume import continue_hint, starting_point
 from yolo_slim.cli.settings import (build_model, make_trainer, named_settings, optimization, plain, require_bool,
                                     require_imgsz, require_positive_int, require_seed, require_stride_multiple,
                                     tensorboard_logger, trainer_arguments, typed_overrides)
@@ -152,14 +152,6 @@ def _network(model_config: DictConfig, names: list[str], resume: str | None) -> 
     return build_model(model_config, nc=len(names), names=names)
 
 
-def _continue_hint(run_dir: Path) -> str:
-    """How to go on with a run stopped before its end."""
-    if own_checkpoint(run_dir) is None:
-        return "no epoch had finished, so nothing was saved: run the command again"
-    return (f"continue it from its last finished epoch ({run_dir / LAST}) with `python -m yolo_slim train "
-            f"resume={run_dir}`, or the same command with resume=auto")
-
-
 def build_slim_callback(prune: DictConfig, imgsz: int) -> SlimCallback:
     """The ``+prune=sparse`` group as a SlimCallback: its settings are the callback's arguments (the schema in
     cli/schemas.py is read off its signature), ``epoch``/``epochs`` its ``prune_epochs``."""
@@ -182,7 +174,8 @@ def run(config: DictConfig) -> None:
         job = build_job(config, run_dir, resume)
     if resume is not None:
         log.info("resuming %s from %s", run_dir, resume)
-    with stopped_by_signal(job.trainer, lambda: _continue_hint(run_dir)):
+    with stopped_by_signal(job.trainer, lambda: continue_hint(
+            run_dir, "train", nothing_saved="no epoch had finished, so nothing was saved: run the command again")):
         job.trainer.fit(job.module, datamodule=job.datamodule, ckpt_path=resume)
     slim = next((c for c in job.trainer.callbacks if isinstance(c, SlimCallback)), None)
     if slim is None:
